@@ -1,0 +1,1 @@
+"""Runtimes (one module each) and the harness that measures compatibility on them."""

@@ -1,0 +1,84 @@
+"""Checkpoints: safetensors weights + manifest, written atomically, loaded with sha256 and space checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hetero.errors import ArtifactError, InputError
+from hetero.io import atomic_dir, sha256_file
+from hetero.manifest import Manifest, load_manifest, write_manifest
+from hetero.models import MODELS, create_model, model_cost
+from hetero.spaces import EmbeddingSpace, InputSpec
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_checkpoint(
+    out_dir: Path,
+    model: torch.nn.Module,
+    *,
+    model_name: str,
+    input_spec: InputSpec,
+    space: EmbeddingSpace | None,
+    space_name: str,
+    seed: int,
+    extra: dict[str, Any],
+    source: dict[str, Any] | None = None,
+) -> Manifest:
+    """Write weights and manifest into `out_dir` as one unit.
+
+    `space=None` means the model defines its own space (a cloud model, or an edge model trained without any cloud
+    term): its id is derived from the weights' sha256, so any retraining yields a new, distinguishable space.
+    """
+    with atomic_dir(out_dir) as tmp:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME))
+        digest = sha256_file(tmp / WEIGHTS_NAME)
+        if space is None:
+            dim = model.head.out_features
+            space = EmbeddingSpace(id=f"{space_name}-{model_name}@{digest[:12]}", dim=dim, input=input_spec)
+        entry = MODELS[model_name]
+        manifest = Manifest(
+            kind="checkpoint",
+            file=WEIGHTS_NAME,
+            sha256=digest,
+            format="safetensors",
+            precision="fp32",
+            space=space,
+            input=input_spec,
+            model={
+                "name": model_name,
+                "family": entry.family,
+                "role": entry.role,
+                "embed_dim": int(model.head.out_features),
+                "num_classes": int(model.classifier.weight.shape[0]),
+                "scale": float(model.classifier.scale),
+                **model_cost(model, input_spec),
+            },
+            seed=seed,
+            source=source or {},
+            extra=extra,
+        )
+        write_manifest(tmp, manifest)
+    return manifest
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Manifest]:
+    """Load a checkpoint unit (directory or its files) into an eval-mode model."""
+    manifest, weights = load_manifest(path)
+    if manifest.kind != "checkpoint" or manifest.format != "safetensors":
+        raise InputError(f"{path} is a {manifest.format} {manifest.kind}, not a training checkpoint")
+    m = manifest.model
+    model = create_model(m["name"], embed_dim=m["embed_dim"], num_classes=m["num_classes"], scale=m["scale"])
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{weights}: cannot load weights ({first})") from None
+    return model.eval(), manifest

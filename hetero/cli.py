@@ -1,0 +1,306 @@
+"""`hetero` command line: train | export | verify | check | demo.
+
+Exit codes: 0 pass, 1 compatibility/threshold failure, 2 usage or input error. Errors are one line on stderr
+(a traceback only with --debug). `--json` prints one JSON document on stdout; progress goes to stderr.
+Heavy modules (torch, exporters, runtimes) are imported inside the commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hetero.errors import GateFailure, HeteroError, InputError
+
+EPILOG_EXIT = "exit codes: 0 pass, 1 compatibility or threshold failure, 2 usage or input error"
+
+
+def _log(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    print(json.dumps(payload, indent=2) if args.json else text, flush=True)
+
+
+def _config(args: argparse.Namespace):
+    from hetero.config import load_config
+
+    return load_config(args.config)
+
+
+def _check_config(args: argparse.Namespace):
+    import dataclasses
+
+    cfg = _config(args).check
+    overrides = {
+        "min_recall_at_1": args.min_r1,
+        "min_relative_recall_at_1": args.min_relative_r1,
+        "min_map": args.min_map,
+    }
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hetero.losses import OBJECTIVES
+    from hetero.train import train
+
+    cfg = _config(args)
+    weights = OBJECTIVES[args.objective] if args.objective else None
+    if args.role == "edge" and args.cloud is None and (weights or cfg.edge.loss_weights).get("bct"):
+        raise InputError("training an edge model into the cloud space needs --cloud CHECKPOINT (or --objective independent)")
+    t0 = time.perf_counter()
+    m = train(args.role, cfg, args.out, cloud=args.cloud, loss_weights=weights, progress=not args.quiet)
+    secs = time.perf_counter() - t0
+    _emit(args, {"checkpoint": str(args.out), "seconds": round(secs, 2), "manifest": m.to_dict()},
+          f"{args.role} {m.model['name']} -> {args.out}  space {m.space.id}  ({secs:.0f} s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.onnx import export_onnx
+    from hetero.data import load_split
+
+    cfg = _config(args)
+    split = load_split(cfg.data)
+    images = _parity_images(split, cfg.export.parity_images)
+    m = export_onnx(args.checkpoint, args.out, images, opset=cfg.export.opset, min_cosine=cfg.export.min_cosine)
+    par = m.validation["parity"]
+    _emit(args, {"artifact": str(args.out), "manifest": m.to_dict()},
+          f"onnx fp32 -> {args.out}  parity min cos {par['min_cosine']:.7f} over {par['n']} images (>= {par['min_cosine_threshold']})")
+    return 0
+
+
+def _parity_images(split, n: int):
+    import numpy as np
+
+    pool = np.concatenate([split.query.images, split.gallery.images, split.train.images])
+    return pool[:n]
+
+
+def _report(args: argparse.Namespace, cloud: Path, candidates: list[str], controls: list[str]):
+    from devices import base
+    from devices.harness import compatibility_report, open_producer
+    from hetero.data import load_split
+
+    cfg = _config(args)
+    split = load_split(cfg.data)
+    producers = [open_producer(s, "candidate") for s in candidates] + [open_producer(s, "control") for s in controls]
+    names = [p.name for p in producers]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise InputError(f"two producers are named {sorted(dup)[0]!r}; name them with NAME=PATH")
+    dataset = {"name": cfg.data.dataset, "image_size": cfg.data.image_size, "heldout_classes": list(split.heldout_classes)}
+    return compatibility_report(base.load(cloud), producers, split.query, split.gallery, dataset)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if not args.candidate and not args.control:
+        raise InputError("give at least one --candidate or --control to verify against the cloud gallery")
+    from hetero.io import ensure_writable_dir
+
+    ensure_writable_dir(args.out)
+    report = _report(args, args.cloud, args.candidate, args.control)
+    paths = report.save(args.out)
+    _emit(args, {"report": report.to_dict(), "paths": {k: str(v) for k, v in paths.items()}},
+          report.to_text() + f"\n\nreport: {paths['json']}  {paths['markdown']}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hetero.gate import evaluate
+    from hetero.report import Report
+
+    if args.report and (args.artifact or args.cloud):
+        raise InputError("give either --report, or --cloud with --artifact, not both")
+    if args.report:
+        report = Report.load(args.report)
+    elif args.artifact and args.cloud:
+        report = _report(args, args.cloud, args.artifact, [])
+    else:
+        raise InputError("nothing to check: give --report REPORT.json, or --cloud CHECKPOINT --artifact PATH")
+    result = evaluate(report, _check_config(args), args.row or None)
+    text = report.to_text() + "\n\n" + _gate_text(result)
+    _emit(args, {"passed": result.passed, "gate": result.to_dict(), "report": report.to_dict()}, text)
+    if not result.passed:
+        raise GateFailure(result.failures)
+    return 0
+
+
+def _gate_text(result) -> str:
+    lines = [("PASS  " if r.passed else "FAIL  ") + r.describe() for r in result.rules]
+    return "\n".join(lines) + f"\n\ngate: {'PASS' if result.passed else 'FAIL'}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Whole chain on the default dataset: train cloud, BCT edge, independent edge; export; verify; gate."""
+    from export.onnx import export_onnx
+    from hetero.data import load_split
+    from hetero.gate import evaluate
+    from hetero.io import ensure_writable_dir
+    from hetero.train import train
+
+    cfg = _config(args)
+    out = Path(args.out)
+    ensure_writable_dir(out)
+    split = load_split(cfg.data)
+    d = split.describe()
+    _log(args, f"hetero demo: dataset {cfg.data.dataset} at {cfg.data.image_size} px — {d['train_images']} training "
+               f"images of classes {d['train_classes']}; held-out classes {d['heldout_classes']}: "
+               f"{d['query_images']} queries, {d['gallery_images']} gallery images")
+    progress = not args.quiet
+    steps = [
+        ("cloud", lambda: train("cloud", cfg, out / "cloud", split=split, progress=progress)),
+        ("edge_bct", lambda: train("edge", cfg, out / "edge_bct", cloud=out / "cloud", split=split, progress=progress)),
+        ("edge_independent", lambda: train("edge", cfg, out / "edge_independent", split=split, progress=progress,
+                                           loss_weights={"classification": 1.0})),
+        ("export", lambda: export_onnx(out / "edge_bct", out / "export" / "edge_bct-onnx-fp32",
+                                       _parity_images(split, cfg.export.parity_images),
+                                       opset=cfg.export.opset, min_cosine=cfg.export.min_cosine)),
+    ]
+    what = {
+        "cloud": f"train cloud model {cfg.cloud.model} ({cfg.cloud.epochs} epochs)",
+        "edge_bct": f"train edge model {cfg.edge.model} with BCT into the cloud space ({cfg.edge.epochs} epochs)",
+        "edge_independent": f"train edge model {cfg.edge.model} independently (negative control)",
+        "export": "export edge_bct to ONNX fp32 and check parity in onnxruntime",
+    }
+    results = {}
+    for i, (key, fn) in enumerate(steps, 1):
+        t0 = time.perf_counter()
+        _log(args, f"[{i}/6] {what[key]} …")
+        results[key] = fn()
+        _log(args, f"      done in {time.perf_counter() - t0:.1f} s")
+    _log(args, "[5/6] verify: edge queries (torch, onnxruntime) and the control against the cloud gallery …")
+    report = _report(args, out / "cloud", [f"edge_bct={out / 'edge_bct'}",
+                                          f"edge_bct.onnx={out / 'export' / 'edge_bct-onnx-fp32'}"],
+                     [f"edge_independent={out / 'edge_independent'}"])
+    paths = report.save(out)
+    _log(args, "[6/6] gate: hetero check on the candidate rows")
+    result = evaluate(report, _check_config(args))
+    cloud_m, edge_m = results["cloud"].model, results["edge_bct"].model
+    footer = (f"edge {edge_m['name']}: {edge_m['macs'] / 1e6:.1f} M MACs, {edge_m['params'] / 1e3:.0f} k params = "
+              f"{edge_m['macs'] / cloud_m['macs']:.2f}x the cloud's MACs\n"
+              f"outputs in {out}/: cloud/ edge_bct/ edge_independent/ export/ report.json report.md\n"
+              f"re-run the gate: hetero check --report {paths['json']}")
+    _emit(args, {"passed": result.passed, "gate": result.to_dict(), "report": report.to_dict(),
+                 "paths": {k: str(v) for k, v in paths.items()}},
+          "\n" + report.to_text() + "\n\n" + _gate_text(result) + "\n" + footer)
+    if not result.passed:
+        raise GateFailure(result.failures)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None,
+                        help="run config (TOML); default: the packaged digits config. Unknown keys are refused")
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    p = argparse.ArgumentParser(
+        prog="hetero",
+        description="Train edge models into a cloud model's embedding space, export them, and prove on real "
+                    "runtimes that edge queries still find the right items in the cloud gallery.",
+        epilog="Start with `hetero demo`. " + EPILOG_EXIT,
+    )
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_, description=description,
+                              epilog=epilog + "\n\n" + EPILOG_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    t = add("train", "train a cloud model, or an edge model into its space",
+            "Train the cloud model (defines the embedding space) or an edge model. With a cloud-based objective (BCT)\n"
+            "the edge checkpoint joins the cloud's space; `--objective independent` trains a baseline in its own space.",
+            "examples:\n  hetero train cloud --out runs/x/cloud\n"
+            "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct\n"
+            "  hetero train edge --objective independent --out runs/x/edge_ind")
+    t.add_argument("role", choices=["cloud", "edge"])
+    t.add_argument("--out", type=Path, required=True, help="checkpoint directory to write (model.safetensors + manifest.json)")
+    t.add_argument("--cloud", type=Path, help="frozen cloud checkpoint (needed for BCT)")
+    t.add_argument("--objective", choices=["bct", "independent"],
+                   help="preset loss weights (default: the config's [edge].loss_weights)")
+    t.set_defaults(func=cmd_train)
+
+    e = add("export", "export a checkpoint to ONNX and prove parity",
+            "Export a checkpoint to ONNX fp32 with preprocessing (uint8 NHWC RGB pixels in) and L2 normalisation inside\n"
+            "the graph. Parity to torch is measured in onnxruntime; below [export].min_cosine the export fails\n"
+            "(exit 1) and nothing is written.",
+            "example:\n  hetero export --checkpoint runs/x/edge_bct --out runs/x/export/edge_bct-onnx-fp32")
+    e.add_argument("--checkpoint", type=Path, required=True)
+    e.add_argument("--out", type=Path, required=True, help="artifact directory to write (model.onnx + manifest.json)")
+    e.set_defaults(func=cmd_export)
+
+    v = add("verify", "measure edge queries against the cloud gallery",
+            "Embed the held-out gallery with the cloud unit and the queries with each producer (torch checkpoint or\n"
+            "exported artifact, run on its runtime). Reports R@1, R@5, mAP per row plus parity to torch. Candidates\n"
+            "must declare the cloud's space; controls may not (they are baselines).",
+            "example:\n  hetero verify --cloud runs/x/cloud --candidate edge=runs/x/edge_bct \\\n"
+            "      --candidate edge.onnx=runs/x/export/edge_bct-onnx-fp32 --control runs/x/edge_ind --out runs/x")
+    v.add_argument("--cloud", type=Path, required=True, help="cloud checkpoint that embeds the gallery")
+    v.add_argument("--candidate", action="append", default=[], metavar="[NAME=]PATH", help="gated query producer")
+    v.add_argument("--control", action="append", default=[], metavar="[NAME=]PATH", help="ungated baseline producer")
+    v.add_argument("--out", type=Path, required=True, help="directory for report.json and report.md")
+    v.set_defaults(func=cmd_verify)
+
+    c = add("check", "gate: pass/fail a report or an artifact against thresholds",
+            "Apply thresholds (the config's [check] table, overridable by flags) to every candidate row:\n"
+            "R@1, R@1 relative to cloud → cloud, and mAP. Exit 1 lists every failed rule.",
+            "examples:\n  hetero check --report runs/demo/report.json\n"
+            "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/edge_bct-onnx-fp32 --json")
+    c.add_argument("--report", type=Path, help="report.json written by verify or demo")
+    c.add_argument("--cloud", type=Path, help="cloud checkpoint (with --artifact)")
+    c.add_argument("--artifact", action="append", default=[], metavar="[NAME=]PATH", help="artifact or checkpoint to gate")
+    c.add_argument("--row", action="append", default=[], help="gate only these report rows (default: all candidates)")
+    c.add_argument("--min-r1", type=float, help="override [check].min_recall_at_1")
+    c.add_argument("--min-relative-r1", type=float, help="override [check].min_relative_recall_at_1")
+    c.add_argument("--min-map", type=float, help="override [check].min_map")
+    c.set_defaults(func=cmd_check)
+
+    d = add("demo", "run the whole chain on the default dataset",
+            "Train the cloud model, a BCT edge model and an independent edge model; export the BCT edge model to\n"
+            "ONNX; run it in onnxruntime against the cloud gallery; gate the result. About a minute on 2 cores.",
+            "example:\n  hetero demo --out runs/demo")
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
+    d.add_argument("--min-r1", type=float, help=argparse.SUPPRESS)
+    d.add_argument("--min-relative-r1", type=float, help=argparse.SUPPRESS)
+    d.add_argument("--min-map", type=float, help=argparse.SUPPRESS)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HeteroError as e:
+        if args.debug:
+            raise
+        label = "FAIL" if isinstance(e, GateFailure) else "error"
+        print(f"hetero: {label}: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # unreadable/unwritable paths, full disk: the environment, not a bug
+        if args.debug:
+            raise
+        print(f"hetero: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hetero: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

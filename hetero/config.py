@@ -1,0 +1,134 @@
+"""Frozen dataclass configs read from TOML, validated up front.
+
+Every key is checked before any work starts: an unknown key (a typo such as `epoch` for `epochs`) or a wrong type is
+a one-line `ConfigError` naming the key and the valid ones, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hetero.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    image_size: int = 32
+    heldout_classes: int = 4  # classes never seen in training; split into query and gallery (open-set retrieval)
+    query_fraction: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    name: str = "digits"  # the space id is "<name>-<cloud model>@<hash of the cloud weights>"
+    dim: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "hnet_cloud"
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    scale: float = 16.0  # cosine-softmax temperature of the classifier
+    augment: bool = True
+    seed: int = 0
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"classification": 1.0})
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 17
+    min_cosine: float = 0.99999  # fp32 parity: every validation image, artifact vs torch
+    parity_images: int = 512
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    min_recall_at_1: float = 0.0
+    min_relative_recall_at_1: float = 0.8  # candidate→cloud R@1 / cloud→cloud R@1
+    min_map: float = 0.0
+
+
+def _edge_default() -> TrainConfig:
+    return TrainConfig(model="hnet_edge", epochs=30, seed=1, loss_weights={"classification": 1.0, "bct": 1.0})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    cloud: TrainConfig = field(default_factory=TrainConfig)
+    edge: TrainConfig = field(default_factory=_edge_default)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a dict, refusing unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r} (valid in this table: {', '.join(names)})")
+    return cls(**{k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()})
+
+
+def load_config(path: Path | None = None) -> RunConfig:
+    """Load a run config; `None` means the packaged default (digits)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return from_dict(RunConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

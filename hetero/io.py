@@ -1,0 +1,98 @@
+"""Atomic file and directory writes: a failed run never leaves a half-written model or report behind."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hetero.errors import InputError
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Fail early (before any expensive work) when outputs cannot be written under `path`."""
+    path = Path(path)
+    probe_root = path
+    while not probe_root.exists():
+        if probe_root.parent == probe_root:
+            break
+        probe_root = probe_root.parent
+    if probe_root.exists() and not probe_root.is_dir():
+        raise InputError(f"output path {path} is under a file, not a directory: {probe_root}")
+    try:  # os.access lies for root and for read-only mounts: actually try
+        with tempfile.TemporaryFile(dir=probe_root):
+            pass
+    except OSError as e:
+        raise InputError(f"output directory is not writable: {probe_root} ({e.strerror})") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Build a whole output directory beside `target`, then swap it in.
+
+    The directory (model file + manifest + validation) appears complete or not at all. On any exception the temporary
+    directory is removed and an existing `target` is left untouched.
+    """
+    target = Path(target)
+    ensure_writable_dir(target.parent)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{what} is not valid JSON: {path} ({e})") from None
