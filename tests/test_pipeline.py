@@ -1,0 +1,114 @@
+"""End to end on a tiny real run: train → ONNX → onnxruntime → report → gate, and the gate's mutation tests."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import run_cli
+
+from devices.base import load
+from export.onnx import export_onnx
+from hetero.checkpoint import load_checkpoint, save_checkpoint
+from hetero.report import Report
+
+
+def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path, capsys):
+    out = tmp_path / "verify"
+    rc = run_cli("verify", "--config", tiny.config, "--quiet", "--json", "--cloud", tiny.cloud,
+                 "--candidate", f"edge={tiny.edge}", "--candidate", f"edge.onnx={tiny.onnx}",
+                 "--control", f"independent={tiny.independent}", "--out", out)
+    assert rc == 0
+    payload = json.loads(capsys.readouterr().out)
+    report = Report.load(out / "report.json")
+    assert payload["report"]["rows"][0]["name"] == "cloud → cloud"
+    chance = report.chance["recall_at_1"]
+    cloud = report.row("cloud → cloud").recall_at_1
+    bct = report.row("edge → cloud").recall_at_1
+    onnx_ = report.row("edge.onnx → cloud")
+    ind = report.row("independent → cloud")
+    assert cloud > chance + 0.4
+    # BCT puts the edge model in the cloud space; the independent model is good in its own space only.
+    assert bct > ind.recall_at_1 + 0.2
+    assert ind.recall_at_1 < chance + 0.15 and not ind.same_space
+    assert report.row("independent → independent").recall_at_1 > chance + 0.4
+    # The exported graph computes what torch computes.
+    assert onnx_.runtime == "onnxruntime" and onnx_.parity_min_cosine > 0.99999
+    assert onnx_.recall_at_1 == pytest.approx(bct, abs=1 / onnx_.n_query + 1e-9)
+    assert "| edge.onnx → cloud | onnxruntime | candidate |" in (out / "report.md").read_text()
+
+    assert run_cli("check", "--config", tiny.config, "--quiet", "--report", out / "report.json") == 0
+    # The same report fails when the bar is raised above what was measured: the threshold can fail.
+    assert run_cli("check", "--config", tiny.config, "--quiet", "--report", out / "report.json",
+                   "--min-r1", str(min(bct, onnx_.recall_at_1) + 0.01)) == 1
+
+
+def test_manifests_carry_space_hash_and_provenance(tiny):
+    edge = json.loads((tiny.edge / "manifest.json").read_text())
+    cloud = json.loads((tiny.cloud / "manifest.json").read_text())
+    art = json.loads((tiny.onnx / "manifest.json").read_text())
+    ind = json.loads((tiny.independent / "manifest.json").read_text())
+    assert edge["space"] == cloud["space"] == art["space"]
+    assert cloud["space"]["id"].endswith("@" + cloud["sha256"][:12])
+    assert ind["space"]["id"] != cloud["space"]["id"]
+    assert art["source"]["checkpoint_sha256"] == edge["sha256"]
+    assert art["validation"]["parity"]["passed"] and art["input"]["dtype"] == "uint8"
+    assert art["format"] == "onnx" and art["precision"] == "fp32" and art["seed"] == edge["seed"]
+    graph = onnx.load(tiny.onnx / "model.onnx")
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def _reinitialised_edge(tiny, dest):
+    """A checkpoint that claims the cloud space but whose weights were never trained into it."""
+    model, m = load_checkpoint(tiny.edge)
+    torch.manual_seed(123)
+    for mod in model.modules():
+        if hasattr(mod, "reset_parameters"):
+            mod.reset_parameters()
+    save_checkpoint(dest, model, model_name=m.model["name"], input_spec=m.input, space=m.space, space_name="x",
+                    seed=0, extra=m.extra)
+    return dest
+
+
+def test_mutation_reinitialised_edge_fails_the_gate(tiny, tmp_path, capsys):
+    bad = _reinitialised_edge(tiny, tmp_path / "reinit")
+    bad_onnx = tmp_path / "reinit-onnx"
+    assert run_cli("export", "--config", tiny.config, "--quiet", "--checkpoint", bad, "--out", bad_onnx) == 0
+    capsys.readouterr()
+    rc = run_cli("check", "--config", tiny.config, "--quiet", "--json", "--cloud", tiny.cloud, "--artifact", bad_onnx)
+    assert rc == 1
+    gate = json.loads(capsys.readouterr().out)["gate"]
+    assert not gate["passed"] and any("R@1 / cloud R@1" in f for f in gate["failures"])
+    # and the healthy artifact passes the very same command
+    assert run_cli("check", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--artifact", tiny.onnx) == 0
+
+
+def test_mutation_export_that_diverges_from_torch_fails_and_writes_nothing(tiny, tmp_path, monkeypatch):
+    """Perturb the weights only in the traced graph: parity must catch it and the artifact must not appear."""
+    real_export = torch.onnx.export
+
+    def perturbed_export(graph, *a, **kw):
+        with torch.no_grad():
+            saved = graph.model.head.weight.clone()
+            graph.model.head.weight.add_(0.05 * torch.randn_like(saved))
+            try:
+                return real_export(graph, *a, **kw)
+            finally:
+                graph.model.head.weight.copy_(saved)
+
+    monkeypatch.setattr(torch.onnx, "export", perturbed_export)
+    out = tmp_path / "diverged"
+    images = np.concatenate([np.zeros((4, 16, 16, 3), np.uint8), np.full((4, 16, 16, 3), 200, np.uint8)])
+    from hetero.errors import ParityError
+
+    with pytest.raises(ParityError, match="min cosine"):
+        export_onnx(tiny.edge, out, images)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_runtimes_agree_on_the_same_pixels(tiny):
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    a, b = load(tiny.edge).embed(images), load(tiny.onnx).embed(images)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
