@@ -38,7 +38,9 @@ def open_producer(spec: str, kind: str) -> Producer:
 def _require_input(rt: base.Runtime, images: np.ndarray, who: str) -> None:
     want = rt.manifest.input.shape(len(images))
     if images.shape[1:] != want[1:]:
-        raise InputError(f"{who} expects input {list(want[1:])} ({rt.manifest.input.layout}), data is {list(images.shape[1:])}")
+        raise InputError(
+            f"{who} expects input {list(want[1:])} ({rt.manifest.input.layout}), data is {list(images.shape[1:])}"
+        )
 
 
 def compatibility_report(
@@ -50,7 +52,9 @@ def compatibility_report(
         if p.kind == "candidate":
             space.require_same(other, f"candidate {p.name!r}")
         elif other.dim != space.dim:
-            raise SpaceMismatchError(f"control {p.name!r}: dim {other.dim} cannot be compared with space dim {space.dim}")
+            raise SpaceMismatchError(
+                f"control {p.name!r}: dim {other.dim} cannot be compared with space dim {space.dim}"
+            )
     for rt, who in [(cloud, "cloud"), *((p.runtime, p.name) for p in producers)]:
         _require_input(rt, query.images, who)
 
@@ -59,8 +63,17 @@ def compatibility_report(
 
     def row(name: str, q: np.ndarray, g: np.ndarray, runtime: str, kind: str, **kw) -> Row:
         m = retrieval_metrics(q, query.labels, g, gallery.labels)
-        return Row(name=name, runtime=runtime, kind=kind, recall_at_1=m["recall_at_1"], recall_at_5=m["recall_at_5"],
-                   map=m["map"], n_query=m["n_query"], n_gallery=m["n_gallery"], **kw)
+        return Row(
+            name=name,
+            runtime=runtime,
+            kind=kind,
+            recall_at_1=m["recall_at_1"],
+            recall_at_5=m["recall_at_5"],
+            map=m["map"],
+            n_query=m["n_query"],
+            n_gallery=m["n_gallery"],
+            **kw,
+        )
 
     rows = [row("cloud → cloud", q_cloud, g_cloud, cloud.name, "reference", query="cloud", gallery="cloud")]
     queries = {p.name: p.runtime.embed(query.images) for p in producers}
@@ -68,12 +81,33 @@ def compatibility_report(
         q = queries[p.name]
         parity = _parity_reference(p, producers, queries)
         same = p.runtime.manifest.space.id == space.id
-        rows.append(row(f"{p.name} → cloud", q, g_cloud, p.runtime.name, p.kind, query=p.name, gallery="cloud",
-                        same_space=same, parity_min_cosine=parity))
+        rows.append(
+            row(
+                f"{p.name} → cloud",
+                q,
+                g_cloud,
+                p.runtime.name,
+                p.kind,
+                query=p.name,
+                gallery="cloud",
+                same_space=same,
+                parity_min_cosine=parity,
+            )
+        )
     for p in producers:
         g_self = p.runtime.embed(gallery.images)
-        rows.append(row(f"{p.name} → {p.name}", queries[p.name], g_self, p.runtime.name, "self",
-                        query=p.name, gallery=p.name, same_space=True))
+        rows.append(
+            row(
+                f"{p.name} → {p.name}",
+                queries[p.name],
+                g_self,
+                p.runtime.name,
+                "self",
+                query=p.name,
+                gallery=p.name,
+                same_space=True,
+            )
+        )
 
     return Report(
         space=space.to_dict(),

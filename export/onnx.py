@@ -68,4 +68,3 @@ def export_onnx(
         )
         write_manifest(tmp, manifest)
     return manifest
-

@@ -56,12 +56,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     weights = OBJECTIVES[args.objective] if args.objective else None
     if args.role == "edge" and args.cloud is None and (weights or cfg.edge.loss_weights).get("bct"):
-        raise InputError("training an edge model into the cloud space needs --cloud CHECKPOINT (or --objective independent)")
+        raise InputError(
+            "training an edge model into the cloud space needs --cloud CHECKPOINT (or --objective independent)"
+        )
     t0 = time.perf_counter()
     m = train(args.role, cfg, args.out, cloud=args.cloud, loss_weights=weights, progress=not args.quiet)
     secs = time.perf_counter() - t0
-    _emit(args, {"checkpoint": str(args.out), "seconds": round(secs, 2), "manifest": m.to_dict()},
-          f"{args.role} {m.model['name']} -> {args.out}  space {m.space.id}  ({secs:.0f} s)")
+    _emit(
+        args,
+        {"checkpoint": str(args.out), "seconds": round(secs, 2), "manifest": m.to_dict()},
+        f"{args.role} {m.model['name']} -> {args.out}  space {m.space.id}  ({secs:.0f} s)",
+    )
     return 0
 
 
@@ -74,8 +79,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     images = _parity_images(split, cfg.export.parity_images)
     m = export_onnx(args.checkpoint, args.out, images, opset=cfg.export.opset, min_cosine=cfg.export.min_cosine)
     par = m.validation["parity"]
-    _emit(args, {"artifact": str(args.out), "manifest": m.to_dict()},
-          f"onnx fp32 -> {args.out}  parity min cos {par['min_cosine']:.7f} over {par['n']} images (>= {par['min_cosine_threshold']})")
+    _emit(
+        args,
+        {"artifact": str(args.out), "manifest": m.to_dict()},
+        f"onnx fp32 -> {args.out}  parity min cos {par['min_cosine']:.7f} over {par['n']} images "
+        f"(>= {par['min_cosine_threshold']})",
+    )
     return 0
 
 
@@ -98,7 +107,11 @@ def _report(args: argparse.Namespace, cloud: Path, candidates: list[str], contro
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise InputError(f"two producers are named {sorted(dup)[0]!r}; name them with NAME=PATH")
-    dataset = {"name": cfg.data.dataset, "image_size": cfg.data.image_size, "heldout_classes": list(split.heldout_classes)}
+    dataset = {
+        "name": cfg.data.dataset,
+        "image_size": cfg.data.image_size,
+        "heldout_classes": list(split.heldout_classes),
+    }
     return compatibility_report(base.load(cloud), producers, split.query, split.gallery, dataset)
 
 
@@ -110,8 +123,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ensure_writable_dir(args.out)
     report = _report(args, args.cloud, args.candidate, args.control)
     paths = report.save(args.out)
-    _emit(args, {"report": report.to_dict(), "paths": {k: str(v) for k, v in paths.items()}},
-          report.to_text() + f"\n\nreport: {paths['json']}  {paths['markdown']}")
+    _emit(
+        args,
+        {"report": report.to_dict(), "paths": {k: str(v) for k, v in paths.items()}},
+        report.to_text() + f"\n\nreport: {paths['json']}  {paths['markdown']}",
+    )
     return 0
 
 
@@ -153,18 +169,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ensure_writable_dir(out)
     split = load_split(cfg.data)
     d = split.describe()
-    _log(args, f"hetero demo: dataset {cfg.data.dataset} at {cfg.data.image_size} px — {d['train_images']} training "
-               f"images of classes {d['train_classes']}; held-out classes {d['heldout_classes']}: "
-               f"{d['query_images']} queries, {d['gallery_images']} gallery images")
+    _log(
+        args,
+        f"hetero demo: dataset {cfg.data.dataset} at {cfg.data.image_size} px — {d['train_images']} training "
+        f"images of classes {d['train_classes']}; held-out classes {d['heldout_classes']}: "
+        f"{d['query_images']} queries, {d['gallery_images']} gallery images",
+    )
     progress = not args.quiet
     steps = [
         ("cloud", lambda: train("cloud", cfg, out / "cloud", split=split, progress=progress)),
         ("edge_bct", lambda: train("edge", cfg, out / "edge_bct", cloud=out / "cloud", split=split, progress=progress)),
-        ("edge_independent", lambda: train("edge", cfg, out / "edge_independent", split=split, progress=progress,
-                                           loss_weights={"classification": 1.0})),
-        ("export", lambda: export_onnx(out / "edge_bct", out / "export" / "edge_bct-onnx-fp32",
-                                       _parity_images(split, cfg.export.parity_images),
-                                       opset=cfg.export.opset, min_cosine=cfg.export.min_cosine)),
+        (
+            "edge_independent",
+            lambda: train(
+                "edge",
+                cfg,
+                out / "edge_independent",
+                split=split,
+                progress=progress,
+                loss_weights={"classification": 1.0},
+            ),
+        ),
+        (
+            "export",
+            lambda: export_onnx(
+                out / "edge_bct",
+                out / "export" / "edge_bct-onnx-fp32",
+                _parity_images(split, cfg.export.parity_images),
+                opset=cfg.export.opset,
+                min_cosine=cfg.export.min_cosine,
+            ),
+        ),
     ]
     what = {
         "cloud": f"train cloud model {cfg.cloud.model} ({cfg.cloud.epochs} epochs)",
@@ -179,20 +214,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
         results[key] = fn()
         _log(args, f"      done in {time.perf_counter() - t0:.1f} s")
     _log(args, "[5/6] verify: edge queries (torch, onnxruntime) and the control against the cloud gallery …")
-    report = _report(args, out / "cloud", [f"edge_bct={out / 'edge_bct'}",
-                                          f"edge_bct.onnx={out / 'export' / 'edge_bct-onnx-fp32'}"],
-                     [f"edge_independent={out / 'edge_independent'}"])
+    report = _report(
+        args,
+        out / "cloud",
+        [f"edge_bct={out / 'edge_bct'}", f"edge_bct.onnx={out / 'export' / 'edge_bct-onnx-fp32'}"],
+        [f"edge_independent={out / 'edge_independent'}"],
+    )
     paths = report.save(out)
     _log(args, "[6/6] gate: hetero check on the candidate rows")
     result = evaluate(report, _check_config(args))
     cloud_m, edge_m = results["cloud"].model, results["edge_bct"].model
-    footer = (f"edge {edge_m['name']}: {edge_m['macs'] / 1e6:.1f} M MACs, {edge_m['params'] / 1e3:.0f} k params = "
-              f"{edge_m['macs'] / cloud_m['macs']:.2f}x the cloud's MACs\n"
-              f"outputs in {out}/: cloud/ edge_bct/ edge_independent/ export/ report.json report.md\n"
-              f"re-run the gate: hetero check --report {paths['json']}")
-    _emit(args, {"passed": result.passed, "gate": result.to_dict(), "report": report.to_dict(),
-                 "paths": {k: str(v) for k, v in paths.items()}},
-          "\n" + report.to_text() + "\n\n" + _gate_text(result) + "\n" + footer)
+    footer = (
+        f"edge {edge_m['name']}: {edge_m['macs'] / 1e6:.1f} M MACs, {edge_m['params'] / 1e3:.0f} k params = "
+        f"{edge_m['macs'] / cloud_m['macs']:.2f}x the cloud's MACs\n"
+        f"outputs in {out}/: cloud/ edge_bct/ edge_independent/ export/ report.json report.md\n"
+        f"re-run the gate: hetero check --report {paths['json']}"
+    )
+    _emit(
+        args,
+        {
+            "passed": result.passed,
+            "gate": result.to_dict(),
+            "report": report.to_dict(),
+            "paths": {k: str(v) for k, v in paths.items()},
+        },
+        "\n" + report.to_text() + "\n\n" + _gate_text(result) + "\n" + footer,
+    )
     if not result.passed:
         raise GateFailure(result.failures)
     return 0
@@ -203,8 +250,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None,
-                        help="run config (TOML); default: the packaged digits config. Unknown keys are refused")
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="run config (TOML); default: the packaged digits config. Unknown keys are refused",
+    )
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -212,68 +263,95 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hetero",
         description="Train edge models into a cloud model's embedding space, export them, and prove on real "
-                    "runtimes that edge queries still find the right items in the cloud gallery.",
+        "runtimes that edge queries still find the right items in the cloud gallery.",
         epilog="Start with `hetero demo`. " + EPILOG_EXIT,
     )
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, description: str, epilog: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_, description=description,
-                              epilog=epilog + "\n\n" + EPILOG_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=help_,
+            description=description,
+            epilog=epilog + "\n\n" + EPILOG_EXIT,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
-    t = add("train", "train a cloud model, or an edge model into its space",
-            "Train the cloud model (defines the embedding space) or an edge model. With a cloud-based objective (BCT)\n"
-            "the edge checkpoint joins the cloud's space; `--objective independent` trains a baseline in its own space.",
-            "examples:\n  hetero train cloud --out runs/x/cloud\n"
-            "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct\n"
-            "  hetero train edge --objective independent --out runs/x/edge_ind")
+    t = add(
+        "train",
+        "train a cloud model, or an edge model into its space",
+        "Train the cloud model (defines the embedding space) or an edge model. With a cloud-based objective (BCT)\n"
+        "the edge checkpoint joins the cloud's space; `--objective independent` trains a baseline in its own space.",
+        "examples:\n  hetero train cloud --out runs/x/cloud\n"
+        "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct\n"
+        "  hetero train edge --objective independent --out runs/x/edge_ind",
+    )
     t.add_argument("role", choices=["cloud", "edge"])
-    t.add_argument("--out", type=Path, required=True, help="checkpoint directory to write (model.safetensors + manifest.json)")
+    t.add_argument(
+        "--out", type=Path, required=True, help="checkpoint directory to write (model.safetensors + manifest.json)"
+    )
     t.add_argument("--cloud", type=Path, help="frozen cloud checkpoint (needed for BCT)")
-    t.add_argument("--objective", choices=["bct", "independent"],
-                   help="preset loss weights (default: the config's [edge].loss_weights)")
+    t.add_argument(
+        "--objective",
+        choices=["bct", "independent"],
+        help="preset loss weights (default: the config's [edge].loss_weights)",
+    )
     t.set_defaults(func=cmd_train)
 
-    e = add("export", "export a checkpoint to ONNX and prove parity",
-            "Export a checkpoint to ONNX fp32 with preprocessing (uint8 NHWC RGB pixels in) and L2 normalisation inside\n"
-            "the graph. Parity to torch is measured in onnxruntime; below [export].min_cosine the export fails\n"
-            "(exit 1) and nothing is written.",
-            "example:\n  hetero export --checkpoint runs/x/edge_bct --out runs/x/export/edge_bct-onnx-fp32")
+    e = add(
+        "export",
+        "export a checkpoint to ONNX and prove parity",
+        "Export a checkpoint to ONNX fp32 with preprocessing (uint8 NHWC RGB pixels in) and L2 normalisation inside\n"
+        "the graph. Parity to torch is measured in onnxruntime; below [export].min_cosine the export fails\n"
+        "(exit 1) and nothing is written.",
+        "example:\n  hetero export --checkpoint runs/x/edge_bct --out runs/x/export/edge_bct-onnx-fp32",
+    )
     e.add_argument("--checkpoint", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True, help="artifact directory to write (model.onnx + manifest.json)")
     e.set_defaults(func=cmd_export)
 
-    v = add("verify", "measure edge queries against the cloud gallery",
-            "Embed the held-out gallery with the cloud unit and the queries with each producer (torch checkpoint or\n"
-            "exported artifact, run on its runtime). Reports R@1, R@5, mAP per row plus parity to torch. Candidates\n"
-            "must declare the cloud's space; controls may not (they are baselines).",
-            "example:\n  hetero verify --cloud runs/x/cloud --candidate edge=runs/x/edge_bct \\\n"
-            "      --candidate edge.onnx=runs/x/export/edge_bct-onnx-fp32 --control runs/x/edge_ind --out runs/x")
+    v = add(
+        "verify",
+        "measure edge queries against the cloud gallery",
+        "Embed the held-out gallery with the cloud unit and the queries with each producer (torch checkpoint or\n"
+        "exported artifact, run on its runtime). Reports R@1, R@5, mAP per row plus parity to torch. Candidates\n"
+        "must declare the cloud's space; controls may not (they are baselines).",
+        "example:\n  hetero verify --cloud runs/x/cloud --candidate edge=runs/x/edge_bct \\\n"
+        "      --candidate edge.onnx=runs/x/export/edge_bct-onnx-fp32 --control runs/x/edge_ind --out runs/x",
+    )
     v.add_argument("--cloud", type=Path, required=True, help="cloud checkpoint that embeds the gallery")
     v.add_argument("--candidate", action="append", default=[], metavar="[NAME=]PATH", help="gated query producer")
     v.add_argument("--control", action="append", default=[], metavar="[NAME=]PATH", help="ungated baseline producer")
     v.add_argument("--out", type=Path, required=True, help="directory for report.json and report.md")
     v.set_defaults(func=cmd_verify)
 
-    c = add("check", "gate: pass/fail a report or an artifact against thresholds",
-            "Apply thresholds (the config's [check] table, overridable by flags) to every candidate row:\n"
-            "R@1, R@1 relative to cloud → cloud, and mAP. Exit 1 lists every failed rule.",
-            "examples:\n  hetero check --report runs/demo/report.json\n"
-            "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/edge_bct-onnx-fp32 --json")
+    c = add(
+        "check",
+        "gate: pass/fail a report or an artifact against thresholds",
+        "Apply thresholds (the config's [check] table, overridable by flags) to every candidate row:\n"
+        "R@1, R@1 relative to cloud → cloud, and mAP. Exit 1 lists every failed rule.",
+        "examples:\n  hetero check --report runs/demo/report.json\n"
+        "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/edge_bct-onnx-fp32 --json",
+    )
     c.add_argument("--report", type=Path, help="report.json written by verify or demo")
     c.add_argument("--cloud", type=Path, help="cloud checkpoint (with --artifact)")
-    c.add_argument("--artifact", action="append", default=[], metavar="[NAME=]PATH", help="artifact or checkpoint to gate")
+    c.add_argument(
+        "--artifact", action="append", default=[], metavar="[NAME=]PATH", help="artifact or checkpoint to gate"
+    )
     c.add_argument("--row", action="append", default=[], help="gate only these report rows (default: all candidates)")
     c.add_argument("--min-r1", type=float, help="override [check].min_recall_at_1")
     c.add_argument("--min-relative-r1", type=float, help="override [check].min_relative_recall_at_1")
     c.add_argument("--min-map", type=float, help="override [check].min_map")
     c.set_defaults(func=cmd_check)
 
-    d = add("demo", "run the whole chain on the default dataset",
-            "Train the cloud model, a BCT edge model and an independent edge model; export the BCT edge model to\n"
-            "ONNX; run it in onnxruntime against the cloud gallery; gate the result. About a minute on 2 cores.",
-            "example:\n  hetero demo --out runs/demo")
+    d = add(
+        "demo",
+        "run the whole chain on the default dataset",
+        "Train the cloud model, a BCT edge model and an independent edge model; export the BCT edge model to\n"
+        "ONNX; run it in onnxruntime against the cloud gallery; gate the result. About a minute on 2 cores.",
+        "example:\n  hetero demo --out runs/demo",
+    )
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     d.add_argument("--min-r1", type=float, help=argparse.SUPPRESS)
     d.add_argument("--min-relative-r1", type=float, help=argparse.SUPPRESS)

@@ -93,7 +93,9 @@ def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
     """Hold out `cfg.heldout_classes` whole classes (seeded), then split each into query and gallery."""
     classes = np.unique(data.labels)
     if not 1 <= cfg.heldout_classes < len(classes):
-        raise InputError(f"heldout_classes must be in 1..{len(classes) - 1} for {cfg.dataset}, got {cfg.heldout_classes}")
+        raise InputError(
+            f"heldout_classes must be in 1..{len(classes) - 1} for {cfg.dataset}, got {cfg.heldout_classes}"
+        )
     if not 0.0 < cfg.query_fraction < 1.0:
         raise InputError(f"query_fraction must be in (0, 1), got {cfg.query_fraction}")
     rng = np.random.default_rng(cfg.seed)

@@ -54,8 +54,8 @@ def retrieval_metrics(
         n_valid += int(valid.sum())
     out = {f"recall_at_{k}": hits[k] / max(n_valid, 1) for k in ks}
     out["map"] = ap_sum / max(n_valid, 1)
-    out["n_query"] = int(len(query))
-    out["n_gallery"] = int(len(gallery))
+    out["n_query"] = len(query)
+    out["n_gallery"] = len(gallery)
     out["n_without_match"] = int(len(query) - n_valid)
     return out
 
@@ -79,5 +79,5 @@ def cosine_parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, flo
         "min_cosine": float(cos.min()),
         "mean_cosine": float(cos.mean()),
         "max_abs_diff": float(np.abs(reference - candidate).max()),
-        "n": int(len(cos)),
+        "n": len(cos),
     }

@@ -78,7 +78,9 @@ class BasicBlock(nn.Module):
 class HNet(nn.Module):
     """Small residual conv net; family members differ only in stage widths and depths (aligned structure)."""
 
-    def __init__(self, widths: tuple[int, ...], depths: tuple[int, ...], embed_dim: int, num_classes: int, scale: float):
+    def __init__(
+        self, widths: tuple[int, ...], depths: tuple[int, ...], embed_dim: int, num_classes: int, scale: float
+    ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
         blocks, cin = [], widths[0]

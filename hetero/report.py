@@ -73,8 +73,12 @@ class Report:
             if bad:
                 raise InputError(f"{where}: unknown row kind {bad[0]!r}")
             return cls(
-                space=d["space"], dataset=d["dataset"], chance=d["chance"], rows=rows,
-                producers=d.get("producers", {}), created=d.get("created", ""),
+                space=d["space"],
+                dataset=d["dataset"],
+                chance=d["chance"],
+                rows=rows,
+                producers=d.get("producers", {}),
+                created=d.get("created", ""),
             )
         except (KeyError, TypeError) as e:
             raise InputError(f"{where}: malformed report ({e})") from None
@@ -104,7 +108,9 @@ class Report:
         widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body]
-        lines.append(f"chance R@1 = {self.chance['recall_at_1']:.3f}   space = {self.space['id']} (dim {self.space['dim']})")
+        lines.append(
+            f"chance R@1 = {self.chance['recall_at_1']:.3f}   space = {self.space['id']} (dim {self.space['dim']})"
+        )
         return "\n".join(lines)
 
     def to_markdown(self) -> str:

@@ -80,7 +80,9 @@ class EmbeddingSpace:
         live in the same space. Each unit's own input contract is in its manifest's `input`.
         """
         if other.dim != self.dim:
-            raise SpaceMismatchError(f"{what}: embedding dim {other.dim} does not match space {self.id} (dim {self.dim})")
+            raise SpaceMismatchError(
+                f"{what}: embedding dim {other.dim} does not match space {self.id} (dim {self.dim})"
+            )
         if other.id != self.id:
             raise SpaceMismatchError(f"{what}: foreign embedding space {other.id!r}, expected {self.id!r}")
         if (other.metric, other.normalized) != (self.metric, self.normalized):

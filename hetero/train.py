@@ -114,6 +114,7 @@ def train(
         cloud_model, cloud_manifest = load_checkpoint(cloud)
         _require_cloud_matches(cloud_manifest, cfg, split)
 
+    torch.manual_seed(tcfg.seed)  # weight init is part of the run: same seed, same checkpoint
     model = create_model(tcfg.model, embed_dim=cfg.space.dim, num_classes=split.num_train_classes, scale=tcfg.scale)
     objective = build_objective(weights, model, cloud_model)
     t0 = time.perf_counter()

@@ -16,9 +16,23 @@ from hetero.report import Report
 
 def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path, capsys):
     out = tmp_path / "verify"
-    rc = run_cli("verify", "--config", tiny.config, "--quiet", "--json", "--cloud", tiny.cloud,
-                 "--candidate", f"edge={tiny.edge}", "--candidate", f"edge.onnx={tiny.onnx}",
-                 "--control", f"independent={tiny.independent}", "--out", out)
+    rc = run_cli(
+        "verify",
+        "--config",
+        tiny.config,
+        "--quiet",
+        "--json",
+        "--cloud",
+        tiny.cloud,
+        "--candidate",
+        f"edge={tiny.edge}",
+        "--candidate",
+        f"edge.onnx={tiny.onnx}",
+        "--control",
+        f"independent={tiny.independent}",
+        "--out",
+        out,
+    )
     assert rc == 0
     payload = json.loads(capsys.readouterr().out)
     report = Report.load(out / "report.json")
@@ -40,8 +54,19 @@ def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path, cap
 
     assert run_cli("check", "--config", tiny.config, "--quiet", "--report", out / "report.json") == 0
     # The same report fails when the bar is raised above what was measured: the threshold can fail.
-    assert run_cli("check", "--config", tiny.config, "--quiet", "--report", out / "report.json",
-                   "--min-r1", str(min(bct, onnx_.recall_at_1) + 0.01)) == 1
+    assert (
+        run_cli(
+            "check",
+            "--config",
+            tiny.config,
+            "--quiet",
+            "--report",
+            out / "report.json",
+            "--min-r1",
+            str(min(bct, onnx_.recall_at_1) + 0.01),
+        )
+        == 1
+    )
 
 
 def test_manifests_carry_space_hash_and_provenance(tiny):
@@ -66,8 +91,16 @@ def _reinitialised_edge(tiny, dest):
     for mod in model.modules():
         if hasattr(mod, "reset_parameters"):
             mod.reset_parameters()
-    save_checkpoint(dest, model, model_name=m.model["name"], input_spec=m.input, space=m.space, space_name="x",
-                    seed=0, extra=m.extra)
+    save_checkpoint(
+        dest,
+        model,
+        model_name=m.model["name"],
+        input_spec=m.input,
+        space=m.space,
+        space_name="x",
+        seed=0,
+        extra=m.extra,
+    )
     return dest
 
 
