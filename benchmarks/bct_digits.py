@@ -33,15 +33,29 @@ ROWS = [
 def run_seed(seed: int, work: Path) -> dict:
     cfg = work / f"seed{seed}.toml"
     cfg.write_text(_with_seeds(DEFAULT_CONFIG.read_text(), seed))
-    cmd = [sys.executable, "-m", "hetero.cli", "demo", "--config", str(cfg), "--out", str(work / f"s{seed}"),
-           "--json", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hetero.cli",
+        "demo",
+        "--config",
+        str(cfg),
+        "--out",
+        str(work / f"s{seed}"),
+        "--json",
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"seed {seed}: hetero demo exited {proc.returncode}: {proc.stderr.strip()}")
     out = json.loads(proc.stdout)
     rows = {r["name"]: r for r in out["report"]["rows"]}
-    return {"seed": seed, "passed": out["passed"], "chance_r1": out["report"]["chance"]["recall_at_1"],
-            **{name: {"r1": rows[name]["recall_at_1"], "map": rows[name]["map"]} for name, _ in ROWS}}
+    return {
+        "seed": seed,
+        "passed": out["passed"],
+        "chance_r1": out["report"]["chance"]["recall_at_1"],
+        **{name: {"r1": rows[name]["recall_at_1"], "map": rows[name]["map"]} for name, _ in ROWS},
+    }
 
 
 def _with_seeds(text: str, seed: int) -> str:

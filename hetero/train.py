@@ -31,7 +31,9 @@ def input_spec_for(cfg: RunConfig) -> InputSpec:
     return InputSpec(height=cfg.data.image_size, width=cfg.data.image_size)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, max_shift: float = 0.1, max_scale: float = 0.1) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, generator: torch.Generator, max_shift: float = 0.1, max_scale: float = 0.1
+) -> torch.Tensor:
     """Random small translation and scale (normalised images, border padding): cheap, label-preserving."""
     n = x.shape[0]
     u = torch.rand(n, 3, generator=generator) * 2 - 1
@@ -150,8 +152,11 @@ def _require_cloud_matches(manifest: Manifest, cfg: RunConfig, split: OpenSetSpl
             f"cloud checkpoint has embedding dim {manifest.space.dim}, config space.dim is {cfg.space.dim}"
         )
     if manifest.extra.get("data") != to_dict(cfg.data):
-        raise InputError("cloud checkpoint was trained on a different data config (dataset/split); retrain or align [data]")
+        raise InputError(
+            "cloud checkpoint was trained on a different data config (dataset/split); retrain or align [data]"
+        )
     if manifest.model.get("num_classes") != split.num_train_classes:
         raise InputError(
-            f"cloud classifier has {manifest.model.get('num_classes')} classes, training split has {split.num_train_classes}"
+            f"cloud classifier has {manifest.model.get('num_classes')} classes, "
+            f"training split has {split.num_train_classes}"
         )

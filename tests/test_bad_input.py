@@ -120,7 +120,9 @@ def test_console_script_help_and_exit_code_without_traceback(tmp_path):
     exe = [sys.executable, "-m", "hetero.cli"]
     helped = subprocess.run([*exe, "check", "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "exit codes: 0 pass, 1" in helped.stdout and "--min-relative-r1" in helped.stdout
-    bad = subprocess.run([*exe, "check", "--report", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*exe, "check", "--report", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and bad.stderr.strip() == f"hetero: error: report not found: {tmp_path / 'x.json'}"
 
 

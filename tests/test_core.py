@@ -133,6 +133,10 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
     a = train("cloud", cfg, tmp_path / "a", progress=False)
     b = train("cloud", cfg, tmp_path / "b", progress=False)
     assert a.sha256 == b.sha256 and a.space.id == b.space.id
-    c = train("cloud", from_dict(RunConfig, {"data": {"image_size": 8}, "cloud": {"epochs": 1, "seed": 5}}),
-              tmp_path / "c", progress=False)
+    c = train(
+        "cloud",
+        from_dict(RunConfig, {"data": {"image_size": 8}, "cloud": {"epochs": 1, "seed": 5}}),
+        tmp_path / "c",
+        progress=False,
+    )
     assert c.sha256 != a.sha256
