@@ -248,6 +248,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- parser
 
 
+def _add_threshold_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
+    """Gate overrides of the config's [check] table (read by `_check_config`)."""
+    for flag, key in (
+        ("--min-r1", "min_recall_at_1"),
+        ("--min-relative-r1", "min_relative_recall_at_1"),
+        ("--min-map", "min_map"),
+    ):
+        parser.add_argument(flag, type=float, help=argparse.SUPPRESS if hidden else f"override [check].{key}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -340,9 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifact", action="append", default=[], metavar="[NAME=]PATH", help="artifact or checkpoint to gate"
     )
     c.add_argument("--row", action="append", default=[], help="gate only these report rows (default: all candidates)")
-    c.add_argument("--min-r1", type=float, help="override [check].min_recall_at_1")
-    c.add_argument("--min-relative-r1", type=float, help="override [check].min_relative_recall_at_1")
-    c.add_argument("--min-map", type=float, help="override [check].min_map")
+    _add_threshold_flags(c, hidden=False)
     c.set_defaults(func=cmd_check)
 
     d = add(
@@ -353,9 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  hetero demo --out runs/demo",
     )
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
-    d.add_argument("--min-r1", type=float, help=argparse.SUPPRESS)
-    d.add_argument("--min-relative-r1", type=float, help=argparse.SUPPRESS)
-    d.add_argument("--min-map", type=float, help=argparse.SUPPRESS)
+    _add_threshold_flags(d, hidden=True)
     d.set_defaults(func=cmd_demo)
     return p
 
