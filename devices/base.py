@@ -1,12 +1,15 @@
-"""The runtime protocol and the one function that opens any checkpoint or artifact on the right runtime."""
+"""The runtime protocol, the shared artifact runtime, and the one function that opens any unit on its runtime."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
 
+from hetero.embed import embed_batches
 from hetero.errors import InputError
 from hetero.manifest import Manifest, load_manifest
 
@@ -22,7 +25,30 @@ class Runtime(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-def load(path: Path) -> Runtime:
+class ArtifactRuntime:
+    """An exported artifact executed through its format's runner (the same code path export validation uses)."""
+
+    name = ""
+    format_module: ModuleType
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.manifest, model_file = load_manifest(path)
+        self.path = Path(path)
+        self._run: Callable[[np.ndarray], np.ndarray] = self.format_module.runner(model_file, threads)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return embed_batches(self._run, images)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "runtime": self.name,
+            "version": self.format_module.runtime_version(),
+            "format": self.manifest.format,
+            "precision": self.manifest.precision,
+        }
+
+
+def load(path: Path, threads: int | None = None) -> Runtime:
     """Pick the runtime from the manifest's format; the manifest's sha256 is verified before anything runs."""
     manifest, _ = load_manifest(path)
     if manifest.format == "safetensors":
@@ -32,5 +58,13 @@ def load(path: Path) -> Runtime:
     if manifest.format == "onnx":
         from devices.ort import OnnxRuntime
 
-        return OnnxRuntime(path)
-    raise InputError(f"{path}: no runtime for format {manifest.format!r} (supported: safetensors, onnx)")
+        return OnnxRuntime(path, threads)
+    if manifest.format == "tflite":
+        from devices.litert import LiteRTRuntime
+
+        return LiteRTRuntime(path, threads)
+    if manifest.format == "coreml":
+        from devices.coreml import CoreMLRuntime
+
+        return CoreMLRuntime(path, threads)
+    raise InputError(f"{path}: no runtime for format {manifest.format!r}")

@@ -71,28 +71,67 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from export.onnx import export_onnx
+    from export.artifact import ExportData, export_matrix, validate_artifact
     from hetero.data import load_split
+    from hetero.errors import ParityError
+    from hetero.io import ensure_writable_dir
 
     cfg = _config(args)
-    split = load_split(cfg.data)
-    images = _parity_images(split, cfg.export.parity_images)
-    m = export_onnx(args.checkpoint, args.out, images, opset=cfg.export.opset, min_cosine=cfg.export.min_cosine)
-    par = m.validation["parity"]
-    _emit(
-        args,
-        {"artifact": str(args.out), "manifest": m.to_dict()},
-        f"onnx fp32 -> {args.out}  parity min cos {par['min_cosine']:.7f} over {par['n']} images "
-        f"(>= {par['min_cosine_threshold']})",
-    )
+    data = ExportData.from_split(load_split(cfg.data), cfg.export.calibration_images)
+    if args.validate:
+        v = validate_artifact(args.validate, args.checkpoint, data, cfg.export)
+        _emit(args, {"artifact": str(args.validate), "validation": v}, f"{args.validate}: {v['status']}")
+        return 0
+    if args.out is None:
+        raise InputError("give --out DIR (artifacts go to DIR/<format>-<precision>/), or --validate ARTIFACT")
+    ensure_writable_dir(args.out)
+    formats = _csv(args.formats) or list(cfg.export.formats)
+    precisions = _csv(args.precisions) or list(cfg.export.precisions)
+    try:
+        results = export_matrix(
+            args.checkpoint, args.out, formats, precisions, data, cfg.export, log=lambda s: _log(args, s)
+        )
+    except ParityError as e:
+        _emit(args, {"passed": False, "artifacts": e.results}, export_table(e.results))
+        raise
+    _emit(args, {"passed": True, "artifacts": results}, export_table(results))
     return 0
 
 
-def _parity_images(split, n: int):
-    import numpy as np
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
-    pool = np.concatenate([split.query.images, split.gallery.images, split.train.images])
-    return pool[:n]
+
+def export_table(results: list[dict]) -> str:
+    head = ["format", "precision", "status", "min cos", "mean cos", "R@1 drop", "top-10", "size", "path"]
+    rows = []
+    for r in results:
+        v = r.get("validation", {})
+        e, q = v.get("embedding", {}), v.get("retrieval", {})
+        rows.append(
+            [
+                r["format"],
+                r["precision"],
+                r["status"],
+                f"{e['min_cosine']:.6f}" if e else "",
+                f"{e['mean_cosine']:.6f}" if e else "",
+                f"{q['r1_drop'] * 100:+.2f} pt" if q else "",
+                f"{q['top10_overlap']:.3f}" if q else "",
+                f"{r['size_bytes'] / 1024:.0f} KiB" if r.get("size_bytes") else "",
+                r.get("path") or "",
+            ]
+        )
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)]
+    for r in results:
+        lines += [f"FAILED {r['format']}-{r['precision']}: {f}" for f in r.get("failures", [])]
+        if r["status"] == "not executed":
+            lines.append(
+                f"not executed {r['format']}-{r['precision']}: {r['validation']['reason']} "
+                "(spec, shapes and metadata checked)"
+            )
+    return "\n".join(lines)
 
 
 def _report(args: argparse.Namespace, cloud: Path, candidates: list[str], controls: list[str]):
@@ -158,7 +197,7 @@ def _gate_text(result) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Whole chain on the default dataset: train cloud, BCT edge, independent edge; export; verify; gate."""
-    from export.onnx import export_onnx
+    from export.artifact import ExportData, export_matrix
     from hetero.data import load_split
     from hetero.gate import evaluate
     from hetero.io import ensure_writable_dir
@@ -192,12 +231,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ),
         (
             "export",
-            lambda: export_onnx(
+            lambda: export_matrix(
                 out / "edge_bct",
-                out / "export" / "edge_bct-onnx-fp32",
-                _parity_images(split, cfg.export.parity_images),
-                opset=cfg.export.opset,
-                min_cosine=cfg.export.min_cosine,
+                out / "export",
+                list(cfg.export.formats),
+                list(cfg.export.precisions),
+                ExportData.from_split(split, cfg.export.calibration_images),
+                cfg.export,
             ),
         ),
     ]
@@ -205,7 +245,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "cloud": f"train cloud model {cfg.cloud.model} ({cfg.cloud.epochs} epochs)",
         "edge_bct": f"train edge model {cfg.edge.model} with BCT into the cloud space ({cfg.edge.epochs} epochs)",
         "edge_independent": f"train edge model {cfg.edge.model} independently (negative control)",
-        "export": "export edge_bct to ONNX fp32 and check parity in onnxruntime",
+        "export": f"export edge_bct to {'/'.join(cfg.export.formats)} × {'/'.join(cfg.export.precisions)}, "
+        "parity on each runtime",
     }
     results = {}
     for i, (key, fn) in enumerate(steps, 1):
@@ -213,11 +254,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _log(args, f"[{i}/6] {what[key]} …")
         results[key] = fn()
         _log(args, f"      done in {time.perf_counter() - t0:.1f} s")
-    _log(args, "[5/6] verify: edge queries (torch, onnxruntime) and the control against the cloud gallery …")
+    executed = [r for r in results["export"] if r["status"] == "passed"]
+    for r in results["export"]:
+        if r["status"] == "not executed":
+            _log(args, f"      {r['format']}-{r['precision']}: not executed here ({r['validation']['reason']})")
+    _log(args, "[5/6] verify: edge queries (torch and each executed artifact) and the control vs the cloud gallery …")
     report = _report(
         args,
         out / "cloud",
-        [f"edge_bct={out / 'edge_bct'}", f"edge_bct.onnx={out / 'export' / 'edge_bct-onnx-fp32'}"],
+        [f"edge_bct={out / 'edge_bct'}", *(f"edge_bct.{r['format']}-{r['precision']}={r['path']}" for r in executed)],
         [f"edge_independent={out / 'edge_independent'}"],
     )
     paths = report.save(out)
@@ -238,7 +283,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "report": report.to_dict(),
             "paths": {k: str(v) for k, v in paths.items()},
         },
-        "\n" + report.to_text() + "\n\n" + _gate_text(result) + "\n" + footer,
+        "\n"
+        + export_table(results["export"])
+        + "\n\n"
+        + report.to_text()
+        + "\n\n"
+        + _gate_text(result)
+        + "\n"
+        + footer,
     )
     if not result.passed:
         raise GateFailure(result.failures)
@@ -256,6 +308,12 @@ def _add_threshold_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> No
         ("--min-map", "min_map"),
     ):
         parser.add_argument(flag, type=float, help=argparse.SUPPRESS if hidden else f"override [check].{key}")
+
+
+def _support() -> dict[str, tuple[str, ...]]:
+    from export.formats import SUPPORT
+
+    return SUPPORT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,14 +369,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = add(
         "export",
-        "export a checkpoint to ONNX and prove parity",
-        "Export a checkpoint to ONNX fp32 with preprocessing (uint8 NHWC RGB pixels in) and L2 normalisation inside\n"
-        "the graph. Parity to torch is measured in onnxruntime; below [export].min_cosine the export fails\n"
-        "(exit 1) and nothing is written.",
-        "example:\n  hetero export --checkpoint runs/x/edge_bct --out runs/x/export/edge_bct-onnx-fp32",
+        "export a checkpoint to ONNX, Core ML and TFLite and prove parity",
+        "Export a checkpoint to every requested format x precision, each into OUT/<format>-<precision>/ with its\n"
+        "manifest. Preprocessing and L2 normalisation are inside every graph. Each artifact is executed on its real\n"
+        "runtime (onnxruntime, LiteRT; Core ML only on macOS) over the held-out images and compared with torch:\n"
+        "min/mean cosine, R@1 change and top-10 overlap, with per-precision tolerances from [export]. An artifact\n"
+        "below them is not written and the command exits 1 after trying all the others.\n\n"
+        "support matrix (unsupported combinations in the cross product are listed as such and skipped):\n"
+        + "\n".join(f"  {f:<7} {', '.join(p)}" for f, p in _support().items())
+        + "\nprecisions: fp32; fp16; int8 = int8 weights and activations (calibrated); int8w = int8 weights only",
+        "examples:\n  hetero export --checkpoint runs/x/edge_bct --out runs/x/export\n"
+        "  hetero export --checkpoint runs/x/edge_bct --out runs/x/export --formats onnx,coreml,tflite "
+        "--precisions fp32,fp16,int8,int8w\n"
+        "  hetero export --checkpoint runs/x/edge_bct --validate runs/x/export/tflite-int8",
     )
     e.add_argument("--checkpoint", type=Path, required=True)
-    e.add_argument("--out", type=Path, required=True, help="artifact directory to write (model.onnx + manifest.json)")
+    e.add_argument("--out", type=Path, help="directory for the artifacts (OUT/<format>-<precision>/)")
+    e.add_argument("--formats", help="comma-separated (default: [export].formats)")
+    e.add_argument("--precisions", help="comma-separated (default: [export].precisions)")
+    e.add_argument(
+        "--validate",
+        type=Path,
+        metavar="ARTIFACT",
+        help="re-validate an existing artifact against --checkpoint instead of exporting",
+    )
     e.set_defaults(func=cmd_export)
 
     v = add(

@@ -34,6 +34,10 @@ class SpaceMismatchError(InputError):
     """Vectors or models from a different embedding space (id or dimension) than the one asked for."""
 
 
+class NotExecutedError(HeteroError):
+    """The runtime an artifact needs does not exist on this machine (Core ML off macOS). Never a pass."""
+
+
 class GateFailure(HeteroError):
     """Measured and not good enough: exit 1. `failures` lists every failed rule."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hetero.errors import InputError, ManifestError
-from hetero.io import atomic_write_json, read_json, sha256_file
+from hetero.io import atomic_write_json, read_json, sha256_path
 from hetero.spaces import EmbeddingSpace, InputSpec
 
 SCHEMA = "hetero.manifest/1"
@@ -124,7 +124,7 @@ def git_sha() -> str | None:
 def write_manifest(directory: Path, manifest: Manifest) -> Path:
     """Hash the model file and write the manifest beside it (the last file written into a unit)."""
     directory = Path(directory)
-    manifest.sha256 = sha256_file(directory / manifest.file)
+    manifest.sha256 = sha256_path(directory / manifest.file)
     path = directory / MANIFEST_NAME
     atomic_write_json(path, manifest.to_dict())
     return path
@@ -136,6 +136,8 @@ def locate(path: Path) -> tuple[Path, Path]:
     if not path.exists():
         raise InputError(f"not found: {path}")
     if path.is_dir():
+        if not (path / MANIFEST_NAME).exists() and (path.parent / MANIFEST_NAME).exists():
+            return path.parent / MANIFEST_NAME, path.parent  # a directory-shaped model file (.mlpackage)
         return path / MANIFEST_NAME, path
     if path.name == MANIFEST_NAME:
         return path, path.parent
@@ -150,12 +152,12 @@ def load_manifest(path: Path, *, verify: bool = True) -> tuple[Manifest, Path]:
     manifest = Manifest.from_dict(read_json(mpath, "manifest"), mpath)
     model_file = directory / manifest.file
     p = Path(path)
-    if p.is_file() and p.name != MANIFEST_NAME and p.name != manifest.file:
+    if p != directory and p.name != MANIFEST_NAME and p.name != manifest.file:
         raise ManifestError(f"{p}: manifest {mpath} describes {manifest.file!r}, not {p.name!r}")
-    if not model_file.is_file():
+    if not model_file.exists():
         raise InputError(f"model file named by {mpath} is missing: {model_file}")
     if verify:
-        actual = sha256_file(model_file)
+        actual = sha256_path(model_file)
         if actual != manifest.sha256:
             raise ManifestError(
                 f"{model_file}: sha256 mismatch (manifest {manifest.sha256[:12]}…, file {actual[:12]}…); "

@@ -111,6 +111,7 @@ class EmbeddingGraph(nn.Module):
         super().__init__()
         self.preprocess = Preprocess(spec)
         self.model = model
+        self.input_spec = spec
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.forward_embedding(self.preprocess(pixels))

@@ -22,7 +22,7 @@ epochs = 10
 epochs = 20
 
 [export]
-parity_images = 128
+calibration_images = 64
 
 [check]
 min_relative_recall_at_1 = 0.5
@@ -48,7 +48,7 @@ class TinyRun:
 
     @property
     def onnx(self) -> Path:
-        return self.root / "export" / "edge_bct-onnx-fp32"
+        return self.root / "export" / "onnx-fp32"
 
 
 def run_cli(*argv: str | Path) -> int:
@@ -66,7 +66,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     assert run_cli("train", "cloud", "--out", run.cloud, *q) == 0
     assert run_cli("train", "edge", "--cloud", run.cloud, "--out", run.edge, *q) == 0
     assert run_cli("train", "edge", "--objective", "independent", "--out", run.independent, *q) == 0
-    assert run_cli("export", "--checkpoint", run.edge, "--out", run.onnx, *q) == 0
+    assert run_cli("export", "--checkpoint", run.edge, "--out", run.root / "export", *q) == 0
     return run
 
 

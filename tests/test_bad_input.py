@@ -106,14 +106,15 @@ def test_corrupt_report(tmp_path, capsys):
 
 
 def test_failed_export_keeps_the_previous_artifact(tiny, tmp_path, capsys):
-    unit = _copy_unit(tiny.onnx, tmp_path / "art")
+    root = tmp_path / "exports"
+    unit = _copy_unit(tiny.onnx, root / "onnx-fp32")
     before = sha256_file(unit / "model.onnx")
     cfg = tmp_path / "strict.toml"  # a parity bar no float32 graph can meet: the export must fail
-    cfg.write_text(tiny.config.read_text().replace("[export]", "[export]\nmin_cosine = 1.5"))
-    assert run_cli("export", "--config", cfg, "--checkpoint", tiny.edge, "--out", unit, "--quiet") == 1
+    cfg.write_text(tiny.config.read_text().replace("[export]", "[export]\nmin_cosine_fp32 = 1.5"))
+    assert run_cli("export", "--config", cfg, "--checkpoint", tiny.edge, "--out", root, "--quiet") == 1
     assert "hetero: FAIL: parity failed" in capsys.readouterr().err
     assert sha256_file(unit / "model.onnx") == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "strict.toml"]
+    assert sorted(p.name for p in root.iterdir()) == ["onnx-fp32"]
 
 
 def test_console_script_help_and_exit_code_without_traceback(tmp_path):

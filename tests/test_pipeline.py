@@ -9,8 +9,11 @@ import torch
 from conftest import run_cli
 
 from devices.base import load
-from export.onnx import export_onnx
+from export.artifact import ExportData, export_artifact
 from hetero.checkpoint import load_checkpoint, save_checkpoint
+from hetero.config import load_config
+from hetero.data import load_split
+from hetero.errors import ParityError
 from hetero.report import Report
 
 
@@ -78,7 +81,8 @@ def test_manifests_carry_space_hash_and_provenance(tiny):
     assert cloud["space"]["id"].endswith("@" + cloud["sha256"][:12])
     assert ind["space"]["id"] != cloud["space"]["id"]
     assert art["source"]["checkpoint_sha256"] == edge["sha256"]
-    assert art["validation"]["parity"]["passed"] and art["input"]["dtype"] == "uint8"
+    assert art["validation"]["status"] == "passed" and art["validation"]["embedding"]["min_cosine"] > 0.99999
+    assert art["input"]["dtype"] == "uint8"
     assert art["format"] == "onnx" and art["precision"] == "fp32" and art["seed"] == edge["seed"]
     graph = onnx.load(tiny.onnx / "model.onnx")
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
@@ -106,8 +110,8 @@ def _reinitialised_edge(tiny, dest):
 
 def test_mutation_reinitialised_edge_fails_the_gate(tiny, tmp_path, capsys):
     bad = _reinitialised_edge(tiny, tmp_path / "reinit")
-    bad_onnx = tmp_path / "reinit-onnx"
-    assert run_cli("export", "--config", tiny.config, "--quiet", "--checkpoint", bad, "--out", bad_onnx) == 0
+    assert run_cli("export", "--config", tiny.config, "--quiet", "--checkpoint", bad, "--out", tmp_path / "x") == 0
+    bad_onnx = tmp_path / "x" / "onnx-fp32"
     capsys.readouterr()
     rc = run_cli("check", "--config", tiny.config, "--quiet", "--json", "--cloud", tiny.cloud, "--artifact", bad_onnx)
     assert rc == 1
@@ -132,11 +136,10 @@ def test_mutation_export_that_diverges_from_torch_fails_and_writes_nothing(tiny,
 
     monkeypatch.setattr(torch.onnx, "export", perturbed_export)
     out = tmp_path / "diverged"
-    images = np.concatenate([np.zeros((4, 16, 16, 3), np.uint8), np.full((4, 16, 16, 3), 200, np.uint8)])
-    from hetero.errors import ParityError
-
+    cfg = load_config(tiny.config)
+    data = ExportData.from_split(load_split(cfg.data), 16)
     with pytest.raises(ParityError, match="min cosine"):
-        export_onnx(tiny.edge, out, images)
+        export_artifact(tiny.edge, out, "onnx", "fp32", data, cfg.export)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,173 @@
+"""One export step for every format: build in an atomic directory, validate on the real runtime, write the manifest.
+
+An artifact appears only with a manifest recording the parity it passed. Where the runtime cannot execute here (Core
+ML off macOS) the static contract is checked and the manifest says "not executed"; it never says "passed".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from export import coreml, onnx, tflite
+from export.formats import BuildRequest, plan, tolerance
+from export.validate import Embeddings, validate_parity
+from hetero.checkpoint import load_checkpoint
+from hetero.config import ExportConfig
+from hetero.data import ImageSet, OpenSetSplit
+from hetero.embed import embed_batches
+from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
+from hetero.io import atomic_dir, path_size
+from hetero.manifest import Manifest, load_manifest, write_manifest
+from hetero.models import EmbeddingGraph
+
+FORMAT_MODULES: dict[str, ModuleType] = {"onnx": onnx, "coreml": coreml, "tflite": tflite}
+
+
+@dataclass(frozen=True)
+class ExportData:
+    calibration: np.ndarray  # training images (never the held-out ones used for validation)
+    query: ImageSet  # held-out
+    gallery: ImageSet
+
+    @classmethod
+    def from_split(cls, split: OpenSetSplit, calibration_images: int) -> ExportData:
+        rng = np.random.default_rng(0)
+        idx = rng.permutation(len(split.train))[:calibration_images]
+        return cls(split.train.images[np.sort(idx)], split.query, split.gallery)
+
+
+def _reference(graph: EmbeddingGraph, data: ExportData) -> Embeddings:
+    with torch.inference_mode():
+        fn = lambda b: graph(torch.from_numpy(b)).numpy()  # noqa: E731
+        return Embeddings(embed_batches(fn, data.query.images), embed_batches(fn, data.gallery.images))
+
+
+def _validate(
+    fmt: str, precision: str, model_file: Path, m: Manifest, ref: Embeddings, data: ExportData, cfg: ExportConfig
+) -> dict[str, Any]:
+    mod = FORMAT_MODULES[fmt]
+    tol = tolerance(precision, cfg)
+    static = mod.inspect(model_file, m.space.id, m.space.dim, m.input) if hasattr(mod, "inspect") else {}
+    try:
+        run: Callable[[np.ndarray], np.ndarray] = mod.runner(model_file)
+    except NotExecutedError as e:
+        return {"status": "not executed", "reason": str(e), "static": static, "tolerance": tol.to_dict()}
+    cand = Embeddings(embed_batches(run, data.query.images), embed_batches(run, data.gallery.images))
+    measured = validate_parity(ref, cand, data.query.labels, data.gallery.labels, dim=m.space.dim, tolerance=tol)
+    return {
+        "status": "passed",
+        "runtime": mod.runtime_version(),
+        "tolerance": tol.to_dict(),
+        "static": static,
+        **measured,
+    }
+
+
+def export_artifact(
+    checkpoint: Path,
+    out_dir: Path,
+    fmt: str,
+    precision: str,
+    data: ExportData,
+    cfg: ExportConfig,
+    *,
+    _loaded: tuple | None = None,
+) -> Manifest:
+    """Build, validate and write one artifact unit at `out_dir`; raise ParityError (nothing written) on failure."""
+    plan([fmt], [precision])  # unknown or unsupported: InputError listing the matrix
+    model, ckpt = _loaded[:2] if _loaded else load_checkpoint(checkpoint)
+    graph = EmbeddingGraph(model, ckpt.input).eval()
+    ref = _loaded[2] if _loaded else _reference(graph, data)
+    mod = FORMAT_MODULES[fmt]
+    t0 = time.perf_counter()
+    with atomic_dir(out_dir) as tmp:
+        facts = mod.build(BuildRequest(graph, ckpt.space.id, precision, tmp, data.calibration, cfg.opset))
+        build_seconds = time.perf_counter() - t0
+        manifest = Manifest(
+            kind="artifact",
+            file=mod.FILE,
+            sha256="",
+            format=fmt,
+            precision=precision,
+            space=ckpt.space,
+            input=ckpt.input,
+            model=ckpt.model,
+            seed=ckpt.seed,
+            source={"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256},
+            extra={**facts, "build_seconds": round(build_seconds, 2), "size_bytes": path_size(tmp / mod.FILE)},
+        )
+        manifest.validation = _validate(fmt, precision, tmp / mod.FILE, manifest, ref, data, cfg)
+        write_manifest(tmp, manifest)
+    return manifest
+
+
+def validate_artifact(artifact: Path, checkpoint: Path, data: ExportData, cfg: ExportConfig) -> dict[str, Any]:
+    """Re-run validation of an existing artifact against the checkpoint it claims to come from."""
+    m, model_file = load_manifest(artifact)
+    if m.kind != "artifact" or m.format not in FORMAT_MODULES:
+        raise InputError(f"{artifact} is not an exported artifact (format {m.format!r})")
+    model, ckpt = load_checkpoint(checkpoint)
+    if m.source.get("checkpoint_sha256") != ckpt.sha256:
+        raise InputError(f"{artifact} was not exported from {checkpoint} (source checkpoint sha256 differs)")
+    ref = _reference(EmbeddingGraph(model, ckpt.input).eval(), data)
+    return _validate(m.format, m.precision, model_file, m, ref, data, cfg)
+
+
+def export_matrix(
+    checkpoint: Path,
+    out_root: Path,
+    formats: list[str],
+    precisions: list[str],
+    data: ExportData,
+    cfg: ExportConfig,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[dict[str, Any]]:
+    """Export every supported (format, precision) into `out_root/<format>-<precision>/`.
+
+    All combinations are attempted; the results list says, per combination, passed / FAILED / not executed /
+    unsupported. Raises one `ParityError` naming every failed artifact after all were tried.
+    """
+    todo, unsupported = plan(formats, precisions)
+    model, ckpt = load_checkpoint(checkpoint)
+    loaded = (model, ckpt, _reference(EmbeddingGraph(model, ckpt.input).eval(), data))
+    results: list[dict[str, Any]] = [
+        {"format": f, "precision": p, "status": "unsupported", "path": None} for f, p in unsupported
+    ]
+    failures: list[str] = []
+    for i, (fmt, prec) in enumerate(todo, 1):
+        out = Path(out_root) / f"{fmt}-{prec}"
+        log(f"[{i}/{len(todo)}] {fmt} {prec} …")
+        t0 = time.perf_counter()
+        try:
+            m = export_artifact(checkpoint, out, fmt, prec, data, cfg, _loaded=loaded)
+        except GateFailure as e:
+            failures += [f"{fmt}-{prec}: {f}" for f in e.failures]
+            results.append({"format": fmt, "precision": prec, "status": "FAILED", "path": None, "failures": e.failures})
+            continue
+        results.append(
+            {
+                "format": fmt,
+                "precision": prec,
+                "status": m.validation["status"],
+                "path": str(out),
+                "size_bytes": m.extra["size_bytes"],
+                "seconds": round(time.perf_counter() - t0, 2),
+                "validation": m.validation,
+            }
+        )
+    order = {(f, p): i for i, (f, p) in enumerate((f, p) for f in formats for p in precisions)}
+    results.sort(key=lambda r: order[(r["format"], r["precision"])])
+    if failures:
+        err = ParityError(failures)
+        err.results = results  # the CLI still prints the whole table
+        raise err
+    return results

@@ -1,0 +1,92 @@
+"""The export support matrix (format × precision) and the parity tolerance of each precision.
+
+Explicit, like qualcomm ai-hub-models: a combination is either built *and* validated, or refused up front.
+Precision names say what is quantised:
+- fp32: float32 weights and compute.
+- fp16: float16 weights (and compute where the runtime does it).
+- int8: int8 weights *and* activations, calibrated on training images (ONNX static QDQ, TFLite full integer).
+- int8w: int8 weights, float activations (Core ML weight compression, TFLite dynamic range).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hetero.config import ExportConfig
+from hetero.errors import InputError
+
+if TYPE_CHECKING:
+    from hetero.models import EmbeddingGraph
+
+PRECISIONS: dict[str, str] = {
+    "fp32": "float32 weights and compute",
+    "fp16": "float16 weights",
+    "int8": "int8 weights and activations, calibrated",
+    "int8w": "int8 weights, float activations",
+}
+
+SUPPORT: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "fp16", "int8"),
+    "coreml": ("fp32", "fp16", "int8w"),
+    "tflite": ("fp32", "fp16", "int8w", "int8"),
+}
+
+RUNTIMES: dict[str, str] = {
+    "onnx": "onnxruntime",
+    "coreml": "Core ML (macOS only)",
+    "tflite": "LiteRT (ai-edge-litert)",
+}
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a format's `build` needs; it writes its model file into `dest`."""
+
+    graph: EmbeddingGraph
+    space_id: str
+    precision: str
+    dest: Path
+    calibration: np.ndarray  # uint8 NHWC training images (int8 calibration; the first ones trace the graph)
+    opset: int
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_cosine: float  # every validation image
+    min_mean_cosine: float
+    max_r1_drop: float  # torch R@1 minus artifact R@1, both against the torch model's own gallery
+    min_top10_overlap: float  # mean share of each query's 10 nearest gallery items that torch also returns
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def tolerance(precision: str, cfg: ExportConfig) -> Tolerance:
+    if precision == "fp32":
+        return Tolerance(cfg.min_cosine_fp32, cfg.min_cosine_fp32, cfg.max_r1_drop, cfg.min_top10_overlap_float)
+    if precision == "fp16":
+        return Tolerance(cfg.min_cosine_fp16, cfg.min_cosine_fp16, cfg.max_r1_drop, cfg.min_top10_overlap_float)
+    return Tolerance(cfg.min_cosine_int8, cfg.min_mean_cosine_int8, cfg.max_r1_drop, cfg.min_top10_overlap_int8)
+
+
+def plan(formats: list[str], precisions: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Split the requested cross product into (supported, unsupported) pairs; unknown names are input errors."""
+    for f in formats:
+        if f not in SUPPORT:
+            raise InputError(f"unknown export format {f!r} (available: {', '.join(SUPPORT)})")
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise InputError(f"unknown precision {p!r} (available: {', '.join(PRECISIONS)})")
+    pairs = [(f, p) for f in formats for p in precisions]
+    ok = [fp for fp in pairs if fp[1] in SUPPORT[fp[0]]]
+    if not ok:
+        raise InputError(f"no supported combination in {formats} × {precisions}; supported: {matrix_text()}")
+    return ok, [fp for fp in pairs if fp not in ok]
+
+
+def matrix_text() -> str:
+    return "; ".join(f"{f}: {', '.join(ps)}" for f, ps in SUPPORT.items())

@@ -1,0 +1,115 @@
+"""TFLite via litert-torch (no TensorFlow), executed with ai-edge-litert.
+
+fp32 is converted from the same `EmbeddingGraph`; fp16, int8w (dynamic range) and int8 (full integer, calibrated on
+training images) are post-training recipes of ai-edge-quantizer applied to that fp32 flatbuffer. Batch is fixed at 1,
+the on-device shape. tflite-runtime is deliberately not used: its newest release (2.14) needs numpy<2, rejects newer
+int8 op versions and returned wrong numbers without error on a dynamic-range int8 model (ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.formats import BuildRequest
+from export.quiet import native_quiet
+from hetero.errors import ArtifactError
+
+FILE = "model.tflite"
+
+_FLOAT_SCOPES = ".*(Preprocess_preprocess|L2Normalize_norm).*"  # tensor-name scopes of EmbeddingGraph's ends
+
+_FP16_RECIPE = [
+    {
+        "regex": ".*",
+        "operation": "*",
+        "algorithm_key": "float_casting",
+        "op_config": {
+            "weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+            "compute_precision": "FLOAT",
+            "explicit_dequantize": True,
+        },
+    }
+]
+
+
+def build(req: BuildRequest) -> dict[str, Any]:
+    import litert_torch
+
+    fp32 = req.dest / (FILE if req.precision == "fp32" else "fp32.tflite")
+    with native_quiet():
+        litert_torch.convert(req.graph, (torch.from_numpy(req.calibration[:1]),)).export(str(fp32))
+    if req.precision != "fp32":
+        _quantize(fp32, req.dest / FILE, req.precision, req.calibration)
+        fp32.unlink()
+    return {"batch": 1, "converter": "litert-torch"}
+
+
+def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    chosen = {"fp16": _FP16_RECIPE, "int8w": recipe.dynamic_wi8_afp32(), "int8": recipe.static_wi8_ai8()}[precision]
+    # Later rules win: keep the pixel scaling and the L2 normalisation in float. Quantised, the norm tail gave
+    # embeddings off unit length and a 1.4-point R@1 drop on the digits edge model.
+    # The last op's output tensor carries the signature's name, not the norm's scope: name it explicitly.
+    with native_quiet():
+        interp = Interpreter(model_path=str(src))
+    float_scopes = f"{_FLOAT_SCOPES}|{re.escape(interp.get_output_details()[0]['name'])}"
+    chosen = [*chosen, {"regex": float_scopes, "operation": "*", "algorithm_key": "no_quantize"}]
+    q = quantizer.Quantizer(str(src), chosen)
+    calib = None
+    with native_quiet():
+        if q.need_calibration:
+            sig = next(iter(interp.get_signature_list()))
+            key = next(iter(interp.get_signature_runner(sig).get_input_details()))
+            calib = q.calibrate({sig: [{key: img[None]} for img in calibration]})
+        q.quantize(calib, enable_progress_report=False).export_model(str(dst), overwrite=True)
+
+
+def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A LiteRT interpreter as a batch function (it runs one image at a time: batch 1 is baked in)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        with native_quiet():
+            interp = Interpreter(model_path=str(path), num_threads=threads)
+            interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{path}: LiteRT cannot load it ({first})") from None
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    in_scale, in_zero = inp["quantization"]
+    out_scale, out_zero = out["quantization"]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        rows = []
+        for img in batch:
+            x = img[None]
+            if in_scale:  # a quantised input takes q = x / scale + zero_point, not raw pixels
+                x = np.clip(np.round(x / in_scale + in_zero), *_range(inp["dtype"])).astype(inp["dtype"])
+            interp.set_tensor(inp["index"], x.astype(inp["dtype"], copy=False))
+            interp.invoke()
+            y = interp.get_tensor(out["index"])[0].copy()
+            if out_scale:  # a quantised output must be dequantised, or the "embedding" is raw int8 codes
+                y = (y.astype(np.float32) - out_zero) * out_scale
+            rows.append(y.astype(np.float32, copy=False))
+        return np.stack(rows)
+
+    return run
+
+
+def _range(dtype: type) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def runtime_version() -> str:
+    import importlib.metadata
+
+    return f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
