@@ -18,7 +18,8 @@ def native_quiet() -> Iterator[None]:
     try:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-        yield
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield  # Python-level writers too (tqdm bars), in case sys.stdout/err are not fds 1/2
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
