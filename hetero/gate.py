@@ -62,5 +62,8 @@ def evaluate(report: Report, cfg: CheckConfig, candidates: list[str] | None = No
             ("R@1 / cloud R@1", rel, cfg.min_relative_recall_at_1),
             ("mAP", r.map, cfg.min_map),
         ):
-            results.append(RuleResult(r.name, rule, float(value), float(threshold), bool(value >= threshold)))
+            if threshold > 0:  # 0 = rule off: a rule that cannot fail is not reported as passed
+                results.append(RuleResult(r.name, rule, float(value), float(threshold), bool(value >= threshold)))
+    if not results:
+        raise InputError("every gate threshold is 0: nothing would be checked")
     return GateResult(results)

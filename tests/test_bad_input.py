@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import ONNX_FP32, run_cli
 
 from hetero.io import sha256_file
 
@@ -111,7 +111,7 @@ def test_failed_export_keeps_the_previous_artifact(tiny, tmp_path, capsys):
     before = sha256_file(unit / "model.onnx")
     cfg = tmp_path / "strict.toml"  # a parity bar no float32 graph can meet: the export must fail
     cfg.write_text(tiny.config.read_text().replace("[export]", "[export]\nmin_cosine_fp32 = 1.5"))
-    assert run_cli("export", "--config", cfg, "--checkpoint", tiny.edge, "--out", root, "--quiet") == 1
+    assert run_cli("export", "--config", cfg, "--checkpoint", tiny.edge, "--out", root, "--quiet", *ONNX_FP32) == 1
     assert "hetero: FAIL: parity failed" in capsys.readouterr().err
     assert sha256_file(unit / "model.onnx") == before
     assert sorted(p.name for p in root.iterdir()) == ["onnx-fp32"]

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import run_cli
+from conftest import ONNX_FP32, run_cli
 
 from devices.base import load
 from export.artifact import ExportData, export_artifact
@@ -110,7 +110,10 @@ def _reinitialised_edge(tiny, dest):
 
 def test_mutation_reinitialised_edge_fails_the_gate(tiny, tmp_path, capsys):
     bad = _reinitialised_edge(tiny, tmp_path / "reinit")
-    assert run_cli("export", "--config", tiny.config, "--quiet", "--checkpoint", bad, "--out", tmp_path / "x") == 0
+    assert (
+        run_cli("export", "--config", tiny.config, "--quiet", "--checkpoint", bad, "--out", tmp_path / "x", *ONNX_FP32)
+        == 0
+    )
     bad_onnx = tmp_path / "x" / "onnx-fp32"
     capsys.readouterr()
     rc = run_cli("check", "--config", tiny.config, "--quiet", "--json", "--cloud", tiny.cloud, "--artifact", bad_onnx)
@@ -148,3 +151,20 @@ def test_runtimes_agree_on_the_same_pixels(tiny):
     a, b = load(tiny.edge).embed(images), load(tiny.onnx).embed(images)
     np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+
+
+def test_zero_threshold_turns_a_rule_off_and_all_off_is_refused(tiny, tmp_path, capsys):
+    out = tmp_path / "v"
+    assert (
+        run_cli(
+            "verify", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--candidate", tiny.edge, "--out", out
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert run_cli("check", "--quiet", "--json", "--report", out / "report.json", "--min-map", "0") == 0
+    rules = {r["rule"] for r in json.loads(capsys.readouterr().out)["gate"]["rules"]}
+    assert rules == {"R@1", "R@1 / cloud R@1"}
+    zeros = ("--min-r1", "0", "--min-relative-r1", "0", "--min-map", "0")
+    assert run_cli("check", "--quiet", "--report", out / "report.json", *zeros) == 2
+    assert "nothing would be checked" in capsys.readouterr().err
