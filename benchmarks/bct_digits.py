@@ -23,7 +23,9 @@ from hetero.config import DEFAULT_CONFIG
 ROWS = [
     ("cloud → cloud", "cloud → cloud"),
     ("edge_bct → cloud", "BCT edge → cloud (torch)"),
-    ("edge_bct.onnx → cloud", "BCT edge → cloud (onnxruntime)"),
+    ("edge_bct.onnx-fp32 → cloud", "BCT edge → cloud (ONNX fp32, onnxruntime)"),
+    ("edge_bct.onnx-int8 → cloud", "BCT edge → cloud (ONNX int8, onnxruntime)"),
+    ("edge_bct.tflite-int8 → cloud", "BCT edge → cloud (TFLite int8, LiteRT)"),
     ("edge_bct → edge_bct", "BCT edge → edge"),
     ("edge_independent → cloud", "independent edge → cloud"),
     ("edge_independent → edge_independent", "independent edge → edge"),

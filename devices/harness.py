@@ -1,20 +1,28 @@
 """Compatibility harness: query producers × the cloud gallery, on real runtimes.
 
-The cloud unit embeds the gallery (what production already indexed). Each producer — a torch checkpoint or an
-exported artifact on its runtime — embeds the queries; we measure retrieval against that gallery, the producer's own
-retrieval (X → X, to show a model can be good and still incompatible), and parity to the torch model it came from.
+Everything runs against a `Fixture`: the cloud gallery's embeddings, the cloud's own query embeddings (the reference
+row) and probe images. `verify` builds one in memory from the cloud model; mobile CI loads a frozen one. Each producer
+— a torch checkpoint, or an exported artifact on its runtime, local or remote — embeds the probes one at a time (the
+on-device shape, timed). Per row: R@1, R@5, mAP, batch-1 latency, parity to the same model on another runtime, and
+negative flips (probes the reference retrieves correctly and this producer does not). A producer whose runtime
+cannot execute here (Core ML off macOS) is a row with status "not executed": skipped, never passed.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import devices.base as base
 from hetero.data import ImageSet
-from hetero.errors import InputError, SpaceMismatchError
+from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
+from hetero.fixture import Fixture
+from hetero.manifest import Manifest, load_manifest
 from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.report import Report, Row
 
@@ -22,124 +30,203 @@ from hetero.report import Report, Row
 @dataclass
 class Producer:
     name: str
-    runtime: base.Runtime
-    kind: str  # "candidate" (gated, must share the cloud's space) | "control" (ungated baseline)
+    kind: str  # "candidate" (gated, must share the cloud's space) | "control" (ungated) | "previous" (older release)
+    manifest: Manifest
+    runtime: base.Runtime | None  # None: cannot execute here
+    skip_reason: str = ""
 
 
-def open_producer(spec: str, kind: str) -> Producer:
-    """`NAME=PATH` or `PATH` (the name is then the unit's directory name)."""
+def open_producer(spec: str, kind: str, *, remote: Any = None) -> Producer:
+    """`NAME=PATH` or `PATH` (the name is then the unit's directory name). `remote`: a devices.remote.SSHHost."""
     name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
     p = Path(path)
-    rt = base.load(p)
+    manifest, _ = load_manifest(p)  # sha256 verified before anything else
     unit = p if p.is_dir() else p.parent
-    return Producer(name or unit.name, rt, kind)
+    name = name or unit.name
+    if remote is not None:
+        from devices.remote import RemoteRuntime
+
+        return Producer(f"{name}@{remote.label}", kind, manifest, RemoteRuntime(remote, p))
+    try:
+        return Producer(name, kind, manifest, base.load(p))
+    except NotExecutedError as e:
+        return Producer(name, kind, manifest, None, str(e))
 
 
-def _require_input(rt: base.Runtime, images: np.ndarray, who: str) -> None:
-    want = rt.manifest.input.shape(len(images))
-    if images.shape[1:] != want[1:]:
-        raise InputError(
-            f"{who} expects input {list(want[1:])} ({rt.manifest.input.layout}), data is {list(images.shape[1:])}"
-        )
-
-
-def compatibility_report(
-    cloud: base.Runtime, producers: list[Producer], query: ImageSet, gallery: ImageSet, dataset: dict
-) -> Report:
-    space = cloud.manifest.space
-    for p in producers:
-        other = p.runtime.manifest.space
-        if p.kind == "candidate":
-            space.require_same(other, f"candidate {p.name!r}")
-        elif other.dim != space.dim:
-            raise SpaceMismatchError(
-                f"control {p.name!r}: dim {other.dim} cannot be compared with space dim {space.dim}"
-            )
-    for rt, who in [(cloud, "cloud"), *((p.runtime, p.name) for p in producers)]:
-        _require_input(rt, query.images, who)
-
-    g_cloud = cloud.embed(gallery.images)
-    q_cloud = cloud.embed(query.images)
-
-    def row(name: str, q: np.ndarray, g: np.ndarray, runtime: str, kind: str, **kw) -> Row:
-        m = retrieval_metrics(q, query.labels, g, gallery.labels)
-        return Row(
-            name=name,
-            runtime=runtime,
-            kind=kind,
-            recall_at_1=m["recall_at_1"],
-            recall_at_5=m["recall_at_5"],
-            map=m["map"],
-            n_query=m["n_query"],
-            n_gallery=m["n_gallery"],
-            **kw,
-        )
-
-    rows = [row("cloud → cloud", q_cloud, g_cloud, cloud.name, "reference", query="cloud", gallery="cloud")]
-    queries = {p.name: p.runtime.embed(query.images) for p in producers}
-    for p in producers:
-        q = queries[p.name]
-        parity = _parity_reference(p, producers, queries)
-        same = p.runtime.manifest.space.id == space.id
-        rows.append(
-            row(
-                f"{p.name} → cloud",
-                q,
-                g_cloud,
-                p.runtime.name,
-                p.kind,
-                query=p.name,
-                gallery="cloud",
-                same_space=same,
-                parity_min_cosine=parity,
-            )
-        )
-    for p in producers:
-        g_self = p.runtime.embed(gallery.images)
-        rows.append(
-            row(
-                f"{p.name} → {p.name}",
-                queries[p.name],
-                g_self,
-                p.runtime.name,
-                "self",
-                query=p.name,
-                gallery=p.name,
-                same_space=True,
-            )
-        )
-
-    return Report(
-        space=space.to_dict(),
-        dataset={**dataset, "query_images": len(query), "gallery_images": len(gallery)},
-        chance=chance_levels(query.labels, gallery.labels),
-        rows=rows,
-        producers={
-            "cloud": _describe(cloud),
-            **{p.name: {**_describe(p.runtime), "kind": p.kind} for p in producers},
-        },
+def fixture_from_cloud(
+    cloud: base.Runtime,
+    query: ImageSet,
+    gallery: ImageSet,
+    thresholds: dict[str, float],
+    source: dict[str, Any],
+    keep_gallery_images: bool = False,
+) -> Fixture:
+    return Fixture(
+        space=cloud.manifest.space,
+        probe_images=query.images,
+        probe_labels=query.labels,
+        gallery_embeddings=cloud.embed(gallery.images),
+        gallery_labels=gallery.labels,
+        reference_queries=cloud.embed(query.images),
+        thresholds=thresholds,
+        source={"cloud_sha256": cloud.manifest.sha256, "cloud_model": cloud.manifest.model.get("name"), **source},
+        gallery_images=gallery.images if keep_gallery_images else None,
     )
 
 
-def _parity_reference(p: Producer, producers: list[Producer], queries: dict[str, np.ndarray]) -> float | None:
-    """Min cosine to the torch producer of the checkpoint this artifact was exported from, if it is in the run."""
-    src = p.runtime.manifest.source.get("checkpoint_sha256")
-    if not src:
-        return None
-    for ref in producers:
-        if ref.runtime.manifest.kind == "checkpoint" and ref.runtime.manifest.sha256 == src:
-            return cosine_parity(queries[ref.name], queries[p.name])["min_cosine"]
+def timed_embed(rt: base.Runtime, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Embed one image per call, as a device does; returns embeddings and the median latency in ms."""
+    if hasattr(rt, "embed_timed"):
+        return rt.embed_timed(images)
+    rt.embed(images[:1])  # warm-up (session init, first-call allocation)
+    rows, times = [], []
+    for img in images:
+        t0 = time.perf_counter()
+        rows.append(rt.embed(img[None])[0])
+        times.append((time.perf_counter() - t0) * 1e3)
+    return np.stack(rows), statistics.median(times)
+
+
+def _top1_correct(q: np.ndarray, fx: Fixture) -> np.ndarray:
+    return fx.gallery_labels[np.argmax(q @ fx.gallery_embeddings.T, axis=1)] == fx.probe_labels
+
+
+def _check_producers(fx: Fixture, producers: list[Producer]) -> None:
+    names = [p.name for p in producers]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"two producers are named {dup[0]!r}; name them with NAME=PATH")
+    for p in producers:
+        other = p.manifest.space
+        if p.kind in ("candidate", "previous"):
+            fx.space.require_same(other, f"{p.kind} {p.name!r}")
+        elif other.dim != fx.space.dim:
+            raise SpaceMismatchError(
+                f"control {p.name!r}: dim {other.dim} cannot be compared with space dim {fx.space.dim}"
+            )
+        want = p.manifest.input.shape(1)[1:]
+        if tuple(fx.probe_images.shape[1:]) != tuple(want):
+            raise InputError(f"{p.name} expects input {list(want)}, the probes are {list(fx.probe_images.shape[1:])}")
+
+
+def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[str, Any] | None = None) -> Report:
+    _check_producers(fx, producers)
+    labels = (fx.probe_labels, fx.gallery_labels)
+    ref_ok = _top1_correct(fx.reference_queries, fx)
+
+    def metrics(q: np.ndarray, g: np.ndarray | None = None, g_labels: np.ndarray | None = None) -> dict[str, Any]:
+        m = retrieval_metrics(
+            q, labels[0], fx.gallery_embeddings if g is None else g, labels[1] if g_labels is None else g_labels
+        )
+        return {
+            "recall_at_1": m["recall_at_1"],
+            "recall_at_5": m["recall_at_5"],
+            "map": m["map"],
+            "n_query": m["n_query"],
+            "n_gallery": m["n_gallery"],
+        }
+
+    rows = [
+        Row(
+            name="cloud → cloud",
+            query="cloud",
+            gallery="cloud",
+            runtime="fixture",
+            kind="reference",
+            **metrics(fx.reference_queries),
+            negative_flip_rate=0.0,
+        )
+    ]
+    queries: dict[str, np.ndarray] = {}
+    latency: dict[str, float] = {}
+    for p in producers:
+        if p.runtime is not None:
+            queries[p.name], latency[p.name] = timed_embed(p.runtime, fx.probe_images)
+    previous = next((p for p in producers if p.kind == "previous" and p.name in queries), None)
+    for p in producers:
+        name = f"{p.name} → cloud"
+        if p.runtime is None:
+            rows.append(
+                Row(
+                    name=name,
+                    query=p.name,
+                    gallery="cloud",
+                    runtime=p.manifest.format,
+                    kind=p.kind,
+                    status="not executed",
+                    note=p.skip_reason,
+                    n_query=len(labels[0]),
+                    n_gallery=len(labels[1]),
+                )
+            )
+            continue
+        q = queries[p.name]
+        ok = _top1_correct(q, fx)
+        extra: dict[str, Any] = {}
+        if previous is not None and p.kind == "candidate":
+            extra["previous_flip_rate"] = float(np.mean(_top1_correct(queries[previous.name], fx) & ~ok))
+        rows.append(
+            Row(
+                name=name,
+                query=p.name,
+                gallery="cloud",
+                runtime=p.runtime.name,
+                kind=p.kind,
+                **metrics(q),
+                same_space=p.manifest.space.id == fx.space.id,
+                parity_min_cosine=_parity(p, producers, queries),
+                latency_ms=latency[p.name],
+                negative_flip_rate=float(np.mean(ref_ok & ~ok)),
+                **extra,
+            )
+        )
+    if fx.gallery_images is not None:  # X → X: a model can be excellent in its own space and still incompatible
+        for p in producers:
+            if p.name in queries and p.kind != "previous":
+                g_self = p.runtime.embed(fx.gallery_images)
+                rows.append(
+                    Row(
+                        name=f"{p.name} → {p.name}",
+                        query=p.name,
+                        gallery=p.name,
+                        runtime=p.runtime.name,
+                        kind="self",
+                        **metrics(queries[p.name], g_self, labels[1]),
+                    )
+                )
+    return Report(
+        space=fx.space.to_dict(),
+        dataset={**(dataset or fx.source), "query_images": len(labels[0]), "gallery_images": len(labels[1])},
+        chance=chance_levels(*labels),
+        rows=rows,
+        producers={p.name: _describe(p) for p in producers},
+    )
+
+
+def _parity(p: Producer, producers: list[Producer], queries: dict[str, np.ndarray]) -> float | None:
+    """Min cosine to the same artifact on another runtime, else to the torch checkpoint it was exported from."""
+    src = p.manifest.source.get("checkpoint_sha256")
+    for match in (
+        lambda o: o.manifest.sha256 == p.manifest.sha256,
+        lambda o: src is not None and o.manifest.kind == "checkpoint" and o.manifest.sha256 == src,
+    ):
+        for other in producers:
+            if other is not p and other.name in queries and match(other):
+                return cosine_parity(queries[other.name], queries[p.name])["min_cosine"]
     return None
 
 
-def _describe(rt: base.Runtime) -> dict:
-    m = rt.manifest
+def _describe(p: Producer) -> dict[str, Any]:
+    m = p.manifest
+    info = p.runtime.info() if p.runtime is not None else {"runtime": m.format, "status": "not executed"}
     return {
-        **rt.info(),
-        "path": str(getattr(rt, "path", "")),
+        **info,
+        "kind": p.kind,
+        "path": str(getattr(p.runtime, "path", "")),
         "sha256": m.sha256,
         "space_id": m.space.id,
         "model": m.model.get("name"),
+        "precision": m.precision,
         "params": m.model.get("params"),
         "macs": m.model.get("macs"),
     }

@@ -34,10 +34,30 @@ def _config(args: argparse.Namespace):
     return load_config(args.config)
 
 
-def _check_config(args: argparse.Namespace):
+def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = None):
+    """Thresholds: --policy file, else the fixture's frozen thresholds, else the config's [check]; flags override."""
     import dataclasses
+    import tomllib
 
-    cfg = _config(args).check
+    from hetero.config import CheckConfig, from_dict
+    from hetero.errors import ConfigError
+
+    if getattr(args, "policy", None):
+        try:
+            data = tomllib.loads(Path(args.policy).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"policy file not found: {args.policy}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{args.policy}: not valid TOML ({e})") from None
+        if set(data) - {"check"}:
+            raise ConfigError(
+                f"{args.policy}: a policy holds only a [check] table, found {sorted(set(data) - {'check'})}"
+            )
+        cfg = from_dict(CheckConfig, data.get("check", {}), prefix="check.")
+    elif fixture_thresholds is not None:
+        cfg = from_dict(CheckConfig, fixture_thresholds, prefix="fixture thresholds.")
+    else:
+        cfg = _config(args).check
     overrides = {
         "min_recall_at_1": args.min_r1,
         "min_relative_recall_at_1": args.min_relative_r1,
@@ -134,33 +154,54 @@ def export_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _report(args: argparse.Namespace, cloud: Path, candidates: list[str], controls: list[str]):
+def _cloud_fixture(args: argparse.Namespace, cloud: Path, *, keep_gallery_images: bool = False):
+    """An in-memory fixture: the config's held-out split, embedded by the cloud model."""
     from devices import base
-    from devices.harness import compatibility_report, open_producer
+    from devices.harness import fixture_from_cloud
+    from hetero.config import to_dict
     from hetero.data import load_split
 
     cfg = _config(args)
     split = load_split(cfg.data)
-    producers = [open_producer(s, "candidate") for s in candidates] + [open_producer(s, "control") for s in controls]
-    names = [p.name for p in producers]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise InputError(f"two producers are named {sorted(dup)[0]!r}; name them with NAME=PATH")
-    dataset = {
-        "name": cfg.data.dataset,
+    source = {
+        "dataset": cfg.data.dataset,
         "image_size": cfg.data.image_size,
         "heldout_classes": list(split.heldout_classes),
     }
-    return compatibility_report(base.load(cloud), producers, split.query, split.gallery, dataset)
+    return fixture_from_cloud(
+        base.load(cloud),
+        split.query,
+        split.gallery,
+        to_dict(cfg.check),
+        source,
+        keep_gallery_images=keep_gallery_images,
+    )
+
+
+def _producers(args: argparse.Namespace, candidates: list[str], controls: list[str] = (), previous: str | None = None):
+    from devices.harness import open_producer
+
+    producers = [open_producer(s, "candidate") for s in candidates]
+    if getattr(args, "remote", None):
+        from devices.remote import SSHHost
+
+        host = SSHHost.from_args(args)
+        producers += [open_producer(s, "candidate", remote=host) for s in candidates]
+    producers += [open_producer(s, "control") for s in controls]
+    if previous:
+        producers.append(open_producer(previous if "=" in previous else f"previous={previous}", "previous"))
+    return producers
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if not args.candidate and not args.control:
         raise InputError("give at least one --candidate or --control to verify against the cloud gallery")
+    from devices.harness import compatibility_report
     from hetero.io import ensure_writable_dir
 
     ensure_writable_dir(args.out)
-    report = _report(args, args.cloud, args.candidate, args.control)
+    fx = _cloud_fixture(args, args.cloud, keep_gallery_images=True)
+    report = compatibility_report(fx, _producers(args, args.candidate, args.control))
     paths = report.save(args.out)
     _emit(
         args,
@@ -171,22 +212,83 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from hetero.gate import evaluate
+    from hetero.errors import NotExecutedError
+    from hetero.gate import GateResult, evaluate
+    from hetero.io import atomic_write_text, ensure_writable_dir
     from hetero.report import Report
 
-    if args.report and (args.artifact or args.cloud):
-        raise InputError("give either --report, or --cloud with --artifact, not both")
+    sources = [bool(args.report), bool(args.fixture), bool(args.cloud)]
+    if sum(sources) != 1 or (args.report and args.artifact) or (not args.report and not args.artifact):
+        raise InputError(
+            "give exactly one of: --report REPORT.json | --fixture FIXTURE --artifact A | "
+            "--cloud CHECKPOINT --artifact A"
+        )
+    for out in (args.junit, args.markdown):
+        if out is not None:
+            ensure_writable_dir(Path(out).parent)
+    fixture_thresholds = None
     if args.report:
         report = Report.load(args.report)
-    elif args.artifact and args.cloud:
-        report = _report(args, args.cloud, args.artifact, [])
     else:
-        raise InputError("nothing to check: give --report REPORT.json, or --cloud CHECKPOINT --artifact PATH")
-    result = evaluate(report, _check_config(args), args.row or None)
+        if args.fixture:
+            from hetero.fixture import Fixture
+
+            fx = Fixture.load(args.fixture)
+            fixture_thresholds = fx.thresholds
+        else:
+            fx = _cloud_fixture(args, args.cloud)
+        from devices.harness import compatibility_report
+
+        report = compatibility_report(fx, _producers(args, args.artifact, previous=args.previous))
+    try:
+        result = evaluate(report, _check_config(args, fixture_thresholds), args.row or None)
+    except NotExecutedError:
+        result = GateResult([])
+        _write_check_outputs(args, report, result, atomic_write_text)
+        raise
+    _write_check_outputs(args, report, result, atomic_write_text)
     text = report.to_text() + "\n\n" + _gate_text(result)
     _emit(args, {"passed": result.passed, "gate": result.to_dict(), "report": report.to_dict()}, text)
     if not result.passed:
         raise GateFailure(result.failures)
+    return 0
+
+
+def _write_check_outputs(args: argparse.Namespace, report, result, write) -> None:
+    """JUnit and Markdown are written on pass *and* fail: CI needs them most when the gate is red."""
+    if args.junit:
+        write(Path(args.junit), report.to_junit(result))
+    if args.markdown:
+        write(Path(args.markdown), report.to_markdown() + "\n## Gate\n\n" + _gate_text(result).replace("\n", "  \n"))
+
+
+def cmd_fixture(args: argparse.Namespace) -> int:
+    from hetero.fixture import Fixture
+
+    if args.action == "info":
+        fx = Fixture.load(args.path)
+        info = {**fx.info(), "path": str(args.path), "size_bytes": Path(args.path).stat().st_size}
+        _emit(args, info, "\n".join(f"{k}: {v}" for k, v in info.items()))
+        return 0
+    if args.cloud is None or args.out is None:
+        raise InputError("fixture create needs --cloud CHECKPOINT and --out FIXTURE")
+    import numpy as np
+
+    from hetero.io import ensure_writable_dir
+
+    ensure_writable_dir(Path(args.out).parent)
+    fx = _cloud_fixture(args, args.cloud)
+    if args.max_probes and len(fx.probe_labels) > args.max_probes:
+        keep = np.sort(np.random.default_rng(0).permutation(len(fx.probe_labels))[: args.max_probes])
+        fx.probe_images, fx.probe_labels = fx.probe_images[keep], fx.probe_labels[keep]
+        fx.reference_queries = fx.reference_queries[keep]
+    size = fx.save(args.out)
+    _emit(
+        args,
+        {**fx.info(), "path": str(args.out), "size_bytes": size},
+        f"fixture -> {args.out}  ({size / 1e6:.2f} MB: {len(fx.probe_labels)} probes, {len(fx.gallery_labels)} "
+        f"gallery vectors, space {fx.space.id})",
+    )
     return 0
 
 
@@ -254,17 +356,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _log(args, f"[{i}/6] {what[key]} …")
         results[key] = fn()
         _log(args, f"      done in {time.perf_counter() - t0:.1f} s")
-    executed = [r for r in results["export"] if r["status"] == "passed"]
-    for r in results["export"]:
-        if r["status"] == "not executed":
-            _log(args, f"      {r['format']}-{r['precision']}: not executed here ({r['validation']['reason']})")
     _log(args, "[5/6] verify: edge queries (torch and each executed artifact) and the control vs the cloud gallery …")
-    report = _report(
-        args,
-        out / "cloud",
-        [f"edge_bct={out / 'edge_bct'}", *(f"edge_bct.{r['format']}-{r['precision']}={r['path']}" for r in executed)],
-        [f"edge_independent={out / 'edge_independent'}"],
-    )
+    from devices.harness import compatibility_report
+
+    fx = _cloud_fixture(args, out / "cloud", keep_gallery_images=True)
+    candidates = [f"edge_bct={out / 'edge_bct'}"]
+    candidates += [f"edge_bct.{r['format']}-{r['precision']}={r['path']}" for r in results["export"] if r.get("path")]
+    report = compatibility_report(fx, _producers(args, candidates, [f"edge_independent={out / 'edge_independent'}"]))
+    fx.gallery_images = None
+    fx.save(out / "fixture.safetensors")
     paths = report.save(out)
     _log(args, "[6/6] gate: hetero check on the candidate rows")
     result = evaluate(report, _check_config(args))
@@ -272,8 +372,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     footer = (
         f"edge {edge_m['name']}: {edge_m['macs'] / 1e6:.1f} M MACs, {edge_m['params'] / 1e3:.0f} k params = "
         f"{edge_m['macs'] / cloud_m['macs']:.2f}x the cloud's MACs\n"
-        f"outputs in {out}/: cloud/ edge_bct/ edge_independent/ export/ report.json report.md\n"
-        f"re-run the gate: hetero check --report {paths['json']}"
+        f"outputs in {out}/: cloud/ edge_bct/ edge_independent/ export/ fixture.safetensors report.json report.md\n"
+        f"re-run the gate: hetero check --report {paths['json']}\n"
+        f"mobile CI gate:  hetero check --fixture {out / 'fixture.safetensors'} "
+        f"--artifact {out / 'export' / 'tflite-int8'}"
     )
     _emit(
         args,
@@ -314,6 +416,15 @@ def _support() -> dict[str, tuple[str, ...]]:
     from export.formats import SUPPORT
 
     return SUPPORT
+
+
+def _add_remote_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("remote device (SSH)")
+    g.add_argument("--remote", metavar="USER@HOST", help="also run each artifact on this host over SSH")
+    g.add_argument("--remote-python", default="python3", help="python with hetero installed on the remote host")
+    g.add_argument("--ssh-port", type=int, default=22)
+    g.add_argument("--ssh-key", type=Path, help="private key for the remote host")
+    g.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra `ssh -o OPT` (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,20 +523,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = add(
         "check",
-        "gate: pass/fail a report or an artifact against thresholds",
-        "Apply thresholds (the config's [check] table, overridable by flags) to every candidate row:\n"
-        "R@1, R@1 relative to cloud → cloud, and mAP. Exit 1 lists every failed rule.",
-        "examples:\n  hetero check --report runs/demo/report.json\n"
-        "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/edge_bct-onnx-fp32 --json",
+        "gate: pass/fail artifacts against a fixture, a cloud model, or a report",
+        "The release gate. Runs each --artifact on its real runtime (plus, with --remote, on another host over SSH)\n"
+        "against the cloud gallery and applies the thresholds to every candidate row: R@1, R@1 relative to\n"
+        "cloud → cloud, mAP, and with --previous the share of probes the previous release got right and this one\n"
+        "loses. Thresholds: --policy, else the fixture's, else the config's [check]; flags override. A runtime that\n"
+        "cannot execute here (Core ML off macOS) is reported as skipped, never as passed. Exit 1 lists every failed\n"
+        "rule; JUnit/Markdown files are written on pass and fail.",
+        "examples:\n"
+        "  hetero check --fixture fixture.safetensors --artifact tflite-int8 --junit junit.xml\n"
+        "  hetero check --fixture fixture.safetensors --artifact new/tflite-int8 --previous old/tflite-int8 \\\n"
+        "      --policy policy.toml --markdown report.md --json\n"
+        "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/onnx-fp32\n"
+        "  hetero check --report runs/demo/report.json",
     )
-    c.add_argument("--report", type=Path, help="report.json written by verify or demo")
-    c.add_argument("--cloud", type=Path, help="cloud checkpoint (with --artifact)")
+    c.add_argument("--fixture", type=Path, help="frozen fixture from `hetero fixture create` (no cloud model needed)")
+    c.add_argument("--cloud", type=Path, help="cloud checkpoint; builds the fixture from the config's data instead")
+    c.add_argument("--report", type=Path, help="gate an existing report.json (from verify or demo)")
     c.add_argument(
         "--artifact", action="append", default=[], metavar="[NAME=]PATH", help="artifact or checkpoint to gate"
     )
+    c.add_argument(
+        "--previous", metavar="[NAME=]PATH", help="the previous release's artifact: measure flips against it"
+    )
+    c.add_argument("--policy", type=Path, help="TOML file with a [check] table of thresholds")
+    c.add_argument("--junit", type=Path, help="write JUnit XML here")
+    c.add_argument("--markdown", type=Path, help="write a Markdown report here")
     c.add_argument("--row", action="append", default=[], help="gate only these report rows (default: all candidates)")
     _add_threshold_flags(c, hidden=False)
+    _add_remote_flags(c)
     c.set_defaults(func=cmd_check)
+
+    f = add(
+        "fixture",
+        "freeze what mobile CI needs into one file",
+        "`create` embeds the config's held-out probes and gallery with the cloud model and writes one checksummed\n"
+        "safetensors file: probe images (uint8, the on-device input), gallery embeddings and labels, the cloud's own\n"
+        "query embeddings, the space and the config's [check] thresholds. `info` shows one.",
+        "examples:\n  hetero fixture create --cloud runs/demo/cloud --out fixture.safetensors\n"
+        "  hetero fixture info fixture.safetensors --json",
+    )
+    f.add_argument("action", choices=["create", "info"])
+    f.add_argument("path", nargs="?", type=Path, help="fixture file (info)")
+    f.add_argument("--cloud", type=Path, help="cloud checkpoint (create)")
+    f.add_argument("--out", type=Path, help="fixture file to write (create)")
+    f.add_argument("--max-probes", type=int, default=0, help="keep at most N probes (seeded sample); 0 = all")
+    f.set_defaults(func=cmd_fixture)
 
     d = add(
         "demo",

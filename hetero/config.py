@@ -70,6 +70,7 @@ class CheckConfig:
     min_recall_at_1: float = 0.5  # chance on the digits split is 0.25
     min_relative_recall_at_1: float = 0.6  # candidate→cloud R@1 / cloud→cloud R@1
     min_map: float = 0.45
+    max_previous_flip_rate: float = 0.05  # with --previous: share of probes the old release got right and this loses
 
 
 def _edge_default() -> TrainConfig:

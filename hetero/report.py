@@ -11,7 +11,7 @@ from hetero.errors import InputError
 from hetero.io import atomic_write_json, atomic_write_text, read_json
 
 REPORT_SCHEMA = "hetero.report/1"
-KINDS = ("reference", "candidate", "control", "self")
+KINDS = ("reference", "candidate", "control", "previous", "self")
 
 
 @dataclass
@@ -22,14 +22,23 @@ class Row:
     query: str
     gallery: str
     runtime: str
-    kind: str  # reference: cloud→cloud; candidate: gated edge→cloud; control: ungated baseline; self: X→X
-    recall_at_1: float
-    recall_at_5: float
-    map: float
-    n_query: int
-    n_gallery: int
+    kind: str  # reference: cloud→cloud; candidate: gated edge→cloud; control: ungated; previous: older release; self
+    recall_at_1: float | None = None  # None: not executed
+    recall_at_5: float | None = None
+    map: float | None = None
+    n_query: int = 0
+    n_gallery: int = 0
+    status: str = "ok"  # "ok" | "not executed"
+    note: str = ""
     same_space: bool = True
-    parity_min_cosine: float | None = None  # vs the torch reference of the same model, where one exists
+    parity_min_cosine: float | None = None  # vs the same model on another runtime (or its torch checkpoint)
+    latency_ms: float | None = None  # median per probe at batch 1, as on a device
+    negative_flip_rate: float | None = None  # probes cloud→cloud gets right at top-1 and this row gets wrong
+    previous_flip_rate: float | None = None  # probes the previous release gets right and this one gets wrong
+
+    @property
+    def executed(self) -> bool:
+        return self.status == "ok"
 
 
 @dataclass
@@ -95,13 +104,59 @@ class Report:
         return paths
 
     def _table(self) -> tuple[list[str], list[list[str]]]:
-        head = ["query → gallery", "runtime", "kind", "R@1", "R@5", "mAP", "parity cos"]
+        head = ["query → gallery", "runtime", "kind", "R@1", "R@5", "mAP", "neg. flips", "parity cos", "ms/img"]
+
+        def f(v: float | None, fmt: str) -> str:
+            return "" if v is None else format(v, fmt)
+
         body = []
         for r in self.rows:
-            cos = "" if r.parity_min_cosine is None else f"{r.parity_min_cosine:.6f}"
             kind = r.kind if r.same_space else f"{r.kind} (foreign space)"
-            body.append([r.name, r.runtime, kind, f"{r.recall_at_1:.3f}", f"{r.recall_at_5:.3f}", f"{r.map:.3f}", cos])
+            if not r.executed:
+                body.append([r.name, r.runtime, kind, "not executed", "", "", "", "", ""])
+                continue
+            flips = f(r.negative_flip_rate, ".3f")
+            if r.previous_flip_rate is not None:
+                flips += f" (prev {r.previous_flip_rate:.3f})"
+            body.append(
+                [
+                    r.name,
+                    r.runtime,
+                    kind,
+                    f(r.recall_at_1, ".3f"),
+                    f(r.recall_at_5, ".3f"),
+                    f(r.map, ".3f"),
+                    flips,
+                    f(r.parity_min_cosine, ".6f"),
+                    f(r.latency_ms, ".3f"),
+                ]
+            )
         return head, body
+
+    def to_junit(self, gate: Any) -> str:
+        """JUnit XML for CI dashboards: one test per (row, rule); not-executed rows are skipped, never passed."""
+        import xml.etree.ElementTree as ET
+
+        suite = ET.Element("testsuite", name="hetero.check")
+        cases = 0
+        failures = skipped = 0
+        for rule in gate.rules:
+            case = ET.SubElement(suite, "testcase", classname=rule.row, name=rule.rule)
+            cases += 1
+            if not rule.passed:
+                failures += 1
+                ET.SubElement(case, "failure", message=rule.describe())
+        for r in self.rows:
+            if r.kind in ("candidate", "previous") and not r.executed:
+                case = ET.SubElement(suite, "testcase", classname=r.name, name="executed")
+                ET.SubElement(case, "skipped", message=f"not executed: {r.note}")
+                cases += 1
+                skipped += 1
+        suite.set("tests", str(cases))
+        suite.set("failures", str(failures))
+        suite.set("skipped", str(skipped))
+        suite.set("errors", "0")
+        return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
     def to_text(self) -> str:
         head, body = self._table()
@@ -127,4 +182,10 @@ class Report:
             "|" + "|".join("---" for _ in head) + "|",
         ]
         lines += ["| " + " | ".join(b) + " |" for b in body]
+        lines += ["", *(f"- not executed: {r.name}: {r.note}" for r in self.rows if not r.executed)]
+        lines += [
+            "",
+            "Negative flips: probes the cloud model retrieves correctly at top-1 and this producer does not "
+            "(prev: vs the previous release). ms/img: median per probe at batch 1.",
+        ]
         return "\n".join(lines) + "\n"

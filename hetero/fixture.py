@@ -1,0 +1,130 @@
+"""Compatibility fixture: everything mobile CI needs to gate an edge artifact, nothing else.
+
+Probe images (uint8, the on-device input), the cloud gallery's embeddings and labels, the cloud's own query
+embeddings (so the cloud → cloud reference needs no cloud model), the space, and the gate thresholds. One safetensors
+file: tensors plus a JSON header whose sha256 of the tensor bytes makes corruption detectable. No training data,
+no cloud model, no GPU.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hetero.errors import InputError
+from hetero.io import atomic_write_bytes
+from hetero.spaces import EmbeddingSpace
+
+FIXTURE_SCHEMA = "hetero.fixture/1"
+_ARRAYS = ("probe_images", "probe_labels", "gallery_embeddings", "gallery_labels", "reference_queries")
+
+
+@dataclass
+class Fixture:
+    space: EmbeddingSpace
+    probe_images: np.ndarray  # uint8 [N, H, W, 3]
+    probe_labels: np.ndarray  # int64 [N]
+    gallery_embeddings: np.ndarray  # float32 [M, dim], embedded by the cloud model
+    gallery_labels: np.ndarray  # int64 [M]
+    reference_queries: np.ndarray  # float32 [N, dim]: the cloud model's embeddings of the probes
+    thresholds: dict[str, float]
+    source: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    gallery_images: np.ndarray | None = None  # in-memory only (verify's X → X rows); never saved
+
+    def __post_init__(self) -> None:
+        n, m, d = len(self.probe_labels), len(self.gallery_labels), self.space.dim
+        if self.probe_images.dtype != np.uint8 or self.probe_images.ndim != 4 or len(self.probe_images) != n:
+            raise InputError(f"fixture probes must be uint8 [N, H, W, 3] for {n} labels, got {self.probe_images.shape}")
+        for name, arr, rows in (
+            ("gallery_embeddings", self.gallery_embeddings, m),
+            ("reference_queries", self.reference_queries, n),
+        ):
+            if arr.shape != (rows, d):
+                raise InputError(
+                    f"fixture {name} has shape {arr.shape}, expected ({rows}, {d}) for space {self.space.id}"
+                )
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {
+            "probe_images": np.ascontiguousarray(self.probe_images, np.uint8),
+            "probe_labels": np.ascontiguousarray(self.probe_labels, np.int64),
+            "gallery_embeddings": np.ascontiguousarray(self.gallery_embeddings, np.float32),
+            "gallery_labels": np.ascontiguousarray(self.gallery_labels, np.int64),
+            "reference_queries": np.ascontiguousarray(self.reference_queries, np.float32),
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "schema": FIXTURE_SCHEMA,
+            "space": self.space.to_dict(),
+            "probes": len(self.probe_labels),
+            "probe_shape": list(self.probe_images.shape[1:]),
+            "gallery": len(self.gallery_labels),
+            "classes": len(np.unique(self.gallery_labels)),
+            "thresholds": self.thresholds,
+            "source": self.source,
+            "created": self.created,
+        }
+
+    def save(self, path: Path) -> int:
+        """Write atomically; returns the size in bytes."""
+        from safetensors.numpy import save
+
+        tensors = self._tensors()
+        header = {**self.info(), "content_sha256": _content_sha256(tensors)}
+        data = save(tensors, metadata={"hetero.fixture": json.dumps(header)})
+        atomic_write_bytes(Path(path), data)
+        return len(data)
+
+    @classmethod
+    def load(cls, path: Path) -> Fixture:
+        from safetensors.numpy import load
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"fixture not found: {path}")
+        raw = path.read_bytes()
+        try:
+            tensors = load(raw)
+            header = json.loads(_metadata(raw)["hetero.fixture"])
+        except Exception as e:  # safetensors raises its own error types for a damaged file
+            raise InputError(
+                f"{path}: corrupt or truncated fixture ({str(e).strip()[:120] or type(e).__name__})"
+            ) from None
+        if header.get("schema") != FIXTURE_SCHEMA:
+            raise InputError(
+                f"{path}: unsupported fixture schema {header.get('schema')!r} (expected {FIXTURE_SCHEMA!r})"
+            )
+        missing = [a for a in _ARRAYS if a not in tensors]
+        if missing:
+            raise InputError(f"{path}: fixture lacks {missing[0]!r}")
+        if _content_sha256(tensors) != header.get("content_sha256"):
+            raise InputError(f"{path}: fixture checksum mismatch: the file is corrupt or was edited")
+        return cls(
+            space=EmbeddingSpace.from_dict(header["space"]),
+            thresholds=header["thresholds"],
+            source=header.get("source", {}),
+            created=header.get("created", ""),
+            **{a: tensors[a] for a in _ARRAYS},
+        )
+
+
+def _content_sha256(tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in _ARRAYS:
+        arr = tensors[name]
+        h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _metadata(raw: bytes) -> dict[str, str]:
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + n]).get("__metadata__", {})
