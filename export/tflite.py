@@ -9,6 +9,7 @@ int8 op versions and returned wrong numbers without error on a dynamic-range int
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,7 @@ def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray) -> 
 
 def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A LiteRT interpreter as a batch function (it runs one image at a time: batch 1 is baked in)."""
-    from ai_edge_litert.interpreter import Interpreter
-
+    Interpreter = _interpreter_class()
     try:
         with native_quiet():
             interp = Interpreter(model_path=str(path), num_threads=threads)
@@ -103,6 +103,24 @@ def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.
         return np.stack(rows)
 
     return run
+
+
+def _interpreter_class() -> type:
+    """ai-edge-litert; where a device only has the legacy tflite_runtime, use it, loudly."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise ArtifactError("no TFLite runtime: install ai-edge-litert") from None
+        warnings.warn(
+            "using the legacy tflite_runtime: it is stale (2.14, numpy<2) and returned wrong int8 results without "
+            "error; prefer ai-edge-litert",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return Interpreter
 
 
 def _range(dtype: type) -> tuple[int, int]:

@@ -259,7 +259,9 @@ def _write_check_outputs(args: argparse.Namespace, report, result, write) -> Non
     if args.junit:
         write(Path(args.junit), report.to_junit(result))
     if args.markdown:
-        write(Path(args.markdown), report.to_markdown() + "\n## Gate\n\n" + _gate_text(result).replace("\n", "  \n"))
+        gate = [f"- {'PASS' if r.passed else '**FAIL**'} {r.describe()}" for r in result.rules]
+        verdict = "PASS" if result.passed and result.rules else ("FAIL" if result.rules else "NOT EXECUTED")
+        write(Path(args.markdown), report.to_markdown() + "\n## Gate: " + verdict + "\n\n" + "\n".join(gate) + "\n")
 
 
 def cmd_fixture(args: argparse.Namespace) -> int:
@@ -513,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exported artifact, run on its runtime). Reports R@1, R@5, mAP per row plus parity to torch. Candidates\n"
         "must declare the cloud's space; controls may not (they are baselines).",
         "example:\n  hetero verify --cloud runs/x/cloud --candidate edge=runs/x/edge_bct \\\n"
-        "      --candidate edge.onnx=runs/x/export/edge_bct-onnx-fp32 --control runs/x/edge_ind --out runs/x",
+        "      --candidate edge.tflite=runs/x/export/tflite-int8 --control runs/x/edge_ind --out runs/x",
     )
     v.add_argument("--cloud", type=Path, required=True, help="cloud checkpoint that embeds the gallery")
     v.add_argument("--candidate", action="append", default=[], metavar="[NAME=]PATH", help="gated query producer")

@@ -166,6 +166,7 @@ class Report:
         lines.append(
             f"chance R@1 = {self.chance['recall_at_1']:.3f}   space = {self.space['id']} (dim {self.space['dim']})"
         )
+        lines += [f"SKIP  {r.name}: not executed — {r.note}" for r in self.rows if not r.executed]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -174,7 +175,7 @@ class Report:
             "# hetero compatibility report",
             "",
             f"Space `{self.space['id']}` (dim {self.space['dim']}, {self.space['metric']}); dataset "
-            f"`{self.dataset.get('name')}`: {self.dataset.get('query_images')} queries, "
+            f"`{self.dataset.get('dataset', self.dataset.get('name'))}`: {self.dataset.get('query_images')} queries, "
             f"{self.dataset.get('gallery_images')} gallery images from held-out classes "
             f"{self.dataset.get('heldout_classes')}. Chance R@1 = {self.chance['recall_at_1']:.3f}.",
             "",
