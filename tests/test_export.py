@@ -194,3 +194,33 @@ def test_tflite_artifact_is_gated_like_any_other(tiny, matrix):
         run_cli("check", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--artifact", root / "tflite-int8")
         == 0
     )
+
+
+@pytest.mark.skipif(not ON_MAC, reason="Core ML executes only on macOS: not executed here")
+def test_coreml_executes_and_matches_torch_on_macos(tiny, matrix):
+    _, _, root = matrix
+    images = load_split(load_config(tiny.config).data).query.images[::20]
+    ref = load(tiny.edge).embed(images)
+    out = load(root / "coreml-fp32").embed(images)
+    assert ((out * ref).sum(1)).min() > 0.9999
+
+
+def test_legacy_tflite_runtime_is_accepted_with_a_warning(matrix, monkeypatch):
+    """A device that only has tflite_runtime: same Interpreter API, used with a loud warning."""
+    import sys
+    import types
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export import tflite
+
+    legacy = types.ModuleType("tflite_runtime.interpreter")
+    legacy.Interpreter = Interpreter  # stands in for the legacy package, which is not installed here
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", legacy)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails as on such a device
+    _, _, root = matrix
+    with pytest.warns(RuntimeWarning, match="legacy tflite_runtime"):
+        run = tflite.runner(root / "tflite-fp32" / "model.tflite")
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    np.testing.assert_allclose(np.linalg.norm(run(images), axis=1), 1.0, atol=1e-5)
