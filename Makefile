@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, alone: with it installed, nothing later can pull a CUDA build (ENVIRONMENT.md).
-$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock requirements-data.lock
 	$(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps -r requirements-data.lock
 	$(PIP) install --no-deps -e .
 	touch $@
 

@@ -29,6 +29,7 @@ def save_checkpoint(
     seed: int,
     extra: dict[str, Any],
     source: dict[str, Any] | None = None,
+    files: dict[str, str] | None = None,
 ) -> Manifest:
     """Write weights and manifest into `out_dir` as one unit.
 
@@ -38,6 +39,8 @@ def save_checkpoint(
     with atomic_dir(out_dir) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME))
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         digest = sha256_file(tmp / WEIGHTS_NAME)
         if space is None:
             dim = model.head.out_features
@@ -58,6 +61,7 @@ def save_checkpoint(
                 "embed_dim": int(model.head.out_features),
                 "num_classes": int(model.classifier.weight.shape[0]),
                 "scale": float(model.classifier.scale),
+                "resolution": getattr(model, "resolution", None),
                 **model_cost(model, input_spec),
             },
             seed=seed,
@@ -74,7 +78,10 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Manifest]:
     if manifest.kind != "checkpoint" or manifest.format != "safetensors":
         raise InputError(f"{path} is a {manifest.format} {manifest.kind}, not a training checkpoint")
     m = manifest.model
-    model = create_model(m["name"], embed_dim=m["embed_dim"], num_classes=m["num_classes"], scale=m["scale"])
+    model = create_model(
+        m["name"], embed_dim=m["embed_dim"], num_classes=m["num_classes"], scale=m["scale"],
+        resolution=m.get("resolution"),
+    )
     try:
         state = load_file(str(weights))
         model.load_state_dict(state, strict=True)

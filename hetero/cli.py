@@ -70,22 +70,37 @@ def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = No
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hetero.losses import OBJECTIVES
+    from hetero import distributed
+    from hetero.losses import LOSS_TERMS, OBJECTIVES
     from hetero.train import train
 
     cfg = _config(args)
     weights = OBJECTIVES[args.objective] if args.objective else None
-    if args.role == "edge" and args.cloud is None and (weights or cfg.edge.loss_weights).get("bct"):
+    effective = weights or (cfg.edge if args.role == "edge" else cfg.cloud).loss_weights
+    needs = sorted(k for k, w in effective.items() if w and k in LOSS_TERMS and LOSS_TERMS[k].needs_cloud)
+    if args.cloud is None and needs:
         raise InputError(
-            "training an edge model into the cloud space needs --cloud CHECKPOINT (or --objective independent)"
+            f"loss term(s) {', '.join(needs)} need the frozen cloud model: pass --cloud CHECKPOINT "
+            "(or --objective independent)"
         )
-    t0 = time.perf_counter()
-    m = train(args.role, cfg, args.out, cloud=args.cloud, loss_weights=weights, progress=not args.quiet)
-    secs = time.perf_counter() - t0
+    distributed.setup()
+    try:
+        t0 = time.perf_counter()
+        m = train(
+            args.role, cfg, args.out, cloud=args.cloud, loss_weights=weights, resume=args.resume,
+            progress=not args.quiet,
+        )
+        secs = time.perf_counter() - t0
+    finally:
+        distributed.teardown()
+    if m is None:  # a non-zero rank of a torchrun job: rank 0 reports
+        return 0
+    final = m.extra.get("final", {})
     _emit(
         args,
         {"checkpoint": str(args.out), "seconds": round(secs, 2), "manifest": m.to_dict()},
-        f"{args.role} {m.model['name']} -> {args.out}  space {m.space.id}  ({secs:.0f} s)",
+        f"{args.role} {m.model['name']} -> {args.out}  space {m.space.id}  "
+        f"loss {final.get('loss', float('nan')):.3f}  ({secs:.0f} s, {m.extra.get('processes', 1)} process(es))",
     )
     return 0
 
@@ -470,22 +485,32 @@ def build_parser() -> argparse.ArgumentParser:
     t = add(
         "train",
         "train a cloud model, or an edge model into its space",
-        "Train the cloud model (defines the embedding space) or an edge model. With a cloud-based objective (BCT)\n"
-        "the edge checkpoint joins the cloud's space; `--objective independent` trains a baseline in its own space.",
+        "Train the cloud model (defines the embedding space) or an edge model. An objective with a term that\n"
+        "aligns spaces (bct, regression_l2, regression_cosine, contrastive) puts the edge checkpoint into the\n"
+        "cloud's space; the baselines `independent` and `distillation` (logit distillation, the negative control)\n"
+        "train a space of their own. What the frozen cloud model computes on the training views is cached on disk\n"
+        "($HETERO_CACHE, default ~/.cache/hetero), so compatible training costs about what independent training does.\n"
+        "State is saved after every epoch; `--resume` continues a killed run. Scale out with torchrun (gloo, CPU).\n\n"
+        "objectives (presets for --objective; [edge].loss_weights in the config gives any mix):\n"
+        + "\n".join(f"  {k:<15} {', '.join(f'{t}={w:g}' for t, w in v.items())}" for k, v in _objectives().items()),
         "examples:\n  hetero train cloud --out runs/x/cloud\n"
         "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct\n"
-        "  hetero train edge --objective independent --out runs/x/edge_ind",
+        "  hetero train edge --cloud runs/x/cloud --objective bct_regression --out runs/x/edge_bctreg\n"
+        "  hetero train edge --objective independent --out runs/x/edge_ind\n"
+        "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct --resume    # after a kill\n"
+        "  torchrun --nproc_per_node=2 -m hetero.cli train cloud --out runs/x/cloud",
     )
     t.add_argument("role", choices=["cloud", "edge"])
     t.add_argument(
         "--out", type=Path, required=True, help="checkpoint directory to write (model.safetensors + manifest.json)"
     )
-    t.add_argument("--cloud", type=Path, help="frozen cloud checkpoint (needed for BCT)")
+    t.add_argument("--cloud", type=Path, help="frozen cloud checkpoint (needed by every term that uses the cloud)")
     t.add_argument(
         "--objective",
-        choices=["bct", "independent"],
-        help="preset loss weights (default: the config's [edge].loss_weights)",
+        choices=sorted(_objectives()),
+        help="preset loss weights (default: the config's loss_weights for the role)",
     )
+    t.add_argument("--resume", action="store_true", help="continue from the state a killed run left beside --out")
     t.set_defaults(func=cmd_train)
 
     e = add(
@@ -591,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold_flags(d, hidden=True)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _objectives() -> dict[str, dict[str, float]]:
+    from hetero.losses import OBJECTIVES
+
+    return OBJECTIVES
 
 
 def main(argv: list[str] | None = None) -> int:

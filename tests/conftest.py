@@ -60,6 +60,14 @@ def run_cli(*argv: str | Path) -> int:
     return main([str(a) for a in argv])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Derived-data caches (cloud embeddings, built datasets) go to a per-session directory, never ~/.cache."""
+    import os
+
+    os.environ["HETERO_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     torch.set_num_threads(2)

