@@ -26,6 +26,9 @@ class DataConfig:
     heldout_classes: int = 4  # classes never seen in training; split into query and gallery (open-set retrieval)
     query_fraction: float = 0.5
     seed: int = 0
+    # Cross-style sets (emoji): queries drawn in one style, gallery in another; empty = split each class by fraction.
+    query_style: str = ""
+    gallery_style: str = ""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,12 +21,15 @@ from hetero.errors import InputError
 class ImageSet:
     images: np.ndarray  # uint8 [N, H, W, 3]
     labels: np.ndarray  # int64 [N]
+    styles: np.ndarray | None = None  # int64 [N] index into style_names (cross-style sets such as emoji)
+    style_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: np.ndarray) -> ImageSet:
-        return ImageSet(self.images[idx], self.labels[idx])
+        styles = None if self.styles is None else self.styles[idx]
+        return ImageSet(self.images[idx], self.labels[idx], styles, self.style_names)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,46 @@ def _to_rgb_uint8(gray: np.ndarray, size: int) -> np.ndarray:
     return np.repeat(u8[..., None], 3, axis=-1)
 
 
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+
+
+@register_dataset("fashion_mnist")
+def load_fashion_mnist(image_size: int) -> ImageSet:
+    """Fashion-MNIST (70,000 28x28 clothing images, 10 classes) from the Debian package, train + test files."""
+    import gzip
+
+    root = FASHION_MNIST_DIR
+    files = [root / f"{p}-images-idx3-ubyte.gz" for p in ("train", "t10k")]
+    label_files = [root / f"{p}-labels-idx1-ubyte.gz" for p in ("train", "t10k")]
+    missing = [f for f in files + label_files if not f.is_file()]
+    if missing:
+        raise InputError(
+            f"Fashion-MNIST not found ({missing[0]}): install it with `sudo apt-get install dataset-fashion-mnist`"
+        )
+    def read(path: Path, offset: int) -> np.ndarray:
+        with gzip.open(path) as f:
+            return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+    try:
+        images = np.concatenate([read(f, 16).reshape(-1, 28, 28) for f in files])
+        labels = np.concatenate([read(f, 8) for f in label_files])
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"Fashion-MNIST under {root} is damaged ({e}); reinstall dataset-fashion-mnist") from None
+    if len(images) != len(labels):
+        raise InputError(f"Fashion-MNIST under {root}: {len(images)} images but {len(labels)} labels")
+    return ImageSet(_to_rgb_uint8(images / 255.0, image_size), labels.astype(np.int64))
+
+
+@register_dataset("emoji")
+def load_emoji(image_size: int) -> ImageSet:
+    """1,410 emoji identities x 3 designer styles (Twemoji, OpenMoji, Noto), built from wheels into the cache."""
+    from hetero import emoji
+    from hetero.targets import cache_root
+
+    d = emoji.load(image_size, cache_root())
+    return ImageSet(d["images"], d["labels"], d["styles"], emoji.STYLES)
+
+
 @register_dataset("digits")
 def load_digits(image_size: int) -> ImageSet:
     """sklearn's 1,797 8x8 digits (values 0..16), shipped inside scikit-learn."""
@@ -107,6 +151,9 @@ def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
     remap = {int(c): i for i, c in enumerate(train_classes)}
     train = ImageSet(data.images[train_idx], np.array([remap[int(y)] for y in data.labels[train_idx]], np.int64))
 
+    if cfg.query_style or cfg.gallery_style:
+        query, gallery = _style_split(data, heldout, cfg)
+        return OpenSetSplit(train, query, gallery, tuple(int(c) for c in train_classes), tuple(int(c) for c in heldout))
     q_idx, g_idx = [], []
     for c in heldout:
         idx = rng.permutation(np.flatnonzero(data.labels == c))
@@ -120,6 +167,24 @@ def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
         train_classes=tuple(int(c) for c in train_classes),
         heldout_classes=tuple(int(c) for c in heldout),
     )
+
+
+def _style_split(data: ImageSet, heldout: np.ndarray, cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
+    """Cross-style retrieval: held-out identities drawn in one style query the same identities in another."""
+    if data.styles is None:
+        raise InputError(f"dataset {cfg.dataset!r} has no styles; leave query_style/gallery_style empty")
+    pos = {}
+    for key in ("query_style", "gallery_style"):
+        name = getattr(cfg, key)
+        if name not in data.style_names:
+            raise InputError(f"{key} {name!r} is not a style of {cfg.dataset} (styles: {', '.join(data.style_names)})")
+        pos[key] = data.style_names.index(name)
+    if pos["query_style"] == pos["gallery_style"]:
+        raise InputError("query_style and gallery_style must differ (the same drawing would trivially match)")
+    held = np.isin(data.labels, heldout)
+    query = data.subset(np.flatnonzero(held & (data.styles == pos["query_style"])))
+    gallery = data.subset(np.flatnonzero(held & (data.styles == pos["gallery_style"])))
+    return query, gallery
 
 
 def load_split(cfg: DataConfig) -> OpenSetSplit:

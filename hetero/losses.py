@@ -30,6 +30,13 @@ class Batch:
     cloud_embedding: torch.Tensor | None = None  # [B, D] frozen cloud model, same view (unit-length)
 
 
+def frozen_classifier(cloud: nn.Module) -> nn.Module:
+    """The cloud's classifier, excluded from every optimiser: the cloud space must not move while an edge trains."""
+    for p in cloud.classifier.parameters():
+        p.requires_grad_(False)
+    return cloud.classifier
+
+
 class LossTerm(nn.Module):
     name: str = ""
     needs_cloud: bool = False
@@ -67,9 +74,7 @@ class BCTInfluence(LossTerm):
 
     def __init__(self, cloud: nn.Module | None):
         super().__init__(cloud)
-        self.cloud_classifier = cloud.classifier
-        for p in self.cloud_classifier.parameters():
-            p.requires_grad_(False)
+        self.cloud_classifier = frozen_classifier(cloud)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.cloud_classifier(batch.embedding), batch.labels)
@@ -130,9 +135,7 @@ class LogitDistillation(_CloudTerm):
 
     def __init__(self, cloud: nn.Module | None):
         super().__init__(cloud)
-        self.cloud_classifier = cloud.classifier
-        for p in self.cloud_classifier.parameters():
-            p.requires_grad_(False)
+        self.cloud_classifier = frozen_classifier(cloud)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         t = self.temperature

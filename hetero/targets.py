@@ -99,7 +99,7 @@ def cloud_targets(
     augment: bool,
     cache_dir: Path | None = None,
     progress: bool = True,
-    batch_size: int = 256,
+    batch_size: int = 32,  # measured: 96-px Lite2 embeds 2,115 images in 16 s at 32, 25 s at 64, 28 s at 128
 ) -> tuple[CloudTargets, dict]:
     """Load or build the cache; returns the targets and a small record (path, hit, seconds) for the manifest."""
     import time

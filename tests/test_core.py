@@ -109,7 +109,7 @@ def test_models_are_an_aligned_family_with_unit_embeddings():
     emb = EmbeddingGraph(edge.eval(), spec)(pixels)
     assert emb.shape == (3, 16)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
-    with pytest.raises(InputError, match="available: .*hnet_cloud, hnet_edge"):
+    with pytest.raises(InputError, match=r"available: .*hnet_cloud, hnet_edge"):
         create_model("resnet9000", embed_dim=4, num_classes=2)
 
 

