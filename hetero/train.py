@@ -148,7 +148,11 @@ def _save_state(path: Path, fingerprint: str, model, opt, sched, gen, history: l
     }
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
-    atomic_write_text(path.parent / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in history))
+    atomic_write_text(path.parent / METRICS_NAME, _jsonl(history))
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 def _load_state(path: Path, fingerprint: str, model, opt, sched, gen) -> list[dict]:
@@ -192,11 +196,10 @@ def train(
     ensure_writable_dir(out)
     tcfg = cfg.cloud if role == "cloud" else cfg.edge
     weights = dict(loss_weights if loss_weights is not None else tcfg.loss_weights)
+    cloud_model, cloud_manifest = load_checkpoint(cloud) if cloud is not None else (None, None)
+    objective = build_objective(weights, cloud_model)  # bad weights or a missing --cloud fail before any data loads
     split = split or load_split(cfg.data)
-
-    cloud_model, cloud_manifest = None, None
-    if cloud is not None:
-        cloud_model, cloud_manifest = load_checkpoint(cloud)
+    if cloud_manifest is not None:
         _require_cloud_matches(cloud_manifest, cfg, split)
     spec = input_spec_for(cfg, cloud_manifest.input if cloud_manifest else None)
 
@@ -205,7 +208,6 @@ def train(
         tcfg.model, embed_dim=cfg.space.dim, num_classes=split.num_train_classes, scale=tcfg.scale,
         resolution=tcfg.resolution or None, pretrained=tcfg.pretrained,
     )
-    objective = build_objective(weights, cloud_model)
     targets, targets_record = None, {}
     if objective.needs_cloud_embedding:
         targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, split.train, spec, tcfg, progress)
@@ -246,7 +248,7 @@ def train(
             "pretrained": getattr(model, "pretrained_info", None),
             "cloud_targets": targets_record,
         },
-        files={METRICS_NAME: "".join(json.dumps(r) + "\n" for r in history)},
+        files={METRICS_NAME: _jsonl(history)},
     )
     shutil.rmtree(state_dir, ignore_errors=True)
     distributed.barrier()
