@@ -52,6 +52,14 @@ class TrainConfig:
     resolution: int = 0  # the backbone's compute size; 0 = the space's input size (data.image_size)
     cloud_views: int = 4  # augmented views per training image whose cloud embeddings are cached
     cache_cloud: bool = True  # false: run the frozen cloud model every step instead (for cost comparisons)
+    inherit_cloud: bool = False  # edge: start from the cloud checkpoint's weights where shapes allow (same family)
+    mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mix <= 1.0:
+            raise ConfigError(f"mix is a share of views, between 0 and 1; got {self.mix}")
+        if self.cloud_views < 1:
+            raise ConfigError(f"cloud_views must be at least 1; got {self.cloud_views}")
 
 
 @dataclass(frozen=True)

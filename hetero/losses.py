@@ -28,6 +28,17 @@ class Batch:
     logits: torch.Tensor  # [B, C] the model's own classifier
     labels: torch.Tensor  # [B]
     cloud_embedding: torch.Tensor | None = None  # [B, D] frozen cloud model, same view (unit-length)
+    # Blended views (mixup): the partner image's labels and the own image's weight; None when nothing is blended.
+    partner_labels: torch.Tensor | None = None
+    lam: torch.Tensor | None = None
+
+    def cross_entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class cross-entropy; for a blended view, the blend of both images' losses (mixup's target)."""
+        if self.lam is None:
+            return F.cross_entropy(logits, self.labels)
+        own = F.cross_entropy(logits, self.labels, reduction="none")
+        other = F.cross_entropy(logits, self.partner_labels, reduction="none")
+        return (self.lam * own + (1 - self.lam) * other).mean()
 
 
 def frozen_classifier(cloud: nn.Module) -> nn.Module:
@@ -61,7 +72,7 @@ class Classification(LossTerm):
     name = "classification"
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(batch.logits, batch.labels)
+        return batch.cross_entropy(batch.logits)
 
 
 class BCTInfluence(LossTerm):
@@ -80,7 +91,7 @@ class BCTInfluence(LossTerm):
         self.cloud_classifier = frozen_classifier(cloud)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.cloud_classifier(batch.embedding), batch.labels)
+        return batch.cross_entropy(self.cloud_classifier(batch.embedding))
 
 
 class _CloudTerm(LossTerm):

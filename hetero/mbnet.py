@@ -223,8 +223,11 @@ def mobilenetv2_weights(stages: tuple[Stage, ...]) -> dict[str, torch.Tensor]:
     return out
 
 
-def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Copy every backbone tensor the source has, slicing leading channels where the member is narrower.
+def inherit_weights(
+    model: nn.Module, source: dict[str, torch.Tensor], skip: tuple[str, ...] = ("head.", "classifier.")
+) -> dict[str, int]:
+    """Copy every tensor the source has (except `skip` prefixes), slicing leading channels where the member is
+    narrower.
 
     Returns counts so the manifest can say how much of the model started pretrained (a silent partial load would
     make 'pretrained' meaningless).
@@ -232,7 +235,7 @@ def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[s
     state = model.state_dict()
     copied = total = 0
     for name, tensor in state.items():
-        if name.startswith(("head.", "classifier.")):
+        if skip and name.startswith(skip):
             continue
         total += 1
         src = source.get(name)
@@ -241,7 +244,7 @@ def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[s
         state[name] = src[tuple(slice(0, n) for n in tensor.shape)].clone()  # depthwise [C, 1, k, k] included
         copied += 1
     model.load_state_dict(state)
-    return {"inherited_tensors": copied, "backbone_tensors": total}
+    return {"inherited_tensors": copied, "tensors": total}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,42 +49,86 @@ def apply_affine(x: torch.Tensor, u: torch.Tensor, max_shift: float = 0.1, max_s
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
+@dataclass(frozen=True)
+class Views:
+    """Augmented views of some training images: an affine transform each, optionally blended with a partner image.
+
+    A blend (mixup, lambda ~ U(0, 1)) is a new point on which the edge can be taught to match the cloud: with a few
+    thousand training images, matching the cloud only on them (and their small shifts) leaves it unmatched on
+    held-out identities; blends fill the space between (function matching, Beyer et al., CVPR 2022).
+    """
+
+    affine: torch.Tensor  # [n, 3]
+    partner: torch.Tensor  # [n] int64 index of the blended image; lam == 1 means no blend
+    lam: torch.Tensor  # [n] weight of the image itself
+
+    @property
+    def blended(self) -> bool:
+        return bool((self.lam < 1).any())
+
+
+def sample_views(idx: torch.Tensor, pool: int, gen: torch.Generator, *, augment: bool, mix: float) -> Views:
+    """Fresh views of images `idx`; a `mix` share of them blends with a uniformly drawn training image."""
+    n = len(idx)
+    affine = sample_affine(n, gen) if augment else torch.zeros(n, 3)
+    partner, lam = idx.clone(), torch.ones(n)
+    if augment and mix > 0:
+        blend = torch.rand(n, generator=gen) < mix
+        partner = torch.where(blend, torch.randint(pool, (n,), generator=gen), idx)
+        lam = torch.where(blend, torch.rand(n, generator=gen), lam)
+    return Views(affine, partner, lam)
+
+
+def render(pre: Preprocess, pixels: torch.Tensor, idx: torch.Tensor, views: Views) -> torch.Tensor:
+    """The model input for `views` of images `idx` of `pixels` (uint8 NHWC): blend, then the affine transform.
+
+    The one place views become tensors, for the cloud cache, the online cloud and the model being trained alike.
+    """
+    x = pre(pixels[idx])
+    if views.blended:
+        lam = views.lam.view(-1, 1, 1, 1)
+        x = lam * x + (1 - lam) * pre(pixels[views.partner])
+    return apply_affine(x, views.affine) if bool(views.affine.any()) else x
+
+
 class CloudTargets:
     """Cached cloud embeddings for `views` augmented views of every training image."""
 
-    def __init__(self, params: torch.Tensor, embeddings: torch.Tensor):
-        self.params = params  # [V, N, 3]
+    def __init__(self, affine: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, embeddings: torch.Tensor):
+        self.affine, self.partner, self.lam = affine, partner, lam  # [V, N, 3], [V, N], [V, N]
         self.embeddings = embeddings  # [V, N, D]
 
     @property
     def views(self) -> int:
-        return self.params.shape[0]
+        return self.affine.shape[0]
 
-    def for_batch(self, idx: torch.Tensor, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pick one cached view per image: (affine params for the edge input, the cloud embedding of that view)."""
+    def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor]:
+        """Pick one cached view per image: the view (to render for the edge) and the cloud embedding of it."""
         v = torch.randint(self.views, (len(idx),), generator=gen)
-        return self.params[v, idx], self.embeddings[v, idx]
+        return Views(self.affine[v, idx], self.partner[v, idx], self.lam[v, idx]), self.embeddings[v, idx]
 
 
 class OnlineTargets:
-    """The uncached alternative: a fresh augmentation and a cloud forward pass every step (what caching avoids)."""
+    """The uncached alternative: a fresh view and a cloud forward pass every step (what caching avoids)."""
 
-    def __init__(self, cloud: torch.nn.Module, spec: InputSpec, augment: bool):
+    def __init__(self, cloud: torch.nn.Module, spec: InputSpec, pixels: torch.Tensor, augment: bool, mix: float):
         self.cloud = cloud.eval()
         self.pre = Preprocess(spec, getattr(cloud, "resolution", None))
-        self.augment = augment
+        self.pixels, self.augment, self.mix = pixels, augment, mix
 
-    def for_batch(self, idx: torch.Tensor, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        u = sample_affine(len(idx), gen) if self.augment else torch.zeros(len(idx), 3)
+    def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor]:
+        views = sample_views(idx, len(self.pixels), gen, augment=self.augment, mix=self.mix)
         with torch.no_grad():
-            return u, self.cloud.forward_embedding(apply_affine(self.pre(x), u))
+            return views, self.cloud.forward_embedding(render(self.pre, self.pixels, idx, views))
 
 
-def _fingerprint(cloud_sha256: str, train: ImageSet, spec: InputSpec, views: int, seed: int, augment: bool) -> str:
+def _fingerprint(cloud_sha256: str, train: ImageSet, spec: InputSpec, views: int, seed: int, augment: bool,
+                 mix: float) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(train.images).tobytes())
     h.update(np.ascontiguousarray(train.labels).tobytes())
-    meta = {"cloud": cloud_sha256, "spec": spec.to_dict(), "views": views, "seed": seed, "augment": augment, "v": 1}
+    meta = {"cloud": cloud_sha256, "spec": spec.to_dict(), "views": views, "seed": seed, "augment": augment,
+            "mix": mix, "v": 2}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
@@ -97,6 +142,7 @@ def cloud_targets(
     views: int,
     seed: int,
     augment: bool,
+    mix: float = 0.0,
     cache_dir: Path | None = None,
     progress: bool = True,
     batch_size: int = 32,  # measured: 96-px Lite2 embeds 2,115 images in 16 s at 32, 25 s at 64, 28 s at 128
@@ -105,31 +151,40 @@ def cloud_targets(
     import time
 
     views = views if augment else 1
-    key = _fingerprint(cloud_sha256, train, spec, views, seed, augment)
+    n = len(train)
+    key = _fingerprint(cloud_sha256, train, spec, views, seed, augment, mix)
     path = (cache_dir or cache_root()) / "cloud-targets" / f"{key}.safetensors"
     t0 = time.perf_counter()
     if path.is_file():
         try:
             d = load_file(str(path))
-            if d["embeddings"].shape[:2] == (views, len(train)):
-                return CloudTargets(d["params"], d["embeddings"]), {"path": str(path), "hit": True, "seconds": 0.0}
+            if d["embeddings"].shape[:2] == (views, n):
+                targets = CloudTargets(d["affine"], d["partner"], d["lam"], d["embeddings"])
+                return targets, {"path": str(path), "hit": True, "seconds": 0.0}
         except (SafetensorError, OSError, KeyError):
             pass  # a damaged cache entry is rebuilt, never trusted
     gen = torch.Generator().manual_seed(seed)
-    params = sample_affine(views * len(train), gen).view(views, len(train), 3)
-    params[0] = 0.0  # view 0: the clean image
+    everyone = torch.arange(n)
+    drawn = [Views(torch.zeros(n, 3), everyone.clone(), torch.ones(n))]  # view 0: the clean image
+    drawn += [sample_views(everyone, n, gen, augment=True, mix=mix) for _ in range(views - 1)]
     pre = Preprocess(spec, getattr(cloud, "resolution", None))
     x_all = torch.from_numpy(train.images)
-    out = torch.empty(views, len(train), cloud.head.out_features)
+    out = torch.empty(views, n, cloud.head.out_features)
     cloud.eval()
-    with torch.no_grad(), tqdm(total=views * len(train), desc="cache cloud embeddings", disable=not progress,
+    with torch.no_grad(), tqdm(total=views * n, desc="cache cloud embeddings", disable=not progress,
                                leave=False, unit="img") as bar:
-        for v in range(views):
-            for s in range(0, len(train), batch_size):
+        for v, view in enumerate(drawn):
+            for s in range(0, n, batch_size):
                 sl = slice(s, s + batch_size)
-                out[v, sl] = cloud.forward_embedding(apply_affine(pre(x_all[sl]), params[v, sl]))
-                bar.update(len(x_all[sl]))
+                part = Views(view.affine[sl], view.partner[sl], view.lam[sl])
+                out[v, sl] = cloud.forward_embedding(render(pre, x_all, everyone[sl], part))
+                bar.update(len(everyone[sl]))
+    tensors = {
+        "affine": torch.stack([d.affine for d in drawn]), "partner": torch.stack([d.partner for d in drawn]),
+        "lam": torch.stack([d.lam for d in drawn]), "embeddings": out,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
-        save_file({"params": params.contiguous(), "embeddings": out.contiguous()}, str(tmp))
-    return CloudTargets(params, out), {"path": str(path), "hit": False, "seconds": round(time.perf_counter() - t0, 2)}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    targets = CloudTargets(tensors["affine"], tensors["partner"], tensors["lam"], out)
+    return targets, {"path": str(path), "hit": False, "seconds": round(time.perf_counter() - t0, 2)}

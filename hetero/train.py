@@ -30,7 +30,7 @@ from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model
 from hetero.spaces import InputSpec
-from hetero.targets import CloudTargets, OnlineTargets, apply_affine, cloud_targets, sample_affine
+from hetero.targets import CloudTargets, OnlineTargets, Views, cloud_targets, render, sample_views
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -104,18 +104,20 @@ def fit(
         for gidx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
             if len(gidx) < 2 * n_world:
                 continue  # a ragged last batch too small to give every rank two images (BatchNorm needs them)
-            u, cloud_emb = None, None
+            cloud_emb = None
             if targets is not None:
-                u, cloud_emb = targets.for_batch(gidx, x_all[gidx], gen)
-            elif cfg.augment:
-                u = sample_affine(len(gidx), gen)
+                views, cloud_emb = targets.for_batch(gidx, gen)
+            else:
+                views = sample_views(gidx, len(train), gen, augment=cfg.augment, mix=cfg.mix)
             mine = slice(n_rank, None, n_world)
             idx = gidx[mine]
-            x = pre(x_all[idx])
-            if u is not None:
-                x = apply_affine(x, u[mine])
-            emb, logits = step(x)
-            batch = Batch(emb, logits, y_all[idx], None if cloud_emb is None else cloud_emb[mine])
+            mine_views = Views(views.affine[mine], views.partner[mine], views.lam[mine])
+            emb, logits = step(render(pre, x_all, idx, mine_views))
+            mixed = mine_views.blended
+            batch = Batch(
+                emb, logits, y_all[idx], None if cloud_emb is None else cloud_emb[mine],
+                partner_labels=y_all[mine_views.partner] if mixed else None, lam=mine_views.lam if mixed else None,
+            )
             loss, parts = objective(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -208,6 +210,8 @@ def train(
         tcfg.model, embed_dim=cfg.space.dim, num_classes=split.num_train_classes, scale=tcfg.scale,
         resolution=tcfg.resolution or None, pretrained=tcfg.pretrained,
     )
+    if tcfg.inherit_cloud:
+        _inherit_from_cloud(model, tcfg.model, cloud_model, cloud_manifest)
     targets, targets_record = None, {}
     if objective.needs_cloud_embedding:
         targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, split.train, spec, tcfg, progress)
@@ -255,11 +259,26 @@ def train(
     return manifest
 
 
+def _inherit_from_cloud(model: nn.Module, name: str, cloud: nn.Module | None, manifest: Manifest | None) -> None:
+    """Start an edge member from the fine-tuned cloud (first blocks, leading channels, its embedding head): it begins
+    near the function it has to match instead of at ImageNet features plus a random head."""
+    from hetero.mbnet import inherit_weights
+
+    if cloud is None or manifest is None:
+        raise InputError("inherit_cloud = true needs the cloud checkpoint: pass --cloud")
+    cloud_family = MODELS[manifest.model["name"]].family if manifest.model.get("name") in MODELS else None
+    if MODELS[name].family != cloud_family:
+        raise InputError(f"inherit_cloud: {name} ({MODELS[name].family}) is not of the cloud's family ({cloud_family})")
+    info = inherit_weights(model, cloud.state_dict(), skip=())
+    model.pretrained_info = {"source": f"cloud {manifest.sha256[:12]}", **info}
+
+
 def _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, progress):
     """Rank 0 builds (or finds) the cache; the other ranks then read the same file."""
     if not tcfg.cache_cloud:
-        return OnlineTargets(cloud_model, spec, tcfg.augment), {"cached": False}
-    kw = {"views": tcfg.cloud_views, "seed": tcfg.seed, "augment": tcfg.augment}
+        pixels = torch.from_numpy(train_set.images)
+        return OnlineTargets(cloud_model, spec, pixels, tcfg.augment, tcfg.mix), {"cached": False}
+    kw = {"views": tcfg.cloud_views, "seed": tcfg.seed, "augment": tcfg.augment, "mix": tcfg.mix}
     if distributed.is_main():
         result = cloud_targets(cloud_model, cloud_manifest.sha256, train_set, spec, progress=progress, **kw)
     distributed.barrier()

@@ -34,6 +34,8 @@ def test_partial_table_keeps_the_run_defaults(tmp_path):
         ("[nope]\n", "unknown config key 'nope'"),
         ("[cloud]\nepochs = 'three'\n", "cloud.epochs: expected int"),
         ("[cloud]\nepochs = [\n", "not valid TOML"),
+        ("[edge]\nmix = 1.5\n", "mix is a share of views, between 0 and 1"),
+        ("[edge]\ncloud_views = 0\n", "cloud_views must be at least 1"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, text, needle):

@@ -118,7 +118,7 @@ def test_efficientnet_lite_weights_reproduce_the_reference_implementation():
     ):
         ours = create_model(name, embed_dim=16, num_classes=3, pretrained=True).eval()
         info = ours.pretrained_info
-        assert info["inherited_tensors"] == info["backbone_tensors"] > 100
+        assert info["inherited_tensors"] == info["tensors"] > 100
         ref = EfficientNet.from_pretrained(ref_name, weights_path=files.get_model_file_path(), image_size=64).eval()
         with torch.no_grad():
             torch.testing.assert_close(ours.head_conv(ours.stages(ours.stem(x))), ref.extract_features(x))
@@ -127,12 +127,12 @@ def test_efficientnet_lite_weights_reproduce_the_reference_implementation():
 def test_slim_members_inherit_leading_channels_and_fit_the_cost_budget():
     base = create_model("efficientnet_lite0", embed_dim=16, num_classes=3, pretrained=True)
     slim = create_model("efficientnet_lite0_050", embed_dim=16, num_classes=3, pretrained=True, resolution=64)
-    assert slim.pretrained_info["inherited_tensors"] == slim.pretrained_info["backbone_tensors"]
+    assert slim.pretrained_info["inherited_tensors"] == slim.pretrained_info["tensors"]
     w, ws = base.stages[1][0].expand.conv.weight, slim.stages[1][0].expand.conv.weight
     assert ws.shape[0] < w.shape[0]
     torch.testing.assert_close(ws, w[: ws.shape[0], : ws.shape[1]])
     mb = create_model("mobilenetv2_100", embed_dim=16, num_classes=3, pretrained=True)
-    assert mb.pretrained_info["inherited_tensors"] == mb.pretrained_info["backbone_tensors"]
+    assert mb.pretrained_info["inherited_tensors"] == mb.pretrained_info["tensors"]
 
     spec = InputSpec(height=96, width=96)
     cloud = model_cost(create_model("efficientnet_lite2", embed_dim=128, num_classes=3), spec)
@@ -178,7 +178,7 @@ def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
     from hetero.config import load_config
     from hetero.data import load_split
     from hetero.models import Preprocess
-    from hetero.targets import apply_affine, cloud_targets
+    from hetero.targets import Views, cloud_targets, render
     from hetero.train import input_spec_for
 
     cfg = load_config(tiny.config)
@@ -187,13 +187,16 @@ def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
     kw = {"views": 3, "seed": 5, "augment": True, "cache_dir": tmp_path, "progress": False}
     t, rec = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
     assert not rec["hit"] and t.embeddings.shape == (3, len(split.train), cfg.space.dim)
+    pixels, idx = torch.from_numpy(split.train.images), torch.arange(8)
     with torch.no_grad():
-        pre = Preprocess(spec)(torch.from_numpy(split.train.images[:8]))
-        torch.testing.assert_close(t.embeddings[0, :8], cloud.forward_embedding(pre), atol=1e-5, rtol=1e-5)
+        pre = Preprocess(spec)
+        torch.testing.assert_close(t.embeddings[0, :8], cloud.forward_embedding(pre(pixels[:8])), atol=1e-5, rtol=1e-5)
+        view2 = Views(t.affine[2, :8], t.partner[2, :8], t.lam[2, :8])
         torch.testing.assert_close(
-            t.embeddings[2, :8], cloud.forward_embedding(apply_affine(pre, t.params[2, :8])), atol=1e-5, rtol=1e-5
+            t.embeddings[2, :8], cloud.forward_embedding(render(pre, pixels, idx, view2)), atol=1e-5, rtol=1e-5
         )
-    assert (t.params[0] == 0).all() and (t.params[1:] != 0).any()  # view 0 is the clean image
+    assert (t.affine[0] == 0).all() and (t.affine[1:] != 0).any()  # view 0 is the clean image
+    assert (t.lam == 1).all() and torch.equal(t.partner[1], torch.arange(len(split.train)))  # mix=0: no blends
     t2, rec2 = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
     assert rec2["hit"] and torch.equal(t2.embeddings, t.embeddings)
     Path(rec["path"]).write_bytes(b"garbage")  # a damaged cache entry is rebuilt, not trusted
@@ -201,6 +204,47 @@ def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
     assert not rec3["hit"] and torch.equal(t3.embeddings, t.embeddings)
     _, rec4 = cloud_targets(cloud, "another-cloud", split.train, spec, **kw)
     assert rec4["path"] != rec["path"]
+
+    # Blended views (mixup): cached apart from plain ones, and what the cloud says of exactly the blend the edge sees.
+    tm, recm = cloud_targets(cloud, man.sha256, split.train, spec, **{**kw, "mix": 1.0})
+    assert recm["path"] != rec["path"] and (tm.lam[0] == 1).all()
+    blended = tm.lam[1:] < 1
+    assert blended.all() and (tm.partner[1:] != torch.arange(len(split.train))).float().mean() > 0.9
+    with torch.no_grad():
+        view = Views(tm.affine[1, :8], tm.partner[1, :8], tm.lam[1, :8])
+        x = render(pre, pixels, idx, view)
+        torch.testing.assert_close(tm.embeddings[1, :8], cloud.forward_embedding(x), atol=1e-5, rtol=1e-5)
+        lam = view.lam.view(-1, 1, 1, 1)
+        plain = Views(torch.zeros(8, 3), idx, torch.ones(8))
+        mixed = lam * render(pre, pixels, idx, plain) + (1 - lam) * render(pre, pixels, view.partner, plain)
+        torch.testing.assert_close(render(pre, pixels, idx, Views(torch.zeros(8, 3), view.partner, view.lam)), mixed)
+
+
+def test_blended_views_take_the_blend_of_both_labels():
+    b = _batch()
+    partner = (b.labels + 1) % 5
+    own = Batch(b.embedding, b.logits, b.labels, lam=torch.ones(16), partner_labels=partner)
+    other = Batch(b.embedding, b.logits, b.labels, lam=torch.zeros(16), partner_labels=partner)
+    torch.testing.assert_close(own.cross_entropy(b.logits), F.cross_entropy(b.logits, b.labels))
+    torch.testing.assert_close(other.cross_entropy(b.logits), F.cross_entropy(b.logits, partner))
+    half = Batch(b.embedding, b.logits, b.labels, lam=torch.full((16,), 0.5), partner_labels=partner)
+    expected = 0.5 * (F.cross_entropy(b.logits, b.labels) + F.cross_entropy(b.logits, partner))
+    torch.testing.assert_close(half.cross_entropy(b.logits), expected)
+    bct = LOSS_TERMS["bct"](_Cloud())
+    assert not torch.isclose(bct(own), bct(other))  # BCT reads the blended target too
+
+
+def test_sample_views_blend_the_requested_share():
+    from hetero.targets import sample_views
+
+    idx = torch.arange(4000)
+    plain = sample_views(idx, 4000, torch.Generator().manual_seed(0), augment=True, mix=0.0)
+    assert not plain.blended and torch.equal(plain.partner, idx)
+    v = sample_views(idx, 4000, torch.Generator().manual_seed(0), augment=True, mix=0.3)
+    share = float((v.lam < 1).float().mean())
+    assert 0.27 < share < 0.33 and float(v.lam[v.lam < 1].mean()) == pytest.approx(0.5, abs=0.03)
+    off = sample_views(idx, 4000, torch.Generator().manual_seed(0), augment=False, mix=0.3)
+    assert not off.blended and not off.affine.any()  # augment=false switches every augmentation off
 
 
 def test_every_objective_trains_from_the_cli_and_lands_in_the_right_space(tiny, tmp_path):
