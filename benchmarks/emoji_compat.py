@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,15 +55,22 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--cost-epochs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--cloud", type=Path, help="reuse a cloud checkpoint `hetero train cloud` made with --config")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="emoji-bench-"))
     env = {**os.environ, "HETERO_CACHE": str(work / "cache")}  # cold caches: the cost numbers include building them
     cfg = ["--config", str(args.config)]
     results: dict = {"config": args.config.read_text(), "edges": {}}
 
-    print("training cloud …", file=sys.stderr)
-    cloud = hetero("train", "cloud", *cfg, "--out", work / "cloud", env=env)
-    results["cloud"] = {k: cloud["manifest"][k] for k in ("model", "space")} | {"seconds": cloud["seconds"]}
+    if args.cloud:
+        (work / "cloud").symlink_to(args.cloud.resolve())
+        manifest = json.loads((args.cloud / "manifest.json").read_text())
+        seconds = manifest["extra"]["train_seconds"]
+    else:
+        print("training cloud …", file=sys.stderr)
+        manifest = hetero("train", "cloud", *cfg, "--out", work / "cloud", env=env)["manifest"]
+        seconds = manifest["extra"]["train_seconds"]
+    results["cloud"] = {k: manifest[k] for k in ("model", "space")} | {"train_seconds": seconds}
     for name in EDGES:
         print(f"training edge: {name} …", file=sys.stderr)
         r = hetero("train", "edge", *cfg, "--objective", name, "--cloud", work / "cloud", "--out", work / name, env=env)
@@ -78,7 +86,7 @@ def main() -> None:
 
     # Cost: same epochs, same data, back to back.
     cost_cfg = work / "cost.toml"
-    cost_cfg.write_text(args.config.read_text().replace("epochs = 20", f"epochs = {args.cost_epochs}"))
+    cost_cfg.write_text(re.sub(r"(?m)^epochs = \d+", f"epochs = {args.cost_epochs}", args.config.read_text()))
     cost = {}
     for label, extra in (("independent", ["--objective", "independent"]),
                          ("bct_regression cached (warm)", ["--objective", "bct_regression"]),
@@ -86,14 +94,15 @@ def main() -> None:
         run_cfg = cost_cfg
         if "online" in label:
             run_cfg = work / "cost_online.toml"
-            run_cfg.write_text(cost_cfg.read_text().replace("cloud_views = 4", "cloud_views = 4\ncache_cloud = false"))
+            run_cfg.write_text(re.sub(r"(?m)^cloud_views = .*$", r"\g<0>\ncache_cloud = false", cost_cfg.read_text()))
         r = hetero("train", "edge", "--config", run_cfg, *extra, "--cloud", work / "cloud",
                    "--out", work / f"cost-{len(cost)}", env=env)
         cost[label] = r["manifest"]["extra"]["train_seconds"]
     builds = [e["cloud_targets"] for e in results["edges"].values() if e["cloud_targets"].get("hit") is False]
     build = builds[0] if builds else {}
     results["cost"] = {"epochs": args.cost_epochs, "train_seconds": cost,
-                       "cache_build_seconds": build.get("seconds"), "cache_hit": build.get("hit")}
+                       "cache_build_seconds": build.get("seconds"), "cache_hit": build.get("hit"),
+                       "cache_views": build.get("views")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "emoji_compat.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "emoji_compat.md").write_text(render(results))
@@ -136,7 +145,8 @@ def render(res: dict) -> str:
         "|---|---|---|",
         *(f"| {k} | {v:.1f} | {v / ind:.2f} |" for k, v in t.items()),
         "",
-        f"Building the cloud-embedding cache once (4 views of every training image): {c['cache_build_seconds']} s; "
+        f"Building the cloud-embedding cache once ({c.get('cache_views')} views of every training image): "
+        f"{c['cache_build_seconds']} s; "
         "it is shared by every edge run against the same cloud checkpoint and data (all objectives, seeds,\n"
         "architectures).",
         "",

@@ -140,6 +140,29 @@ def test_slim_members_inherit_leading_channels_and_fit_the_cost_budget():
     assert edge["macs"] <= cloud["macs"] / 10  # the edge budget, at the emoji config's resolutions
 
 
+def test_an_edge_can_start_from_the_cloud_checkpoint(tiny, tmp_path, capsys):
+    from hetero.checkpoint import load_checkpoint
+    from hetero.train import _inherit_from_cloud
+
+    cloud, man = load_checkpoint(tiny.cloud)
+    edge = create_model("hnet_edge", embed_dim=cloud.head.out_features, num_classes=cloud.classifier.weight.shape[0])
+    _inherit_from_cloud(edge, "hnet_edge", cloud, man)
+    info = edge.pretrained_info
+    assert info["source"] == f"cloud {man.sha256[:12]}" and 0 < info["inherited_tensors"] <= info["tensors"]
+    w = edge.head.weight
+    torch.testing.assert_close(w, cloud.head.weight[:, : w.shape[1]])  # the embedding head too: leading inputs
+    torch.testing.assert_close(edge.stem[0].weight, cloud.stem[0].weight[: edge.stem[0].weight.shape[0]])
+    torch.testing.assert_close(edge.classifier.weight, cloud.classifier.weight)
+    lite = create_model("efficientnet_lite0", embed_dim=w.shape[0], num_classes=edge.classifier.weight.shape[0])
+    with pytest.raises(InputError, match="not of the cloud's family"):
+        _inherit_from_cloud(lite, "efficientnet_lite0", cloud, man)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(tiny.config.read_text().replace("[edge]", "[edge]\ninherit_cloud = true", 1))
+    assert run_cli("train", "edge", "--config", cfg, "--objective", "independent", "--out", tmp_path / "e") == 2
+    assert "inherit_cloud = true needs the cloud checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 def test_low_resolution_edge_takes_the_spaces_pixels():
     from hetero.models import EmbeddingGraph
 
