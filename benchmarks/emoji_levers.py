@@ -1,0 +1,183 @@
+"""What moves an edge towards the 0.97x target on emoji: one change at a time against the same frozen cloud.
+
+Issue 4 asks for edge (<= 1/10 of the cloud's MACs) -> cloud R@1 >= 0.97x cloud -> cloud. `emoji_compat.py` compares
+objectives; this script holds the objective fixed (L2 feature regression, the best of them there) and varies one
+lever at a time: training length, how the 1/10 budget is spent (width vs resolution), blended views (mixup) in the
+cloud cache, and a cloud trained shorter and with blends. Besides R@1 it reports how closely the edge reproduces
+the cloud: mean cos(edge, cloud) on training images and on held-out queries, which separates under-fitting (low on
+both) from failing to generalise the match to unseen identities (high on train, low on held-out).
+
+Every run goes through the `hetero` CLI. A run directory whose manifest already holds the same config is reused,
+so an interrupted benchmark continues where it stopped and results are written after every run.
+
+    .venv/bin/python benchmarks/emoji_levers.py --cloud CLOUD_DIR      # CLOUD_DIR: the emoji.toml cloud
+Writes benchmarks/results/emoji_levers.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from hetero.config import DEFAULT_CONFIG
+
+CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
+BASE = {"objective": "l2", "cloud": "base"}
+# name -> (what changes, [edge] overrides, which cloud); the first row is emoji_compat's L2 edge.
+RUNS: dict[str, tuple[str, dict, str]] = {
+    "slim64": ("Lite0 width 0.5 at 64 px, 20 epochs, 4 views", {}, "base"),
+    "slim64_40ep": ("... 40 epochs", {"epochs": 40}, "base"),
+    "lite0_44": ("full Lite0 (all ImageNet weights) at 44 px", {"model": "efficientnet_lite0", "resolution": 44},
+                 "base"),
+    "slim80": ("Lite0 width 0.5 at 80 px", {"resolution": 80}, "base"),
+    "lite0_44_mix": ("full Lite0 at 44 px, 8 cached views, half of them blends",
+                     {"model": "efficientnet_lite0", "resolution": 44, "cloud_views": 8, "mix": 0.5}, "base"),
+    "lite0_44_mix_cloud8mix": ("... against a cloud trained 8 epochs with blends",
+                               {"model": "efficientnet_lite0", "resolution": 44, "cloud_views": 8, "mix": 0.5},
+                               "cloud8mix"),
+}
+CLOUDS: dict[str, dict] = {"base": {}, "cloud8mix": {"epochs": 8, "mix": 0.5}}
+
+
+def with_overrides(text: str, table: str, values: dict) -> str:
+    """Set `key = value` lines inside `[table]` of a TOML text (replacing or appending)."""
+    start = text.index(f"[{table}]")
+    end = text.find("\n[", start + 1)
+    end = len(text) if end < 0 else end + 1
+    section = text[start:end]
+    for key, value in values.items():
+        line = f"{key} = {json.dumps(value)}"
+        section, n = re.subn(rf"(?m)^{key} = .*$", line, section)
+        if not n:
+            section = section.rstrip("\n") + f"\n{line}\n\n"
+    return text[:start] + section + text[end:]
+
+
+def hetero(*args: str | Path) -> dict:
+    cmd = [sys.executable, "-m", "hetero.cli", *map(str, args), "--json", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[3:])}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
+    return json.loads(proc.stdout)
+
+
+def trained(out: Path, role: str, config: Path, *extra: str | Path) -> Path:
+    """Train unless `out` already holds a checkpoint made from the same [data], [role] config and loss weights.
+
+    Keys a manifest lacks were added to hetero after it was written; they take their defaults (= what ran).
+    """
+    from hetero.config import TrainConfig, load_config, to_dict
+    from hetero.losses import OBJECTIVES
+
+    cfg = load_config(config)
+    tcfg = cfg.cloud if role == "cloud" else cfg.edge
+    weights = OBJECTIVES[extra[extra.index("--objective") + 1]] if "--objective" in extra else tcfg.loss_weights
+    mf = out / "manifest.json"
+    if mf.is_file():
+        done = json.loads(mf.read_text())["extra"]
+        same_train = {**to_dict(TrainConfig()), **done["train"], "loss_weights": {}} == {
+            **to_dict(tcfg), "loss_weights": {}}
+        if done.get("data") == to_dict(cfg.data) and same_train and done.get("loss_weights") == weights:
+            print(f"reusing {out}", file=sys.stderr)
+            return out
+    print(f"training {role} -> {out}", file=sys.stderr)
+    hetero("train", role, "--config", config, "--out", out, *extra)
+    return out
+
+
+def embed(checkpoint: Path, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    from hetero.checkpoint import load_checkpoint
+    from hetero.embed import embed_batches
+    from hetero.models import EmbeddingGraph
+
+    model, manifest = load_checkpoint(checkpoint)
+    graph = EmbeddingGraph(model, manifest.input).eval()
+    with torch.no_grad():
+        return embed_batches(lambda x: graph(torch.from_numpy(x)).numpy(), images, 128)
+
+
+def evaluate(cloud: Path, edge: Path, split) -> dict:
+    from hetero.manifest import load_manifest
+    from hetero.metrics import retrieval_metrics
+
+    sets = {"train": split.train.images, "query": split.query.images, "gallery": split.gallery.images}
+    c = {k: embed(cloud, v) for k, v in sets.items()}
+    e = {k: embed(edge, v) for k, v in sets.items()}
+    ql, gl = split.query.labels, split.gallery.labels
+
+    def r1(q, g):
+        return retrieval_metrics(q, ql, g, gl)["recall_at_1"]
+
+    em, cm = load_manifest(edge)[0], load_manifest(cloud)[0]
+    return {
+        "cloud_to_cloud": r1(c["query"], c["gallery"]),
+        "edge_to_cloud": r1(e["query"], c["gallery"]),
+        "edge_to_edge": r1(e["query"], e["gallery"]),
+        "cos_train": float((e["train"] * c["train"]).sum(1).mean()),
+        "cos_query": float((e["query"] * c["query"]).sum(1).mean()),
+        "macs_ratio": em.model["macs"] / cm.model["macs"],
+        "edge_macs": em.model["macs"],
+        "train_seconds": em.extra["train_seconds"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cloud", type=Path, required=True, help="the cloud `hetero train cloud` made with emoji.toml")
+    ap.add_argument("--work", type=Path, default=None, help="run directories (reused when configs match)")
+    ap.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    from hetero.config import load_config
+    from hetero.data import load_split
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="emoji-levers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base_text = CONFIG.read_text()
+    split = load_split(load_config(CONFIG).data)
+    results_path = args.out / "emoji_levers.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for name, (what, edge_over, cloud_name) in RUNS.items():
+        if args.only and name not in args.only:
+            continue
+        text = with_overrides(with_overrides(base_text, "cloud", CLOUDS[cloud_name]), "edge", edge_over)
+        config = work / f"{name}.toml"
+        config.write_text(text)
+        cloud = args.cloud if cloud_name == "base" else trained(work / f"cloud-{cloud_name}", "cloud", config)
+        edge = trained(work / name, "edge", config, "--cloud", cloud, "--objective", BASE["objective"])
+        results[name] = {"what": what, "edge": edge_over, "cloud": CLOUDS[cloud_name], **evaluate(cloud, edge, split)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "emoji_levers.md").write_text(render(results))
+        print(render(results))
+
+
+def render(results: dict) -> str:
+    lines = [
+        "# Emoji: one lever at a time (L2 feature regression, Twemoji queries → OpenMoji cloud gallery, 705 ids)",
+        "",
+        "| run | what changes | edge MACs / cloud | cloud → cloud | edge → cloud | / cloud→cloud | edge → edge | "
+        "cos train | cos held-out | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['what']} | {r['macs_ratio']:.3f} | {r['cloud_to_cloud']:.3f} | {r['edge_to_cloud']:.3f} | "
+            f"{r['edge_to_cloud'] / r['cloud_to_cloud']:.2f} | {r['edge_to_edge']:.3f} | {r['cos_train']:.3f} | "
+            f"{r['cos_query']:.3f} | {r['train_seconds']:.0f} |"
+        )
+    lines += ["", "cos = mean cosine between the edge's and the cloud's embedding of the same image.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
