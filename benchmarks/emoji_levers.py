@@ -166,7 +166,7 @@ def render(results: dict) -> str:
         "# Emoji: one lever at a time (L2 feature regression, Twemoji queries → OpenMoji cloud gallery, 705 ids)",
         "",
         "| run | what changes | edge MACs / cloud | cloud → cloud | edge → cloud | / cloud→cloud | edge → edge | "
-        "cos train | cos held-out | train s |",
+        "cos train | cos held-out | train s (shared CPU) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -175,7 +175,12 @@ def render(results: dict) -> str:
             f"{r['edge_to_cloud'] / r['cloud_to_cloud']:.2f} | {r['edge_to_edge']:.3f} | {r['cos_train']:.3f} | "
             f"{r['cos_query']:.3f} | {r['train_seconds']:.0f} |"
         )
-    lines += ["", "cos = mean cosine between the edge's and the cloud's embedding of the same image.", ""]
+    lines += [
+        "",
+        "cos = mean cosine between the edge's and the cloud's embedding of the same image. Train seconds are wall",
+        "time on a shared 2-core machine while other jobs ran: not comparable between rows.",
+        "",
+    ]
     return "\n".join(lines)
 
 
