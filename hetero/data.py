@@ -125,6 +125,38 @@ def load_digits(image_size: int) -> ImageSet:
     return ImageSet(_to_rgb_uint8(d.images / 16.0, image_size), d.target.astype(np.int64))
 
 
+# Unlabeled images that may join an edge's training set (regression/contrastive/distillation terms read them):
+# name -> (the dataset they belong with, loader(image_size, held-out class ids) -> uint8 images).
+TRANSFER_SETS: dict[str, tuple[str, Callable[[int, tuple[int, ...]], np.ndarray]]] = {}
+
+
+def emoji_unlabeled(image_size: int, heldout: tuple[int, ...]) -> np.ndarray:
+    """Twemoji/OpenMoji drawings outside the 1,410 identities that share no codepoint with a held-out identity."""
+    from hetero import emoji
+    from hetero.targets import cache_root
+
+    names = emoji.load(image_size, cache_root())["names"]
+    return emoji.load_unlabeled(image_size, cache_root(), exclude={str(names[c]) for c in heldout})
+
+
+TRANSFER_SETS["emoji_unlabeled"] = ("emoji", emoji_unlabeled)
+
+
+def load_transfer(name: str, cfg: DataConfig, heldout: tuple[int, ...]) -> np.ndarray:
+    if name not in TRANSFER_SETS:
+        raise InputError(f"unknown transfer set {name!r} (available: {', '.join(sorted(TRANSFER_SETS))})")
+    dataset, loader = TRANSFER_SETS[name]
+    if dataset != cfg.dataset:
+        raise InputError(f"transfer set {name!r} belongs with dataset {dataset!r}, not {cfg.dataset!r}")
+    return loader(cfg.image_size, heldout)
+
+
+def with_unlabeled(train: ImageSet, images: np.ndarray) -> ImageSet:
+    """Append unlabeled images (label -1: no class term reads them)."""
+    labels = np.concatenate([train.labels, np.full(len(images), -1, np.int64)])
+    return ImageSet(np.concatenate([train.images, images]), labels)
+
+
 def load_dataset(name: str, image_size: int) -> ImageSet:
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r} (available: {', '.join(sorted(DATASETS))})")

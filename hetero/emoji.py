@@ -70,20 +70,24 @@ def _render_glyph(font, char: str, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
+def _identities(twemoji: dict, openmoji: dict, font_path: Path) -> list[str]:
+    """Identities all three styles draw (Noto: single codepoints its font maps)."""
+    from fontTools.ttLib import TTFont
+
+    cmap = TTFont(font_path, lazy=True).getBestCmap()
+    return sorted(k for k in twemoji.keys() & openmoji.keys() if "-" not in k and int(k, 16) in cmap)
+
+
 def build(size: int, progress: bool = True, limit: int | None = None) -> dict[str, np.ndarray]:
     """Render every identity that all three styles cover (Noto: single codepoints only) at `size` px.
 
     `limit` keeps the first identities only (tests).
     """
-    from fontTools.ttLib import TTFont
     from PIL import ImageFont
     from tqdm.auto import tqdm
 
     twemoji, openmoji, font_path = sources()
-    cmap = TTFont(font_path, lazy=True).getBestCmap()
-    names = sorted(
-        k for k in twemoji.keys() & openmoji.keys() if "-" not in k and int(k, 16) in cmap
-    )[:limit]
+    names = _identities(twemoji, openmoji, font_path)[:limit]
     font = ImageFont.truetype(str(font_path), int(size * 0.8))
     images = np.empty((len(names) * 3, size, size, 3), np.uint8)
     labels = np.repeat(np.arange(len(names), dtype=np.int64), 3)
@@ -110,3 +114,42 @@ def load(size: int, cache_dir: Path, progress: bool = True) -> dict[str, np.ndar
     print(f"hetero: {ATTRIBUTION}", file=sys.stderr)
     print(f"hetero: {len(data['names'])} identities x {len(STYLES)} styles cached at {path}", file=sys.stderr)
     return data
+
+
+def build_unlabeled(size: int, progress: bool = True, limit: int | None = None) -> dict[str, np.ndarray]:
+    """Every Twemoji and OpenMoji drawing that is *not* one of the set's identities (sequences, skin tones, flags,
+    OpenMoji extras): images without labels, on which an edge can be taught to match the cloud."""
+    from tqdm.auto import tqdm
+
+    twemoji, openmoji, font_path = sources()
+    ids = set(_identities(twemoji, openmoji, font_path))
+    items = [(k, p) for src in (twemoji, openmoji) for k, p in sorted(src.items()) if k not in ids][:limit]
+    images, names = [], []
+    for name, path in tqdm(items, desc=f"render unlabeled emoji {size}px", disable=not progress):
+        try:
+            images.append(_render_svg(path, size))
+        except Exception:  # a few OpenMoji extras use SVG features cairosvg cannot draw: skip them
+            continue
+        names.append(name)
+    return {"images": np.stack(images) if images else np.empty((0, size, size, 3), np.uint8),
+            "names": np.array(names)}
+
+
+def load_unlabeled(size: int, cache_dir: Path, exclude: set[str], progress: bool = True) -> np.ndarray:
+    """Unlabeled drawings none of whose codepoints belongs to an identity in `exclude` (the held-out ones), so a
+    skin-tone variant or a sequence containing a held-out emoji never leaks into training."""
+    path = cache_dir / "datasets" / f"emoji-unlabeled-v{_VERSION}-{size}px.npz"
+    data = None
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                data = {k: z[k] for k in ("images", "names")}
+        except (OSError, ValueError, KeyError):
+            data = None  # damaged cache: rebuild
+    if data is None:
+        data = build_unlabeled(size, progress=progress)
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **data)
+        print(f"hetero: {ATTRIBUTION}", file=sys.stderr)
+    keep = [i for i, name in enumerate(data["names"]) if not set(str(name).split("-")) & exclude]
+    return data["images"][keep]

@@ -33,12 +33,19 @@ class Batch:
     lam: torch.Tensor | None = None
 
     def cross_entropy(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class cross-entropy; for a blended view, the blend of both images' losses (mixup's target)."""
-        if self.lam is None:
+        """Class cross-entropy over labelled images (label -1: unlabeled, skipped); for a blended view, the blend
+        of both images' losses (mixup's target), normalised by the label weight actually present."""
+        if self.lam is None and bool((self.labels >= 0).all()):
             return F.cross_entropy(logits, self.labels)
-        own = F.cross_entropy(logits, self.labels, reduction="none")
-        other = F.cross_entropy(logits, self.partner_labels, reduction="none")
-        return (self.lam * own + (1 - self.lam) * other).mean()
+        lam = self.lam if self.lam is not None else torch.ones(len(self.labels))
+        partner = self.partner_labels if self.partner_labels is not None else self.labels
+        w_own, w_other = lam * (self.labels >= 0), (1 - lam) * (partner >= 0)
+        total = w_own.sum() + w_other.sum()
+        if float(total) == 0.0:
+            return logits.sum() * 0.0  # nothing labelled in this batch: no class signal, no NaN
+        own = F.cross_entropy(logits, self.labels.clamp(min=0), reduction="none")
+        other = F.cross_entropy(logits, partner.clamp(min=0), reduction="none")
+        return (w_own * own + w_other * other).sum() / total
 
 
 def frozen_classifier(cloud: nn.Module) -> nn.Module:
@@ -130,7 +137,7 @@ class CrossModelContrastive(_CloudTerm):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         sim = batch.embedding @ batch.cloud_embedding.t() / self.temperature
-        same = batch.labels[:, None] == batch.labels[None, :]
+        same = (batch.labels[:, None] == batch.labels[None, :]) & (batch.labels[:, None] >= 0)  # -1: unlabeled
         eye = torch.eye(len(sim), dtype=torch.bool, device=sim.device)
         sim = sim.masked_fill(same & ~eye, float("-inf"))
         return F.cross_entropy(sim, torch.arange(len(sim), device=sim.device))

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from hetero import distributed
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import RunConfig, TrainConfig, to_dict
-from hetero.data import ImageSet, OpenSetSplit, load_split
+from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
 from hetero.losses import Batch, CompatibilityObjective, build_objective
@@ -212,9 +213,12 @@ def train(
     )
     if tcfg.inherit_cloud:
         _inherit_from_cloud(model, tcfg.model, cloud_model, cloud_manifest)
+    train_set = split.train
+    if tcfg.transfer:
+        train_set = with_unlabeled(train_set, _transfer_images(role, tcfg, cfg, split, objective))
     targets, targets_record = None, {}
     if objective.needs_cloud_embedding:
-        targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, split.train, spec, tcfg, progress)
+        targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, progress)
 
     fingerprint = _fingerprint(role, cfg, tcfg, weights, cloud_manifest)
     state_dir = resume_dir(out)
@@ -222,7 +226,7 @@ def train(
         shutil.rmtree(state_dir, ignore_errors=True)  # a fresh run never inherits a stale state
     t0 = time.perf_counter()
     history = fit(
-        model, objective, split.train, tcfg, spec, targets=targets, state_dir=state_dir, resume=resume,
+        model, objective, train_set, tcfg, spec, targets=targets, state_dir=state_dir, resume=resume,
         fingerprint=fingerprint, progress=progress, desc=f"{role} {tcfg.model}",
     )
     seconds = time.perf_counter() - t0
@@ -246,6 +250,7 @@ def train(
             "train": to_dict(tcfg),
             "data": to_dict(cfg.data),
             "split": split.describe(),
+            "unlabeled_images": len(train_set) - len(split.train),
             "final": history[-1] if history else {},
             "train_seconds": round(seconds, 2),
             "processes": distributed.world(),
@@ -257,6 +262,15 @@ def train(
     shutil.rmtree(state_dir, ignore_errors=True)
     distributed.barrier()
     return manifest
+
+
+def _transfer_images(role: str, tcfg: TrainConfig, cfg: RunConfig, split: OpenSetSplit,
+                     objective: CompatibilityObjective) -> np.ndarray:
+    """Unlabeled images only feed terms that compare with the cloud's embedding; anything else is a config error."""
+    if role != "edge" or not objective.needs_cloud_embedding:
+        raise InputError(f"transfer = {tcfg.transfer!r}: unlabeled images only feed an edge's cloud-embedding terms "
+                         "(regression_l2, regression_cosine, contrastive, distillation)")
+    return load_transfer(tcfg.transfer, cfg.data, split.heldout_classes)
 
 
 def _inherit_from_cloud(model: nn.Module, name: str, cloud: nn.Module | None, manifest: Manifest | None) -> None:

@@ -373,6 +373,64 @@ def test_emoji_identities_render_in_three_styles():
     assert emoji.identity("0023-FE0F-20E3") == "0023-20e3"
 
 
+def test_unlabeled_emoji_never_touch_a_held_out_identity(tmp_path, monkeypatch):
+    from hetero import emoji
+
+    real = emoji.build_unlabeled(24, progress=False, limit=4)
+    ids = set(emoji.build(24, progress=False)["names"])
+    assert real["images"].shape == (4, 24, 24, 3) and not set(real["names"]) & ids  # none is a set identity
+    assert all(real["images"][i].std() > 5 for i in range(4))
+    names = np.array(["1f600", "1f44d-1f3fb", "1f468-200d-1f469-200d-1f467", "e000", "1f1e6-1f1eb"])
+    fake = {"images": np.arange(5, dtype=np.uint8).repeat(12).reshape(5, 2, 2, 3), "names": names}
+    monkeypatch.setattr(emoji, "build_unlabeled", lambda size, progress=True: fake)
+    kept = emoji.load_unlabeled(2, tmp_path, exclude={"1f44d", "1f469", "1f1eb"}, progress=False)
+    assert [int(x) for x in kept[:, 0, 0, 0]] == [0, 3]  # skin tone, family and flag of held-out ids are dropped
+    monkeypatch.setattr(emoji, "build_unlabeled", lambda *a, **k: pytest.fail("cache not used"))
+    again = emoji.load_unlabeled(2, tmp_path, exclude=set(), progress=False)
+    assert len(again) == 5
+
+
+def test_unlabeled_images_feed_only_the_cloud_terms(tiny, tmp_path, capsys, monkeypatch):
+    from hetero import data
+    from hetero.manifest import load_manifest
+
+    b = _batch()
+    some = Batch(b.embedding, b.logits, torch.where(torch.arange(16) < 6, -1, b.labels), b.cloud_embedding)
+    torch.testing.assert_close(some.cross_entropy(b.logits), F.cross_entropy(b.logits[6:], b.labels[6:]))
+    none = Batch(b.embedding, b.logits.requires_grad_(), torch.full((16,), -1), b.cloud_embedding)
+    loss = none.cross_entropy(none.logits)
+    assert float(loss) == 0.0 and loss.requires_grad  # no class signal, no NaN
+    plain = LOSS_TERMS["contrastive"](_Cloud())
+    sim = b.embedding @ b.cloud_embedding.t() / plain.temperature
+    torch.testing.assert_close(plain(none), F.cross_entropy(sim, torch.arange(16)))  # -1 is not "the same class"
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(tiny.config.read_text().replace("[edge]", '[edge]\ntransfer = "extra"', 1))
+    argv = ("train", "edge", "--config", cfg, "--cloud", tiny.cloud, "--quiet")
+    assert run_cli(*argv, "--objective", "l2", "--out", tmp_path / "x") == 2
+    assert "unknown transfer set 'extra' (available: emoji_unlabeled)" in capsys.readouterr().err
+    cfg.write_text(cfg.read_text().replace('"extra"', '"emoji_unlabeled"'))
+    assert run_cli(*argv, "--objective", "l2", "--out", tmp_path / "x") == 2
+    assert "belongs with dataset 'emoji', not 'digits'" in capsys.readouterr().err
+    assert run_cli(*argv, "--objective", "bct", "--out", tmp_path / "x") == 2
+    assert "only feed an edge's cloud-embedding terms" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+    seen = {}
+
+    def flipped(image_size, heldout):  # stand-in images: the training digits mirrored, nothing held out
+        seen["heldout"] = heldout
+        return data.load_split(load_config_(tiny.config).data).train.images[:40, :, ::-1].copy()
+
+    from hetero.config import load_config as load_config_
+
+    monkeypatch.setitem(data.TRANSFER_SETS, "emoji_unlabeled", ("digits", flipped))
+    assert run_cli(*argv, "--objective", "l2", "--out", tmp_path / "t", "--json") == 0
+    m, _ = load_manifest(tmp_path / "t")
+    assert m.extra["unlabeled_images"] == 40 and m.extra["split"]["train_images"] + 40 == m.extra["final"]["images"]
+    assert seen["heldout"] == tuple(m.extra["split"]["heldout_classes"])
+
+
 def test_style_split_queries_one_style_against_another():
     from hetero.config import DataConfig
     from hetero.data import ImageSet, open_set_split
