@@ -50,12 +50,9 @@ RUNS: dict[str, Run] = {
     "lite0_44_mix": Run("lite0_44, 8 cached views, half of them blends", LITE0_44_MIX),
     "lite0_44_mix_cloud8mix": Run("lite0_44_mix against a cloud trained 8 epochs with blends", LITE0_44_MIX,
                                   "cloud8mix"),
-    "slim80_unlabeled": Run("slim80 + 1.6k unlabeled emoji drawings (no held-out codepoint); 1.8x steps/epoch",
+    "slim80_unlabeled": Run("slim80 + 1.7k unlabeled emoji drawings (no held-out codepoint); 1.8x steps/epoch",
                             {**SLIM80, "transfer": "emoji_unlabeled"}),
     "slim80_40ep": Run("slim80, 40 epochs", {**SLIM80, "epochs": 40}),
-    "slim80_40ep_bct_l2": Run("slim80_40ep with BCT + own classification added to L2", {
-        **SLIM80, "epochs": 40, "loss_weights": {"classification": 1.0, "bct": 1.0, "regression_l2": 1.0}},
-        objective=""),
 }
 CLOUDS: dict[str, dict] = {"base": {}, "cloud8mix": {"epochs": 8, "mix": 0.5}}
 

@@ -66,6 +66,9 @@ class Views:
     def blended(self) -> bool:
         return bool((self.lam < 1).any())
 
+    def __getitem__(self, sel: slice | torch.Tensor) -> Views:
+        return Views(self.affine[sel], self.partner[sel], self.lam[sel])
+
 
 def sample_views(idx: torch.Tensor, pool: int, gen: torch.Generator, *, augment: bool, mix: float) -> Views:
     """Fresh views of images `idx`; a `mix` share of them blends with a uniformly drawn training image."""
@@ -176,8 +179,7 @@ def cloud_targets(
         for v, view in enumerate(drawn):
             for s in range(0, n, batch_size):
                 sl = slice(s, s + batch_size)
-                part = Views(view.affine[sl], view.partner[sl], view.lam[sl])
-                out[v, sl] = cloud.forward_embedding(render(pre, x_all, everyone[sl], part))
+                out[v, sl] = cloud.forward_embedding(render(pre, x_all, everyone[sl], view[sl]))
                 bar.update(len(everyone[sl]))
     tensors = {
         "affine": torch.stack([d.affine for d in drawn]), "partner": torch.stack([d.partner for d in drawn]),

@@ -31,7 +31,7 @@ from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model
 from hetero.spaces import InputSpec
-from hetero.targets import CloudTargets, OnlineTargets, Views, cloud_targets, render, sample_views
+from hetero.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -112,7 +112,7 @@ def fit(
                 views = sample_views(gidx, len(train), gen, augment=cfg.augment, mix=cfg.mix)
             mine = slice(n_rank, None, n_world)
             idx = gidx[mine]
-            mine_views = Views(views.affine[mine], views.partner[mine], views.lam[mine])
+            mine_views = views[mine]
             emb, logits = step(render(pre, x_all, idx, mine_views))
             mixed = mine_views.blended
             batch = Batch(
