@@ -76,8 +76,11 @@ def main() -> None:
         r = hetero("train", "edge", *cfg, "--objective", name, "--cloud", work / "cloud", "--out", work / name, env=env)
         ex = r["manifest"]["extra"]
         results["edges"][name] = {
-            "seconds": r["seconds"], "train_seconds": ex["train_seconds"], "cloud_targets": ex["cloud_targets"],
-            "model": r["manifest"]["model"], "space": r["manifest"]["space"]["id"],
+            "seconds": r["seconds"],
+            "train_seconds": ex["train_seconds"],
+            "cloud_targets": ex["cloud_targets"],
+            "model": r["manifest"]["model"],
+            "space": r["manifest"]["space"]["id"],
         }
     verify = ["verify", *cfg, "--cloud", work / "cloud", "--out", work / "verify"]
     for name in EDGES:
@@ -88,21 +91,37 @@ def main() -> None:
     cost_cfg = work / "cost.toml"
     cost_cfg.write_text(re.sub(r"(?m)^epochs = \d+", f"epochs = {args.cost_epochs}", args.config.read_text()))
     cost = {}
-    for label, extra in (("independent", ["--objective", "independent"]),
-                         ("bct_regression cached (warm)", ["--objective", "bct_regression"]),
-                         ("bct_regression online", ["--objective", "bct_regression"])):
+    for label, extra in (
+        ("independent", ["--objective", "independent"]),
+        ("bct_regression cached (warm)", ["--objective", "bct_regression"]),
+        ("bct_regression online", ["--objective", "bct_regression"]),
+    ):
         run_cfg = cost_cfg
         if "online" in label:
             run_cfg = work / "cost_online.toml"
             run_cfg.write_text(re.sub(r"(?m)^cloud_views = .*$", r"\g<0>\ncache_cloud = false", cost_cfg.read_text()))
-        r = hetero("train", "edge", "--config", run_cfg, *extra, "--cloud", work / "cloud",
-                   "--out", work / f"cost-{len(cost)}", env=env)
+        r = hetero(
+            "train",
+            "edge",
+            "--config",
+            run_cfg,
+            *extra,
+            "--cloud",
+            work / "cloud",
+            "--out",
+            work / f"cost-{len(cost)}",
+            env=env,
+        )
         cost[label] = r["manifest"]["extra"]["train_seconds"]
     builds = [e["cloud_targets"] for e in results["edges"].values() if e["cloud_targets"].get("hit") is False]
     build = builds[0] if builds else {}
-    results["cost"] = {"epochs": args.cost_epochs, "train_seconds": cost,
-                       "cache_build_seconds": build.get("seconds"), "cache_hit": build.get("hit"),
-                       "cache_views": build.get("views")}
+    results["cost"] = {
+        "epochs": args.cost_epochs,
+        "train_seconds": cost,
+        "cache_build_seconds": build.get("seconds"),
+        "cache_hit": build.get("hit"),
+        "cache_views": build.get("views"),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "emoji_compat.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "emoji_compat.md").write_text(render(results))

@@ -30,6 +30,8 @@ import numpy as np
 from hetero.config import DEFAULT_CONFIG
 
 CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
+
+
 @dataclass(frozen=True)
 class Run:
     what: str
@@ -44,15 +46,24 @@ LITE0_44_MIX = {"model": "efficientnet_lite0", "resolution": 44, "cloud_views": 
 RUNS: dict[str, Run] = {
     "slim64": Run("Lite0 width 0.5 at 64 px, 20 epochs, 4 views"),
     "slim64_40ep": Run("slim64, 40 epochs", {"epochs": 40}),
-    "lite0_44": Run("slim64 -> full Lite0 (all ImageNet weights) at 44 px", {"model": "efficientnet_lite0",
-                                                                              "resolution": 44}),
+    "lite0_44": Run(
+        "slim64 -> full Lite0 (all ImageNet weights) at 44 px", {"model": "efficientnet_lite0", "resolution": 44}
+    ),
     "slim80": Run("slim64 at 80 px", SLIM80),
     "lite0_44_mix": Run("lite0_44, 8 cached views, half of them blends", LITE0_44_MIX),
-    "lite0_44_mix_cloud8mix": Run("lite0_44_mix against a cloud trained 8 epochs with blends", LITE0_44_MIX,
-                                  "cloud8mix"),
-    "slim80_unlabeled": Run("slim80 + 1.7k unlabeled emoji drawings (no held-out codepoint); 1.8x steps/epoch",
-                            {**SLIM80, "transfer": "emoji_unlabeled"}),
+    "lite0_44_mix_cloud8mix": Run(
+        "lite0_44_mix against a cloud trained 8 epochs with blends", LITE0_44_MIX, "cloud8mix"
+    ),
+    "slim80_unlabeled": Run(
+        "slim80 + 1.7k unlabeled emoji drawings (no held-out codepoint); 1.8x steps/epoch",
+        {**SLIM80, "transfer": "emoji_unlabeled"},
+    ),
     "slim80_40ep": Run("slim80, 40 epochs", {**SLIM80, "epochs": 40}),
+    "slim80_bct_l2": Run(
+        "slim80 with BCT + own classification added to L2",
+        {**SLIM80, "loss_weights": {"classification": 1.0, "bct": 1.0, "regression_l2": 1.0}},
+        objective="",
+    ),
 }
 CLOUDS: dict[str, dict] = {"base": {}, "cloud8mix": {"epochs": 8, "mix": 0.5}}
 
@@ -100,7 +111,9 @@ def trained(out: Path, role: str, config: Path, *extra: str | Path) -> Path:
     if mf.is_file():
         done = json.loads(mf.read_text())["extra"]
         same_train = {**to_dict(TrainConfig()), **done["train"], "loss_weights": {}} == {
-            **to_dict(tcfg), "loss_weights": {}}
+            **to_dict(tcfg),
+            "loss_weights": {},
+        }
         if done.get("data") == to_dict(cfg.data) and same_train and done.get("loss_weights") == weights:
             print(f"reusing {out}", file=sys.stderr)
             return out
@@ -141,6 +154,7 @@ def evaluate(cloud: Path, edge: Path, split) -> dict:
         "edge_to_edge": r1(e["query"], e["gallery"]),
         "cos_train": float((e["train"] * c["train"]).sum(1).mean()),
         "cos_query": float((e["query"] * c["query"]).sum(1).mean()),
+        "cloud_space": cm.space.id,  # rows are comparable only against the same cloud
         "macs_ratio": em.model["macs"] / cm.model["macs"],
         "edge_macs": em.model["macs"],
         "train_seconds": em.extra["train_seconds"],
@@ -156,13 +170,19 @@ def main() -> None:
     args = ap.parse_args()
     from hetero.config import load_config
     from hetero.data import load_split
+    from hetero.manifest import load_manifest
 
     work = args.work or Path(tempfile.mkdtemp(prefix="emoji-levers-"))
     work.mkdir(parents=True, exist_ok=True)
     base_text = CONFIG.read_text()
     split = load_split(load_config(CONFIG).data)
     results_path = args.out / "emoji_levers.json"
+    base = load_manifest(args.cloud)[0].space.id
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    stale = [n for n, r in results.items() if r.get("base_cloud_space") != base]
+    if stale:  # measured against another base cloud: not comparable with what this run adds
+        print(f"dropping {', '.join(stale)} (another base cloud than {base})", file=sys.stderr)
+    results = {n: r for n, r in results.items() if n not in stale}
     for name, run in RUNS.items():
         if args.only and name not in args.only:
             continue
@@ -172,8 +192,14 @@ def main() -> None:
         cloud = args.cloud if run.cloud == "base" else trained(work / f"cloud-{run.cloud}", "cloud", config)
         objective = ("--objective", run.objective) if run.objective else ()
         edge = trained(work / name, "edge", config, "--cloud", cloud, *objective)
-        results[name] = {"what": run.what, "edge": run.edge, "cloud": CLOUDS[run.cloud], "objective":
-                         run.objective or "config", **evaluate(cloud, edge, split)}
+        results[name] = {
+            "what": run.what,
+            "edge": run.edge,
+            "cloud": CLOUDS[run.cloud],
+            "objective": run.objective or "config",
+            "base_cloud_space": base,
+            **evaluate(cloud, edge, split),
+        }
         args.out.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "emoji_levers.md").write_text(render(results))
@@ -188,7 +214,7 @@ def render(results: dict) -> str:
         "cos train | cos held-out | train s (shared CPU) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
+    for name, r in sorted(results.items(), key=lambda kv: list(RUNS).index(kv[0]) if kv[0] in RUNS else len(RUNS)):
         lines.append(
             f"| {name} | {r['what']} | {r['macs_ratio']:.3f} | {r['cloud_to_cloud']:.3f} | {r['edge_to_cloud']:.3f} | "
             f"{r['edge_to_cloud'] / r['cloud_to_cloud']:.2f} | {r['edge_to_edge']:.3f} | {r['cos_train']:.3f} | "

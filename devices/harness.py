@@ -144,15 +144,12 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             queries[p.name], latency[p.name] = timed_embed(p.runtime, fx.probe_images)
     previous = next((p for p in producers if p.kind == "previous" and p.name in queries), None)
     for p in producers:
-        name = f"{p.name} → cloud"
+        head = {"name": f"{p.name} → cloud", "query": p.name, "gallery": "cloud", "kind": p.kind}
         if p.runtime is None:
             rows.append(
                 Row(
-                    name=name,
-                    query=p.name,
-                    gallery="cloud",
+                    **head,
                     runtime=p.manifest.format,
-                    kind=p.kind,
                     status="not executed",
                     note=p.skip_reason,
                     n_query=len(labels[0]),
@@ -167,11 +164,8 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             extra["previous_flip_rate"] = float(np.mean(_top1_correct(queries[previous.name], fx) & ~ok))
         rows.append(
             Row(
-                name=name,
-                query=p.name,
-                gallery="cloud",
+                **head,
                 runtime=p.runtime.name,
-                kind=p.kind,
                 **metrics(q),
                 same_space=p.manifest.space.id == fx.space.id,
                 parity_min_cosine=_parity(p, producers, queries),

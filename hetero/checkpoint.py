@@ -79,7 +79,10 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Manifest]:
         raise InputError(f"{path} is a {manifest.format} {manifest.kind}, not a training checkpoint")
     m = manifest.model
     model = create_model(
-        m["name"], embed_dim=m["embed_dim"], num_classes=m["num_classes"], scale=m["scale"],
+        m["name"],
+        embed_dim=m["embed_dim"],
+        num_classes=m["num_classes"],
+        scale=m["scale"],
         resolution=m.get("resolution"),
     )
     try:

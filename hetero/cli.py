@@ -80,7 +80,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         t0 = time.perf_counter()
         m = train(
-            args.role, cfg, args.out, cloud=args.cloud, loss_weights=weights, resume=args.resume,
+            args.role,
+            cfg,
+            args.out,
+            cloud=args.cloud,
+            loss_weights=weights,
+            resume=args.resume,
             progress=not args.quiet,
         )
         secs = time.perf_counter() - t0
@@ -618,8 +623,13 @@ def build_parser() -> argparse.ArgumentParser:
         "examples:\n  hetero models\n  hetero models --size 96 --resolution efficientnet_lite0_050=64 --json",
     )
     r.add_argument("--size", type=int, default=96, help="input size in pixels (default 96)")
-    r.add_argument("--resolution", action="append", default=[], metavar="NAME=PX",
-                   help="compute resolution of one member (repeatable)")
+    r.add_argument(
+        "--resolution",
+        action="append",
+        default=[],
+        metavar="NAME=PX",
+        help="compute resolution of one member (repeatable)",
+    )
     r.add_argument("--dim", type=int, default=128, help="embedding dim of the head (default 128)")
     r.set_defaults(func=cmd_models)
 
@@ -648,11 +658,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name, e in sorted(MODELS.items()):
         m = create_model(name, embed_dim=args.dim, num_classes=2, resolution=res.get(name))
-        rows.append({"name": name, "family": e.family, "role": e.role, "pretrained": e.pretrained,
-                     "resolution": res.get(name, args.size), **model_cost(m, spec), "description": e.description})
+        rows.append(
+            {
+                "name": name,
+                "family": e.family,
+                "role": e.role,
+                "pretrained": e.pretrained,
+                "resolution": res.get(name, args.size),
+                **model_cost(m, spec),
+                "description": e.description,
+            }
+        )
     lines = [f"{'model':<24}{'family':<19}{'role':<7}{'px':>4}{'params':>11}{'MMACs':>9}  pretrained"]
-    lines += [f"{r['name']:<24}{r['family']:<19}{r['role']:<7}{r['resolution']:>4}{r['params']:>11,}"
-              f"{r['macs'] / 1e6:>9.1f}  {r['pretrained'] or '-'}" for r in rows]
+    lines += [
+        f"{r['name']:<24}{r['family']:<19}{r['role']:<7}{r['resolution']:>4}{r['params']:>11,}"
+        f"{r['macs'] / 1e6:>9.1f}  {r['pretrained'] or '-'}"
+        for r in rows
+    ]
     _emit(args, {"size": args.size, "models": rows}, "\n".join(lines))
     return 0
 

@@ -92,6 +92,7 @@ def load_fashion_mnist(image_size: int) -> ImageSet:
         raise InputError(
             f"Fashion-MNIST not found ({missing[0]}): install it with `sudo apt-get install dataset-fashion-mnist`"
         )
+
     def read(path: Path, offset: int) -> np.ndarray:
         with gzip.open(path) as f:
             return np.frombuffer(f.read(), np.uint8, offset=offset)

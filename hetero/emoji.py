@@ -131,8 +131,7 @@ def build_unlabeled(size: int, progress: bool = True, limit: int | None = None) 
         except Exception:  # a few OpenMoji extras use SVG features cairosvg cannot draw: skip them
             continue
         names.append(name)
-    return {"images": np.stack(images) if images else np.empty((0, size, size, 3), np.uint8),
-            "names": np.array(names)}
+    return {"images": np.stack(images) if images else np.empty((0, size, size, 3), np.uint8), "names": np.array(names)}
 
 
 def load_unlabeled(size: int, cache_dir: Path, exclude: set[str], progress: bool = True) -> np.ndarray:

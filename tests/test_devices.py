@@ -30,24 +30,14 @@ def fixture_file(tiny, tmp_path_factory):
 def artifacts(tiny, tmp_path_factory):
     """TFLite int8 and Core ML fp32 of the tiny edge model (ONNX fp32 comes with `tiny`)."""
     root = tmp_path_factory.mktemp("art")
-    assert (
-        run_cli(
-            "export",
-            "--config",
-            tiny.config,
-            "--quiet",
-            "--checkpoint",
-            tiny.edge,
-            "--out",
-            root,
-            "--formats",
-            "tflite,coreml",
-            "--precisions",
-            "fp32,int8",
-        )
-        == 0
-    )
+    _export(tiny, tiny.edge, root, "--formats", "tflite,coreml", "--precisions", "fp32,int8")
     return root
+
+
+def _export(tiny, checkpoint, out, *formats):
+    """`hetero export` of one checkpoint with the tiny config; `formats` are the --formats/--precisions args."""
+    args = ("--config", tiny.config, "--quiet", "--checkpoint", checkpoint, "--out", out, *formats)
+    assert run_cli("export", *args) == 0
 
 
 def _check(tiny, fixture_file, *extra):
@@ -153,20 +143,7 @@ def test_weight_perturbed_artifact_fails_with_exit_1_and_junit_failures(tiny, fi
 
 
 def test_wrong_space_artifact_is_an_input_error(tiny, fixture_file, tmp_path, capsys):
-    assert (
-        run_cli(
-            "export",
-            "--config",
-            tiny.config,
-            "--quiet",
-            "--checkpoint",
-            tiny.independent,
-            "--out",
-            tmp_path,
-            *ONNX_FP32,
-        )
-        == 0
-    )
+    _export(tiny, tiny.independent, tmp_path, *ONNX_FP32)
     capsys.readouterr()
     assert _check(tiny, fixture_file, "--artifact", tmp_path / "onnx-fp32") == 2
     assert "foreign embedding space" in capsys.readouterr().err

@@ -90,8 +90,12 @@ def test_objectives_declare_whether_they_join_the_cloud_space():
     cloud = _Cloud()
     joins = {name: build_objective(w, cloud).aligns_space for name, w in OBJECTIVES.items()}
     assert joins == {
-        "bct": True, "bct_regression": True, "contrastive": True, "l2": True,
-        "independent": False, "distillation": False,  # baselines keep a space of their own
+        "bct": True,
+        "bct_regression": True,
+        "contrastive": True,
+        "l2": True,
+        "independent": False,
+        "distillation": False,  # baselines keep a space of their own
     }
     assert not build_objective(OBJECTIVES["bct"], cloud).needs_cloud_embedding  # BCT never runs the cloud model
     with pytest.raises(ConfigError, match=r"unknown loss term 'bctt'.*available"):
@@ -172,8 +176,12 @@ def test_low_resolution_edge_takes_the_spaces_pixels():
     with torch.no_grad():
         emb = graph(pixels)
         direct = slim.forward_embedding(
-            F.interpolate(graph.preprocess.scale * pixels.permute(0, 3, 1, 2).float() + graph.preprocess.shift,
-                          size=(32, 32), mode="bilinear", align_corners=False)
+            F.interpolate(
+                graph.preprocess.scale * pixels.permute(0, 3, 1, 2).float() + graph.preprocess.shift,
+                size=(32, 32),
+                mode="bilinear",
+                align_corners=False,
+            )
         )
     torch.testing.assert_close(emb, direct)
     with pytest.raises(InputError, match="no pretrained weights"):
@@ -276,8 +284,22 @@ def test_every_objective_trains_from_the_cli_and_lands_in_the_right_space(tiny, 
     cloud_space = load_manifest(tiny.cloud)[0].space.id
     for name in ("bct_regression", "contrastive", "l2", "distillation"):
         out = tmp_path / name
-        assert run_cli("train", "edge", "--config", tiny.config, "--cloud", tiny.cloud, "--objective", name,
-                       "--out", out, "--quiet") == 0
+        assert (
+            run_cli(
+                "train",
+                "edge",
+                "--config",
+                tiny.config,
+                "--cloud",
+                tiny.cloud,
+                "--objective",
+                name,
+                "--out",
+                out,
+                "--quiet",
+            )
+            == 0
+        )
         m, _ = load_manifest(out)
         assert (m.space.id == cloud_space) == (name != "distillation"), name
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -291,8 +313,19 @@ def test_every_objective_trains_from_the_cli_and_lands_in_the_right_space(tiny, 
 
 
 def _train_cmd(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hetero.cli", "train", "cloud", "--config", str(config), "--out", str(out),
-            "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "hetero.cli",
+        "train",
+        "cloud",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_resume_after_sigkill_gives_the_same_model(tiny, tmp_path):
@@ -339,10 +372,24 @@ def test_ddp_two_processes_gloo(tiny, tmp_path):
     cfg = tmp_path / "ddp.toml"
     cfg.write_text(tiny.config.read_text().replace("[cloud]\nepochs = 10", "[cloud]\nepochs = 4"))
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "hetero.cli", "train", "cloud", "--config", str(cfg), "--out", str(out), "--quiet", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "hetero.cli",
+        "train",
+        "cloud",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--quiet",
+        "--json",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)  # rank 0 alone reports
     m = doc["manifest"]
@@ -352,8 +399,9 @@ def test_ddp_two_processes_gloo(tiny, tmp_path):
     # every image of an epoch is seen once across both ranks (ragged batches of < 2 per rank are skipped)
     n_train = m["extra"]["split"]["train_images"]
     assert all(n_train - 4 < r["images"] <= n_train for r in rows)
-    assert run_cli("verify", "--config", cfg, "--cloud", out, "--control", f"self={out}", "--out", tmp_path / "v",
-                   "--quiet") in (0, 1)  # the checkpoint loads and embeds like any other
+    assert run_cli(
+        "verify", "--config", cfg, "--cloud", out, "--control", f"self={out}", "--out", tmp_path / "v", "--quiet"
+    ) in (0, 1)  # the checkpoint loads and embeds like any other
 
 
 # --- datasets ----------------------------------------------------------------------------------------------------
@@ -440,14 +488,16 @@ def test_style_split_queries_one_style_against_another():
     styles = np.tile(np.arange(3), n_id)
     images = np.zeros((len(labels), 8, 8, 3), np.uint8)
     data = ImageSet(images, labels, styles, ("twemoji", "openmoji", "noto"))
-    s = open_set_split(data, DataConfig(dataset="emoji", heldout_classes=4, query_style="twemoji",
-                                        gallery_style="openmoji"))
+    s = open_set_split(
+        data, DataConfig(dataset="emoji", heldout_classes=4, query_style="twemoji", gallery_style="openmoji")
+    )
     assert (s.query.styles == 0).all() and (s.gallery.styles == 1).all()
     assert sorted(s.query.labels) == sorted(s.gallery.labels) == sorted(s.heldout_classes)
     assert len(s.train) == 3 * (n_id - 4)  # training identities in all styles
     with pytest.raises(InputError, match="styles: twemoji, openmoji, noto"):
-        open_set_split(data, DataConfig(dataset="emoji", heldout_classes=4, query_style="apple",
-                                        gallery_style="openmoji"))
+        open_set_split(
+            data, DataConfig(dataset="emoji", heldout_classes=4, query_style="apple", gallery_style="openmoji")
+        )
 
 
 def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch, capsys):
@@ -476,7 +526,7 @@ def test_fashion_mnist_loads_from_the_debian_package():
     [
         ('[data]\ndataset = "imagenet"\n', "available: digits, emoji, fashion_mnist"),
         ('[cloud]\nmodel = "resnet50"\n', "available: efficientnet_lite0"),
-        ('[cloud]\npretrained = true\n', "no pretrained weights"),
+        ("[cloud]\npretrained = true\n", "no pretrained weights"),
     ],
 )
 def test_unknown_names_list_the_valid_ones(tmp_path, capsys, toml, needle):
