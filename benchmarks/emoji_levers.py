@@ -64,6 +64,9 @@ RUNS: dict[str, Run] = {
         {**SLIM80, "loss_weights": {"classification": 1.0, "bct": 1.0, "regression_l2": 1.0}},
         objective="",
     ),
+    "slim80_unlabeled_40ep": Run(
+        "slim80_unlabeled, 40 epochs", {**SLIM80, "transfer": "emoji_unlabeled", "epochs": 40}
+    ),
 }
 CLOUDS: dict[str, dict] = {"base": {}, "cloud8mix": {"epochs": 8, "mix": 0.5}}
 
