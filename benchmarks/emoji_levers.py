@@ -225,8 +225,8 @@ def render(results: dict) -> str:
         )
     lines += [
         "",
-        "cos = mean cosine between the edge's and the cloud's embedding of the same image. Train seconds are wall",
-        "time on a shared 2-core machine while other jobs ran: not comparable between rows.",
+        "cos = mean cosine between the edge's and the cloud's embedding of the same image. Train seconds: wall time",
+        "of the training loop on 2 shared CPU cores, runs one after another (the one-off cloud cache not included).",
         "",
     ]
     return "\n".join(lines)
