@@ -67,6 +67,9 @@ RUNS: dict[str, Run] = {
     "slim80_unlabeled_40ep": Run(
         "slim80_unlabeled, 40 epochs", {**SLIM80, "transfer": "emoji_unlabeled", "epochs": 40}
     ),
+    "slim80_unlabeled_60ep": Run(
+        "slim80_unlabeled, 60 epochs", {**SLIM80, "transfer": "emoji_unlabeled", "epochs": 60}
+    ),
 }
 CLOUDS: dict[str, dict] = {"base": {}, "cloud8mix": {"epochs": 8, "mix": 0.5}}
 
