@@ -162,10 +162,9 @@ def test_zero_threshold_turns_a_rule_off_and_all_off_is_refused(tiny, tmp_path, 
         == 0
     )
     capsys.readouterr()
-    # Rules kept on get thresholds far below the tiny edge's (R@1 ~0.56-0.6 vs chance 0.25; relative ~0.6): this
-    # test is about which rules run, not about the tiny model clearing the release defaults on every machine.
-    kept = ("--min-r1", "0.3", "--min-relative-r1", "0.3")
-    assert run_cli("check", "--quiet", "--json", "--report", out / "report.json", *kept, "--min-map", "0") == 0
+    # The kept rules use the tiny config's thresholds, the ones `verify` just passed, not the release defaults.
+    report = ("--config", tiny.config, "--report", out / "report.json")
+    assert run_cli("check", "--quiet", "--json", *report, "--min-map", "0") == 0
     rules = {r["rule"] for r in json.loads(capsys.readouterr().out)["gate"]["rules"]}
     assert rules == {"R@1", "R@1 / cloud R@1"}
     zeros = ("--min-r1", "0", "--min-relative-r1", "0", "--min-map", "0")
