@@ -53,6 +53,7 @@ class TrainConfig:
     cloud_views: int = 4  # augmented views per training image whose cloud embeddings are cached
     cache_cloud: bool = True  # false: run the frozen cloud model every step instead (for cost comparisons)
     inherit_cloud: bool = False  # edge: start from the cloud checkpoint's weights where shapes allow (same family)
+    share_cloud_head: bool = False  # edge: the cloud checkpoint's embedding head, frozen (equal feature widths)
     transfer: str = ""  # edge: unlabeled images added for the cloud-comparing terms (e.g. "emoji_unlabeled")
     mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
 

@@ -31,6 +31,9 @@ class Batch:
     # Blended views (mixup): the partner image's labels and the own image's weight; None when nothing is blended.
     partner_labels: torch.Tensor | None = None
     lam: torch.Tensor | None = None
+    # Pooled backbone features (before the embedding head) of the model and of the cloud, same view.
+    features: torch.Tensor | None = None  # [B, F]
+    cloud_features: torch.Tensor | None = None  # [B, F]
 
     def cross_entropy(self, logits: torch.Tensor) -> torch.Tensor:
         """Class cross-entropy over labelled images (label -1: unlabeled, skipped); for a blended view, the blend
@@ -59,6 +62,7 @@ class LossTerm(nn.Module):
     name: str = ""
     needs_cloud: bool = False
     needs_cloud_embedding: bool = False
+    needs_cloud_features: bool = False
     aligns_space: bool = False
 
     def __init__(self, cloud: nn.Module | None):
@@ -125,6 +129,22 @@ class RegressionCosine(_CloudTerm):
         return (1.0 - F.cosine_similarity(batch.embedding, batch.cloud_embedding, dim=1)).mean()
 
 
+class RegressionFeatures(_CloudTerm):
+    """Regression of the pooled backbone features (mean squared error per feature) to the cloud's, same view.
+
+    Used with `share_cloud_head = true`, where the edge's embedding *is* the cloud's frozen head applied to these
+    features (reusing the teacher's last layer, SimKD: Chen et al., CVPR 2022): the backbone then learns the cloud's
+    full feature vector (1,280 numbers per view for the Lite family) instead of its 128-d projection, a denser
+    signal from the same images.
+    """
+
+    name = "regression_features"
+    needs_cloud_features = True
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return (batch.features - batch.cloud_features).pow(2).mean()
+
+
 class CrossModelContrastive(_CloudTerm):
     """InfoNCE with edge embeddings as queries and cloud embeddings as keys (positive: the same image's view).
 
@@ -168,7 +188,15 @@ class LogitDistillation(_CloudTerm):
 
 LOSS_TERMS: dict[str, type[LossTerm]] = {
     t.name: t
-    for t in (Classification, BCTInfluence, RegressionL2, RegressionCosine, CrossModelContrastive, LogitDistillation)
+    for t in (
+        Classification,
+        BCTInfluence,
+        RegressionL2,
+        RegressionCosine,
+        RegressionFeatures,
+        CrossModelContrastive,
+        LogitDistillation,
+    )
 }
 
 # Named objectives for `--objective`; config `loss_weights` can give any other combination.
@@ -195,6 +223,10 @@ class CompatibilityObjective(nn.Module):
     @property
     def needs_cloud_embedding(self) -> bool:
         return any(t.needs_cloud_embedding for t in self.terms.values())
+
+    @property
+    def needs_cloud_features(self) -> bool:
+        return any(t.needs_cloud_features for t in self.terms.values())
 
     @property
     def aligns_space(self) -> bool:

@@ -94,39 +94,73 @@ def render(pre: Preprocess, pixels: torch.Tensor, idx: torch.Tensor, views: View
     return apply_affine(x, views.affine) if bool(views.affine.any()) else x
 
 
-class CloudTargets:
-    """Cached cloud embeddings for `views` augmented views of every training image."""
+def cloud_outputs(cloud: torch.nn.Module, x: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The cloud's embedding of `x` and, when asked, its pooled features (every member's embedding is
+    norm(head(features)), so one pass gives both)."""
+    if not features:
+        return cloud.forward_embedding(x), None
+    f = cloud.forward_features(x)
+    return cloud.norm(cloud.head(f)), f
 
-    def __init__(self, affine: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, embeddings: torch.Tensor):
+
+class CloudTargets:
+    """Cached cloud embeddings (and optionally pooled features) for `views` augmented views of every training image."""
+
+    def __init__(
+        self,
+        affine: torch.Tensor,
+        partner: torch.Tensor,
+        lam: torch.Tensor,
+        embeddings: torch.Tensor,
+        features: torch.Tensor | None = None,
+    ):
         self.affine, self.partner, self.lam = affine, partner, lam  # [V, N, 3], [V, N], [V, N]
         self.embeddings = embeddings  # [V, N, D]
+        self.features = features  # [V, N, F] or None
 
     @property
     def views(self) -> int:
         return self.affine.shape[0]
 
-    def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor]:
-        """Pick one cached view per image: the view (to render for the edge) and the cloud embedding of it."""
+    def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor, torch.Tensor | None]:
+        """Pick one cached view per image: the view (to render for the edge), the cloud's embedding of it and
+        its features (None unless cached)."""
         v = torch.randint(self.views, (len(idx),), generator=gen)
-        return Views(self.affine[v, idx], self.partner[v, idx], self.lam[v, idx]), self.embeddings[v, idx]
+        feats = None if self.features is None else self.features[v, idx]
+        return Views(self.affine[v, idx], self.partner[v, idx], self.lam[v, idx]), self.embeddings[v, idx], feats
 
 
 class OnlineTargets:
     """The uncached alternative: a fresh view and a cloud forward pass every step (what caching avoids)."""
 
-    def __init__(self, cloud: torch.nn.Module, spec: InputSpec, pixels: torch.Tensor, augment: bool, mix: float):
+    def __init__(
+        self,
+        cloud: torch.nn.Module,
+        spec: InputSpec,
+        pixels: torch.Tensor,
+        augment: bool,
+        mix: float,
+        features: bool = False,
+    ):
         self.cloud = cloud.eval()
         self.pre = Preprocess(spec, getattr(cloud, "resolution", None))
-        self.pixels, self.augment, self.mix = pixels, augment, mix
+        self.pixels, self.augment, self.mix, self.features = pixels, augment, mix, features
 
-    def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor]:
+    def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor, torch.Tensor | None]:
         views = sample_views(idx, len(self.pixels), gen, augment=self.augment, mix=self.mix)
         with torch.no_grad():
-            return views, self.cloud.forward_embedding(render(self.pre, self.pixels, idx, views))
+            return views, *cloud_outputs(self.cloud, render(self.pre, self.pixels, idx, views), self.features)
 
 
 def _fingerprint(
-    cloud_sha256: str, train: ImageSet, spec: InputSpec, views: int, seed: int, augment: bool, mix: float
+    cloud_sha256: str,
+    train: ImageSet,
+    spec: InputSpec,
+    views: int,
+    seed: int,
+    augment: bool,
+    mix: float,
+    features: bool,
 ) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(train.images).tobytes())
@@ -138,6 +172,7 @@ def _fingerprint(
         "seed": seed,
         "augment": augment,
         "mix": mix,
+        "features": features,
         "v": 2,
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
@@ -154,23 +189,28 @@ def cloud_targets(
     seed: int,
     augment: bool,
     mix: float = 0.0,
+    features: bool = False,
     cache_dir: Path | None = None,
     progress: bool = True,
     batch_size: int = 32,  # measured: 96-px Lite2 embeds 2,115 images in 16 s at 32, 25 s at 64, 28 s at 128
 ) -> tuple[CloudTargets, dict]:
-    """Load or build the cache; returns the targets and a small record (path, hit, seconds) for the manifest."""
+    """Load or build the cache; returns the targets and a small record (path, hit, seconds) for the manifest.
+
+    `features`: also keep the cloud's pooled features per view (for `regression_features`; F floats per view,
+    10x the embeddings for the Lite family, so only when a term reads them).
+    """
     import time
 
     views = views if augment else 1
     n = len(train)
-    key = _fingerprint(cloud_sha256, train, spec, views, seed, augment, mix)
+    key = _fingerprint(cloud_sha256, train, spec, views, seed, augment, mix, features)
     path = (cache_dir or cache_root()) / "cloud-targets" / f"{key}.safetensors"
     t0 = time.perf_counter()
     if path.is_file():
         try:
             d = load_file(str(path))
-            if d["embeddings"].shape[:2] == (views, n):
-                targets = CloudTargets(d["affine"], d["partner"], d["lam"], d["embeddings"])
+            if d["embeddings"].shape[:2] == (views, n) and (not features or "features" in d):
+                targets = CloudTargets(d["affine"], d["partner"], d["lam"], d["embeddings"], d.get("features"))
                 return targets, {"path": str(path), "hit": True, "seconds": 0.0}
         except (SafetensorError, OSError, KeyError):
             pass  # a damaged cache entry is rebuilt, never trusted
@@ -181,6 +221,7 @@ def cloud_targets(
     pre = Preprocess(spec, getattr(cloud, "resolution", None))
     x_all = torch.from_numpy(train.images)
     out = torch.empty(views, n, cloud.head.out_features)
+    feats = torch.empty(views, n, cloud.head.in_features) if features else None
     cloud.eval()
     with (
         torch.no_grad(),
@@ -189,16 +230,19 @@ def cloud_targets(
         for v, view in enumerate(drawn):
             for s in range(0, n, batch_size):
                 sl = slice(s, s + batch_size)
-                out[v, sl] = cloud.forward_embedding(render(pre, x_all, everyone[sl], view[sl]))
+                out[v, sl], f = cloud_outputs(cloud, render(pre, x_all, everyone[sl], view[sl]), features)
+                if feats is not None:
+                    feats[v, sl] = f
                 bar.update(len(everyone[sl]))
     tensors = {
         "affine": torch.stack([d.affine for d in drawn]),
         "partner": torch.stack([d.partner for d in drawn]),
         "lam": torch.stack([d.lam for d in drawn]),
         "embeddings": out,
+        **({"features": feats} if feats is not None else {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    targets = CloudTargets(tensors["affine"], tensors["partner"], tensors["lam"], out)
+    targets = CloudTargets(tensors["affine"], tensors["partner"], tensors["lam"], out, feats)
     return targets, {"path": str(path), "hit": False, "seconds": round(time.perf_counter() - t0, 2)}

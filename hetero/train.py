@@ -25,7 +25,7 @@ from hetero import distributed
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
-from hetero.errors import InputError, SpaceMismatchError
+from hetero.errors import ConfigError, InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
 from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
@@ -53,9 +53,10 @@ class TrainStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.model.forward_embedding(x)
-        return emb, self.model.classifier(emb)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.model.forward_features(x)
+        emb = self.model.norm(self.model.head(feats))  # = forward_embedding, keeping the features for their term
+        return feats, emb, self.model.classifier(emb)
 
 
 def fit(
@@ -112,15 +113,15 @@ def fit(
         for gidx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
             if len(gidx) < 2 * n_world:
                 continue  # a ragged last batch too small to give every rank two images (BatchNorm needs them)
-            cloud_emb = None
+            cloud_emb = cloud_feats = None
             if targets is not None:
-                views, cloud_emb = targets.for_batch(gidx, gen)
+                views, cloud_emb, cloud_feats = targets.for_batch(gidx, gen)
             else:
                 views = sample_views(gidx, len(train), gen, augment=cfg.augment, mix=cfg.mix)
             mine = slice(n_rank, None, n_world)
             idx = gidx[mine]
             mine_views = views[mine]
-            emb, logits = step(render(pre, x_all, idx, mine_views))
+            feats, emb, logits = step(render(pre, x_all, idx, mine_views))
             mixed = mine_views.blended
             batch = Batch(
                 emb,
@@ -129,6 +130,8 @@ def fit(
                 None if cloud_emb is None else cloud_emb[mine],
                 partner_labels=y_all[mine_views.partner] if mixed else None,
                 lam=mine_views.lam if mixed else None,
+                features=feats,
+                cloud_features=None if cloud_feats is None else cloud_feats[mine],
             )
             loss, parts = objective(batch)
             opt.zero_grad(set_to_none=True)
@@ -212,6 +215,15 @@ def train(
     weights = dict(loss_weights if loss_weights is not None else tcfg.loss_weights)
     cloud_model, cloud_manifest = load_checkpoint(cloud) if cloud is not None else (None, None)
     objective = build_objective(weights, cloud_model)  # bad weights or a missing --cloud fail before any data loads
+    if objective.needs_cloud_features and not tcfg.share_cloud_head:
+        raise ConfigError(
+            "regression_features trains the backbone only: set share_cloud_head = true so the embedding is the "
+            "cloud's head applied to those features"
+        )
+    if tcfg.share_cloud_head and role != "edge":
+        raise ConfigError("share_cloud_head is for an edge model (the cloud defines the head)")
+    if tcfg.share_cloud_head and cloud_model is None:
+        raise InputError("share_cloud_head = true needs the cloud checkpoint: pass --cloud")
     split = split or load_split(cfg.data)
     if cloud_manifest is not None:
         _require_cloud_matches(cloud_manifest, cfg, split)
@@ -228,12 +240,15 @@ def train(
     )
     if tcfg.inherit_cloud:
         _inherit_from_cloud(model, tcfg.model, cloud_model, cloud_manifest)
+    if tcfg.share_cloud_head:
+        _share_cloud_head(model, tcfg.model, cloud_model)
     train_set = split.train
     if tcfg.transfer:
         train_set = with_unlabeled(train_set, _transfer_images(role, tcfg, cfg, split, objective))
     targets, targets_record = None, {}
     if objective.needs_cloud_embedding:
-        targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, progress)
+        features = objective.needs_cloud_features
+        targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, features, progress)
 
     fingerprint = _fingerprint(role, cfg, tcfg, weights, cloud_manifest)
     state_dir = resume_dir(out)
@@ -314,12 +329,23 @@ def _inherit_from_cloud(model: nn.Module, name: str, cloud: nn.Module | None, ma
     model.pretrained_info = {"source": f"cloud {manifest.sha256[:12]}", **info}
 
 
-def _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, progress):
+def _share_cloud_head(model: nn.Module, name: str, cloud: nn.Module) -> None:
+    """Give the edge the cloud's embedding head, frozen: only the backbone learns, and whatever features it
+    produces are projected exactly as the cloud projects its own."""
+    if model.num_features != cloud.num_features:
+        raise InputError(
+            f"share_cloud_head: {name} has {model.num_features} features, the cloud's head takes {cloud.num_features}"
+        )
+    model.head.load_state_dict(cloud.head.state_dict())
+    model.head.requires_grad_(False)
+
+
+def _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, features, progress):
     """Rank 0 builds (or finds) the cache; the other ranks then read the same file."""
     if not tcfg.cache_cloud:
         pixels = torch.from_numpy(train_set.images)
-        return OnlineTargets(cloud_model, spec, pixels, tcfg.augment, tcfg.mix), {"cached": False}
-    kw = {"views": tcfg.cloud_views, "seed": tcfg.seed, "augment": tcfg.augment, "mix": tcfg.mix}
+        return OnlineTargets(cloud_model, spec, pixels, tcfg.augment, tcfg.mix, features), {"cached": False}
+    kw = {"views": tcfg.cloud_views, "seed": tcfg.seed, "augment": tcfg.augment, "mix": tcfg.mix, "features": features}
     if distributed.is_main():
         result = cloud_targets(cloud_model, cloud_manifest.sha256, train_set, spec, progress=progress, **kw)
     distributed.barrier()

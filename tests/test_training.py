@@ -51,6 +51,19 @@ def test_regression_terms_measure_distance_to_the_cloud_view():
     assert float(LOSS_TERMS["regression_l2"](cloud)(same)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_feature_regression_compares_pooled_features_with_the_clouds():
+    term = LOSS_TERMS["regression_features"](_Cloud())
+    b = _batch()
+    g = torch.Generator().manual_seed(1)
+    b.features, b.cloud_features = torch.randn(16, 40, generator=g), torch.randn(16, 40, generator=g)
+    torch.testing.assert_close(term(b), F.mse_loss(b.features, b.cloud_features))
+    b.features = b.cloud_features.clone()
+    assert float(term(b)) == 0.0
+    objective = build_objective({"regression_features": 1.0}, _Cloud())
+    assert objective.needs_cloud_features and objective.needs_cloud_embedding and objective.aligns_space
+    assert not build_objective({"regression_l2": 1.0}, _Cloud()).needs_cloud_features
+
+
 def test_contrastive_prefers_the_matching_cloud_view():
     cloud = _Cloud()
     term = LOSS_TERMS["contrastive"](cloud)
@@ -167,6 +180,39 @@ def test_an_edge_can_start_from_the_cloud_checkpoint(tiny, tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
+def test_an_edge_can_share_the_clouds_frozen_head(tiny, tmp_path, capsys):
+    from hetero.checkpoint import load_checkpoint
+    from hetero.manifest import load_manifest
+
+    def config(edge: str) -> Path:
+        path = tmp_path / f"{len(list(tmp_path.glob('*.toml')))}.toml"
+        path.write_text(tiny.config.read_text().replace("[edge]\nepochs = 20", f"[edge]\nepochs = 8\n{edge}", 1))
+        return path
+
+    terms = "loss_weights = { regression_features = 1.0, regression_l2 = 1.0 }"
+    shared = config(f'model = "hnet_cloud"\nshare_cloud_head = true\n{terms}')
+    out = tmp_path / "shared"
+    assert run_cli("train", "edge", "--config", shared, "--cloud", tiny.cloud, "--out", out, "--quiet") == 0
+    cloud, edge = load_checkpoint(tiny.cloud)[0], load_checkpoint(out)[0]
+    assert torch.equal(edge.head.weight, cloud.head.weight) and torch.equal(edge.head.bias, cloud.head.bias)
+    assert not torch.equal(edge.stem[0].weight, cloud.stem[0].weight)  # the backbone trained on its own
+    m, _ = load_manifest(out)
+    assert m.space.id == load_manifest(tiny.cloud)[0].space.id
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["regression_features"] < 0.5 * rows[0]["regression_features"]
+
+    bad = [
+        (config(f"{terms}"), "set share_cloud_head = true"),  # features regressed, but the head is the edge's own
+        (config(f"share_cloud_head = true\n{terms}"), "hnet_edge has 64 features, the cloud's head takes 128"),
+    ]
+    for cfg, needle in bad:
+        assert run_cli("train", "edge", "--config", cfg, "--cloud", tiny.cloud, "--out", tmp_path / "x") == 2
+        assert needle in capsys.readouterr().err
+    assert run_cli("train", "edge", "--config", shared, "--objective", "independent", "--out", tmp_path / "x") == 2
+    assert "share_cloud_head = true needs the cloud checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_low_resolution_edge_takes_the_spaces_pixels():
     from hetero.models import EmbeddingGraph
 
@@ -235,6 +281,12 @@ def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
     assert not rec3["hit"] and torch.equal(t3.embeddings, t.embeddings)
     _, rec4 = cloud_targets(cloud, "another-cloud", split.train, spec, **kw)
     assert rec4["path"] != rec["path"]
+    assert t.features is None  # pooled features only when a term reads them: F floats per view
+    tf, recf = cloud_targets(cloud, man.sha256, split.train, spec, **{**kw, "features": True})
+    assert recf["path"] != rec["path"] and torch.equal(tf.embeddings, t.embeddings)
+    with torch.no_grad():
+        torch.testing.assert_close(tf.features[0, :8], cloud.forward_features(pre(pixels[:8])), atol=1e-5, rtol=1e-5)
+    assert cloud_targets(cloud, man.sha256, split.train, spec, **{**kw, "features": True})[1]["hit"]
 
     # Blended views (mixup): cached apart from plain ones, and what the cloud says of exactly the blend the edge sees.
     tm, recm = cloud_targets(cloud, man.sha256, split.train, spec, **{**kw, "mix": 1.0})
