@@ -70,6 +70,37 @@ RUNS: dict[str, Run] = {
     "slim80_unlabeled_60ep": Run(
         "slim80_unlabeled, 60 epochs", {**SLIM80, "transfer": "emoji_unlabeled", "epochs": 60}
     ),
+    "slim80_unlabeled_inherit": Run(
+        "slim80_unlabeled starting from the cloud's weights (first blocks, leading channels, its head)",
+        {**SLIM80, "transfer": "emoji_unlabeled", "inherit_cloud": True},
+    ),
+    "slim80_unlabeled_shared": Run(
+        "slim80_unlabeled with the cloud's frozen embedding head; its 1280-d pooled features regressed too",
+        {
+            **SLIM80,
+            "transfer": "emoji_unlabeled",
+            "share_cloud_head": True,
+            "loss_weights": {"regression_features": 1.0, "regression_l2": 1.0},
+        },
+        objective="",
+    ),
+    "slim80_unlabeled_16v": Run(
+        "slim80_unlabeled, 16 cached cloud views per image instead of 4",
+        {**SLIM80, "transfer": "emoji_unlabeled", "cloud_views": 16},
+    ),
+    "slim80_unlabeled_16v_mix": Run(
+        "slim80_unlabeled_16v, half of the views blends (mixup)",
+        {**SLIM80, "transfer": "emoji_unlabeled", "cloud_views": 16, "mix": 0.5},
+    ),
+    # Beyond the budget, to tell FLOPs from data: the same training as slim80_unlabeled with bigger students.
+    "lite0_96_unlabeled": Run(
+        "slim80_unlabeled -> full Lite0 at 96 px (over budget)",
+        {"model": "efficientnet_lite0", "resolution": 96, "transfer": "emoji_unlabeled"},
+    ),
+    "lite2_96_unlabeled": Run(
+        "slim80_unlabeled -> the cloud's own architecture, ImageNet init (over budget)",
+        {"model": "efficientnet_lite2", "resolution": 96, "transfer": "emoji_unlabeled"},
+    ),
 }
 CLOUDS: dict[str, dict] = {"base": {}, "cloud8mix": {"epochs": 8, "mix": 0.5}}
 

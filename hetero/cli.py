@@ -484,10 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         "train a cloud model, or an edge model into its space",
         "Train the cloud model (defines the embedding space) or an edge model. An objective with a term that\n"
-        "aligns spaces (bct, regression_l2, regression_cosine, contrastive) puts the edge checkpoint into the\n"
-        "cloud's space; the baselines `independent` and `distillation` (logit distillation, the negative control)\n"
-        "train a space of their own. What the frozen cloud model computes on the training views is cached on disk\n"
-        "($HETERO_CACHE, default ~/.cache/hetero), so compatible training costs about what independent training does.\n"
+        "aligns spaces (bct, regression_l2, regression_cosine, regression_features, contrastive) puts the edge\n"
+        "checkpoint into the cloud's space; the baselines `independent` and `distillation` (logit distillation,\n"
+        "the negative control) train a space of their own. What the frozen cloud model computes on the training\n"
+        "views is cached on disk ($HETERO_CACHE, default ~/.cache/hetero), so compatible training costs about what\n"
+        "independent training does.\n"
         "State is saved after every epoch; `--resume` continues a killed run. Scale out with torchrun (gloo, CPU).\n\n"
         "objectives (presets for --objective; [edge].loss_weights in the config gives any mix):\n"
         + "\n".join(f"  {k:<15} {', '.join(f'{t}={w:g}' for t, w in v.items())}" for k, v in _objectives().items()),
