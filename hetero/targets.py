@@ -152,29 +152,12 @@ class OnlineTargets:
             return views, *cloud_outputs(self.cloud, render(self.pre, self.pixels, idx, views), self.features)
 
 
-def _fingerprint(
-    cloud_sha256: str,
-    train: ImageSet,
-    spec: InputSpec,
-    views: int,
-    seed: int,
-    augment: bool,
-    mix: float,
-    features: bool,
-) -> str:
+def _fingerprint(cloud_sha256: str, train: ImageSet, spec: InputSpec, settings: dict) -> str:
+    """Everything the cached numbers depend on: cloud weights, images, labels, input spec and view settings."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(train.images).tobytes())
     h.update(np.ascontiguousarray(train.labels).tobytes())
-    meta = {
-        "cloud": cloud_sha256,
-        "spec": spec.to_dict(),
-        "views": views,
-        "seed": seed,
-        "augment": augment,
-        "mix": mix,
-        "features": features,
-        "v": 2,
-    }
+    meta = {"cloud": cloud_sha256, "spec": spec.to_dict(), **settings, "v": 2}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
@@ -203,7 +186,8 @@ def cloud_targets(
 
     views = views if augment else 1
     n = len(train)
-    key = _fingerprint(cloud_sha256, train, spec, views, seed, augment, mix, features)
+    settings = {"views": views, "seed": seed, "augment": augment, "mix": mix, "features": features}
+    key = _fingerprint(cloud_sha256, train, spec, settings)
     path = (cache_dir or cache_root()) / "cloud-targets" / f"{key}.safetensors"
     t0 = time.perf_counter()
     if path.is_file():
