@@ -310,7 +310,7 @@ def _transfer_images(
     if role != "edge" or not objective.needs_cloud_embedding:
         raise InputError(
             f"transfer = {tcfg.transfer!r}: unlabeled images only feed an edge's cloud-embedding terms "
-            "(regression_l2, regression_cosine, contrastive, distillation)"
+            "(regression_l2, regression_cosine, regression_features, contrastive, distillation)"
         )
     return load_transfer(tcfg.transfer, cfg.data, split.heldout_classes)
 
