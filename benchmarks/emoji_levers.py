@@ -105,6 +105,16 @@ RUNS: dict[str, Run] = {
             "epochs": 40,
         },
     ),
+    "lite075_52_32v_40ep": Run(
+        "lite075_52_16v_40ep with 32 cached views",
+        {
+            "model": "efficientnet_lite0_075",
+            "resolution": 52,
+            "transfer": "emoji_unlabeled",
+            "cloud_views": 32,
+            "epochs": 40,
+        },
+    ),
     # The budget curve: the same training as slim80_unlabeled with bigger students, up to over the 1/10 budget.
     "slim96_unlabeled": Run(
         "slim80_unlabeled at 96 px (over budget)", {"resolution": 96, "transfer": "emoji_unlabeled"}
