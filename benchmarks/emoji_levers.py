@@ -44,6 +44,7 @@ class Run:
 
 
 SLIM80 = {"resolution": 80}
+LITE075_52 = {"model": "efficientnet_lite0_075", "resolution": 52, "transfer": "emoji_unlabeled"}
 LITE0_44_MIX = {"model": "efficientnet_lite0", "resolution": 44, "cloud_views": 8, "mix": 0.5}
 # The first row is emoji_compat's L2 edge; each later row changes one thing against the row it names.
 RUNS: dict[str, Run] = {
@@ -93,27 +94,15 @@ RUNS: dict[str, Run] = {
     ),
     "lite075_52_unlabeled": Run(
         "slim80_unlabeled -> Lite0 width 0.75 at 52 px (same budget, wider)",
-        {"model": "efficientnet_lite0_075", "resolution": 52, "transfer": "emoji_unlabeled"},
+        LITE075_52,
     ),
     "lite075_52_16v_40ep": Run(
         "lite075_52_unlabeled, 16 cached views, 40 epochs (the levers that helped, together)",
-        {
-            "model": "efficientnet_lite0_075",
-            "resolution": 52,
-            "transfer": "emoji_unlabeled",
-            "cloud_views": 16,
-            "epochs": 40,
-        },
+        {**LITE075_52, "cloud_views": 16, "epochs": 40},
     ),
     "lite075_52_32v_40ep": Run(
         "lite075_52_16v_40ep with 32 cached views",
-        {
-            "model": "efficientnet_lite0_075",
-            "resolution": 52,
-            "transfer": "emoji_unlabeled",
-            "cloud_views": 32,
-            "epochs": 40,
-        },
+        {**LITE075_52, "cloud_views": 32, "epochs": 40},
     ),
     # The budget curve: the same training as slim80_unlabeled with bigger students, up to over the 1/10 budget.
     "slim96_unlabeled": Run(

@@ -113,6 +113,13 @@ class HNet(nn.Module):
         return self.forward_embedding(x)
 
 
+def features_and_embedding(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features and the unit embedding from one pass. Every member's `forward_embedding` is
+    norm(head(forward_features)); terms that compare features need both, and this is the one place that says so."""
+    f = model.forward_features(x)
+    return f, model.norm(model.head(f))
+
+
 class EmbeddingGraph(nn.Module):
     """Pixels in, unit-length embedding out: the deployable contract."""
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from hetero.data import ImageSet
 from hetero.io import atomic_write
-from hetero.models import Preprocess
+from hetero.models import Preprocess, features_and_embedding
 from hetero.spaces import InputSpec
 
 
@@ -94,15 +94,6 @@ def render(pre: Preprocess, pixels: torch.Tensor, idx: torch.Tensor, views: View
     return apply_affine(x, views.affine) if bool(views.affine.any()) else x
 
 
-def cloud_outputs(cloud: torch.nn.Module, x: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The cloud's embedding of `x` and, when asked, its pooled features (every member's embedding is
-    norm(head(features)), so one pass gives both)."""
-    if not features:
-        return cloud.forward_embedding(x), None
-    f = cloud.forward_features(x)
-    return cloud.norm(cloud.head(f)), f
-
-
 class CloudTargets:
     """Cached cloud embeddings (and optionally pooled features) for `views` augmented views of every training image."""
 
@@ -149,7 +140,8 @@ class OnlineTargets:
     def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor, torch.Tensor | None]:
         views = sample_views(idx, len(self.pixels), gen, augment=self.augment, mix=self.mix)
         with torch.no_grad():
-            return views, *cloud_outputs(self.cloud, render(self.pre, self.pixels, idx, views), self.features)
+            feats, emb = features_and_embedding(self.cloud, render(self.pre, self.pixels, idx, views))
+        return views, emb, feats if self.features else None
 
 
 def _fingerprint(cloud_sha256: str, train: ImageSet, spec: InputSpec, settings: dict) -> str:
@@ -193,8 +185,9 @@ def cloud_targets(
     if path.is_file():
         try:
             d = load_file(str(path))
-            if d["embeddings"].shape[:2] == (views, n) and (not features or "features" in d):
-                targets = CloudTargets(d["affine"], d["partner"], d["lam"], d["embeddings"], d.get("features"))
+            if d["embeddings"].shape[:2] == (views, n):
+                feats = d["features"] if features else None  # missing from a damaged entry: KeyError, rebuilt
+                targets = CloudTargets(d["affine"], d["partner"], d["lam"], d["embeddings"], feats)
                 return targets, {"path": str(path), "hit": True, "seconds": 0.0}
         except (SafetensorError, OSError, KeyError):
             pass  # a damaged cache entry is rebuilt, never trusted
@@ -214,7 +207,7 @@ def cloud_targets(
         for v, view in enumerate(drawn):
             for s in range(0, n, batch_size):
                 sl = slice(s, s + batch_size)
-                out[v, sl], f = cloud_outputs(cloud, render(pre, x_all, everyone[sl], view[sl]), features)
+                f, out[v, sl] = features_and_embedding(cloud, render(pre, x_all, everyone[sl], view[sl]))
                 if feats is not None:
                     feats[v, sl] = f
                 bar.update(len(everyone[sl]))

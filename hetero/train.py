@@ -29,7 +29,7 @@ from hetero.errors import ConfigError, InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
 from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
-from hetero.models import MODELS, Preprocess, create_model
+from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
 from hetero.spaces import InputSpec
 from hetero.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
 
@@ -54,8 +54,7 @@ class TrainStep(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.model.forward_features(x)
-        emb = self.model.norm(self.model.head(feats))  # = forward_embedding, keeping the features for their term
+        feats, emb = features_and_embedding(self.model, x)
         return feats, emb, self.model.classifier(emb)
 
 
