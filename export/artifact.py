@@ -18,7 +18,7 @@ import torch
 
 from export import coreml, onnx, tflite
 from export.formats import BuildRequest, plan, tolerance
-from export.validate import Embeddings, validate_parity
+from export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.checkpoint import load_checkpoint
 from hetero.config import ExportConfig
 from hetero.data import ImageSet, OpenSetSplit
@@ -37,6 +37,11 @@ class ExportData:
     query: ImageSet  # held-out
     gallery: ImageSet
 
+    @property
+    def n_heldout(self) -> int:
+        """Validation queries: every held-out image, each against all the others (leave-one-out)."""
+        return len(self.query) + len(self.gallery)
+
     @classmethod
     def from_split(cls, split: OpenSetSplit, calibration_images: int) -> ExportData:
         rng = np.random.default_rng(0)
@@ -51,11 +56,18 @@ def _reference(graph: EmbeddingGraph, data: ExportData) -> Embeddings:
 
 
 def _validate(
-    fmt: str, precision: str, model_file: Path, m: Manifest, ref: Embeddings, data: ExportData, cfg: ExportConfig
+    fmt: str,
+    precision: str,
+    model_file: Path,
+    m: Manifest,
+    graph: EmbeddingGraph,
+    ref: Embeddings,
+    data: ExportData,
+    cfg: ExportConfig,
 ) -> dict[str, Any]:
     mod = FORMAT_MODULES[fmt]
     tol = tolerance(precision, cfg)
-    static = mod.inspect(model_file, m.space.id, m.space.dim, m.input) if hasattr(mod, "inspect") else {}
+    static = mod.inspect(model_file, graph, m.space.id, m.space.dim, precision) if hasattr(mod, "inspect") else {}
     try:
         run: Callable[[np.ndarray], np.ndarray] = mod.runner(model_file)
     except NotExecutedError as e:
@@ -83,6 +95,7 @@ def export_artifact(
 ) -> Manifest:
     """Build, validate and write one artifact unit at `out_dir`; raise ParityError (nothing written) on failure."""
     plan([fmt], [precision])  # unknown or unsupported: InputError listing the matrix
+    require_resolvable(tolerance(precision, cfg), data.n_heldout)
     model, ckpt = _loaded[:2] if _loaded else load_checkpoint(checkpoint)
     graph = EmbeddingGraph(model, ckpt.input).eval()
     ref = _loaded[2] if _loaded else _reference(graph, data)
@@ -104,7 +117,7 @@ def export_artifact(
             source={"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256},
             extra={**facts, "build_seconds": round(build_seconds, 2), "size_bytes": path_size(tmp / mod.FILE)},
         )
-        manifest.validation = _validate(fmt, precision, tmp / mod.FILE, manifest, ref, data, cfg)
+        manifest.validation = _validate(fmt, precision, tmp / mod.FILE, manifest, graph, ref, data, cfg)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -117,8 +130,8 @@ def validate_artifact(artifact: Path, checkpoint: Path, data: ExportData, cfg: E
     model, ckpt = load_checkpoint(checkpoint)
     if m.source.get("checkpoint_sha256") != ckpt.sha256:
         raise InputError(f"{artifact} was not exported from {checkpoint} (source checkpoint sha256 differs)")
-    ref = _reference(EmbeddingGraph(model, ckpt.input).eval(), data)
-    return _validate(m.format, m.precision, model_file, m, ref, data, cfg)
+    graph = EmbeddingGraph(model, ckpt.input).eval()
+    return _validate(m.format, m.precision, model_file, m, graph, _reference(graph, data), data, cfg)
 
 
 def export_matrix(
@@ -137,6 +150,8 @@ def export_matrix(
     unsupported. Raises one `ParityError` naming every failed artifact after all were tried.
     """
     todo, unsupported = plan(formats, precisions)
+    for _, prec in todo:  # a tolerance the held-out set cannot resolve is refused before any work
+        require_resolvable(tolerance(prec, cfg), data.n_heldout)
     model, ckpt = load_checkpoint(checkpoint)
     loaded = (model, ckpt, _reference(EmbeddingGraph(model, ckpt.input).eval(), data))
     results: list[dict[str, Any]] = [

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from export import structure
 from export.formats import BuildRequest
 from export.quiet import native_quiet
 from hetero.errors import ArtifactError, InputError, NotExecutedError
+from hetero.models import EmbeddingGraph
 from hetero.spaces import InputSpec
 
 FILE = "model.mlpackage"
@@ -37,13 +39,15 @@ def _ct():
     return ct
 
 
-class _Embed(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
+class _FromImage(torch.nn.Module):
+    """The deployable graph after pixel scaling, which Core ML's `ImageType` applies: resize, network, L2."""
+
+    def __init__(self, graph: EmbeddingGraph):
         super().__init__()
-        self.model = model
+        self.deployable = graph  # not `graph`: a ScriptModule has a `.graph` of its own
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_embedding(x)
+        return self.deployable.from_normalised(x)
 
 
 def _image_type(ct, spec: InputSpec):
@@ -63,7 +67,7 @@ def build(req: BuildRequest) -> dict[str, Any]:
     ct = _ct()
     spec: InputSpec = req.graph.input_spec
     precision = req.precision
-    traced = torch.jit.trace(_Embed(req.graph.model).eval(), torch.zeros(1, 3, spec.height, spec.width))
+    traced = torch.jit.trace(_FromImage(req.graph).eval(), torch.zeros(1, 3, spec.height, spec.width))
     with native_quiet():
         ml = ct.convert(
             traced,
@@ -82,12 +86,68 @@ def build(req: BuildRequest) -> dict[str, Any]:
     return {"input": "ImageType RGB", "deployment_target": "iOS16", "batch": 1}
 
 
-def inspect(path: Path, space_id: str, dim: int, spec: InputSpec) -> dict[str, Any]:
-    """Static checks that need no runtime: the contract an app relies on. Raises ArtifactError on a mismatch."""
+# MIL op types -> the structural kinds of `export.structure` (others are elementwise or shape ops).
+_KINDS = {
+    "conv": "conv",
+    "linear": "linear",
+    "upsample_bilinear": "resize",
+    "resize_bilinear": "resize",
+    "resize": "resize",
+}
+# Smallest per-channel |cosine| between a program's weights and torch's, per precision.
+_WEIGHT_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8w": 0.99}
+
+
+def program_ops(path: Path) -> list[structure.Op]:
+    """The compute ops of a saved mlprogram (main function), with weights materialised (int8w dequantised)."""
+    from coremltools.converters.mil.frontend.milproto.load import load as load_program
+
     ct = _ct()
+    with native_quiet():
+        model_spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+        program = load_program(model_spec, model_spec.specificationVersion, str(path / "Data/com.apple.CoreML/weights"))
+    ops = []
+    for op in program.functions["main"].operations:
+        kind = _KINDS.get(op.op_type)
+        if kind is None:
+            continue
+        weight = None
+        if kind in ("conv", "linear"):
+            w = op.weight
+            weight = w.val if w.val is not None else _dequantize(w.op)
+            weight = np.asarray(weight, dtype=np.float32)
+        ops.append(structure.Op(kind, tuple(int(d) for d in op.outputs[0].shape), weight))
+    return ops
+
+
+def _dequantize(op: Any) -> np.ndarray:
+    """The float weights a compressed (int8w) constant stands for."""
+    if op.op_type == "constexpr_affine_dequantize":
+        q = op.quantized_data.val.astype(np.float32)
+        shape = [1] * q.ndim
+        axis = int(op.axis.val)
+        scale, zero = np.asarray(op.scale.val, np.float32), np.asarray(op.zero_point.val, np.float32)
+        shape[axis] = -1
+        return (q - (zero.reshape(shape) if zero.ndim else zero)) * (scale.reshape(shape) if scale.ndim else scale)
+    if op.op_type == "constexpr_blockwise_shift_scale":
+        data = op.data.val.astype(np.float32)
+        scale = np.asarray(op.scale.val, np.float32)
+        offset = np.asarray(op.offset.val, np.float32) if op.offset is not None else 0.0
+        reps = [d // s for d, s in zip(data.shape, scale.shape, strict=True)]
+        expand = lambda a: np.asarray(a) if np.ndim(a) == 0 else np.kron(a, np.ones(reps, np.float32))  # noqa: E731
+        return (data - expand(offset)) * expand(scale)
+    raise ArtifactError(f"weights stored by {op.op_type!r}, which hetero cannot read back")
+
+
+def inspect(path: Path, graph: EmbeddingGraph, space_id: str, dim: int, precision: str) -> dict[str, Any]:
+    """Static checks that need no runtime: the contract an app relies on and the program's identity with the
+    deployable graph (`export.structure`). Raises ArtifactError listing every mismatch."""
+    ct = _ct()
+    spec: InputSpec = graph.input_spec
     try:
         with native_quiet():
             model_spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+        ops = program_ops(path)
     except Exception as e:  # coremltools raises assorted types for an unreadable package
         raise ArtifactError(f"{path}: coremltools cannot read it ({str(e).strip()[:200]})") from None
     desc = model_spec.description
@@ -106,9 +166,18 @@ def inspect(path: Path, space_id: str, dim: int, spec: InputSpec) -> dict[str, A
     meta = dict(desc.metadata.userDefined)
     if meta.get(SPACE_KEY) != space_id:
         problems.append(f"metadata {SPACE_KEY} is {meta.get(SPACE_KEY)!r}, expected {space_id!r}")
+    expected = structure.graph_ops(graph)
+    problems += structure.compare(expected, ops, _WEIGHT_COSINE[precision])
     if problems:
         raise ArtifactError(f"{path}: " + "; ".join(problems))
-    return {"input": "imageType RGB", "output_shape": shape, "spec_version": int(model_spec.specificationVersion)}
+    return {
+        "input": "imageType RGB",
+        "output_shape": shape,
+        "spec_version": int(model_spec.specificationVersion),
+        "structure": "identical to the torch graph (op sequence, output shapes, weights, MACs)",
+        "ops": {k: sum(o.kind == k for o in ops) for k in ("resize", "conv", "linear")},
+        "macs": sum(o.macs for o in ops),
+    }
 
 
 def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

@@ -61,3 +61,9 @@ class CompatibilityError(GateFailure):
 
     def __init__(self, failures: list[str]):
         super().__init__(failures, what="compatibility")
+
+
+class DivergenceError(HeteroError):
+    """Training produced a non-finite loss: exit 1, and no checkpoint is written from it."""
+
+    exit_code = 1

@@ -13,6 +13,7 @@ Two flags per term decide how a run is wired and what it may claim:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -246,9 +247,9 @@ def build_objective(weights: dict[str, float], cloud: nn.Module | None) -> Compa
     unknown = [k for k in weights if k not in LOSS_TERMS]
     if unknown:
         raise ConfigError(f"unknown loss term {unknown[0]!r} (available: {', '.join(sorted(LOSS_TERMS))})")
-    negative = [k for k, w in weights.items() if w < 0]
+    negative = [k for k, w in weights.items() if not (math.isfinite(w) and w >= 0)]
     if negative:
-        raise ConfigError(f"loss weight for {negative[0]!r} is negative ({weights[negative[0]]})")
+        raise ConfigError(f"loss weight for {negative[0]!r} must be finite and >= 0 ({weights[negative[0]]})")
     active = {k: w for k, w in weights.items() if w != 0.0}
     if not active:
         raise ConfigError("loss_weights has no non-zero term")

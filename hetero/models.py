@@ -18,6 +18,19 @@ from hetero.errors import InputError
 from hetero.spaces import InputSpec
 
 
+class Resize(nn.Module):
+    """Normalised NCHW at the space's size -> the model's compute resolution (bilinear); identity when they agree."""
+
+    def __init__(self, size: tuple[int, int] | None):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return x
+
+
 class Preprocess(nn.Module):
     """uint8 NHWC RGB pixels -> normalised float NCHW, exactly as `InputSpec` documents.
 
@@ -28,18 +41,23 @@ class Preprocess(nn.Module):
     def __init__(self, spec: InputSpec, resolution: int | None = None):
         super().__init__()
         size = (spec.height, spec.width)
-        self.resize_to = None if not resolution or (resolution, resolution) == size else (resolution, resolution)
+        self.resize = Resize(None if not resolution or (resolution, resolution) == size else (resolution, resolution))
         mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
         # Fold /255, -mean and /std into one multiply-add: fewer ops in every exported graph.
         self.register_buffer("scale", 1.0 / (255.0 * std))
         self.register_buffer("shift", -mean / std)
 
+    @property
+    def resize_to(self) -> tuple[int, int] | None:
+        return self.resize.size
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC -> normalised float NCHW at the space's size (what Core ML's `ImageType` does natively)."""
+        return pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale + self.shift
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale + self.shift
-        if self.resize_to is not None:
-            x = F.interpolate(x, size=self.resize_to, mode="bilinear", align_corners=False)
-        return x
+        return self.resize(self.normalise(pixels))
 
 
 class L2Normalize(nn.Module):
@@ -121,7 +139,12 @@ def features_and_embedding(model: nn.Module, x: torch.Tensor) -> tuple[torch.Ten
 
 
 class EmbeddingGraph(nn.Module):
-    """Pixels in, unit-length embedding out: the deployable contract."""
+    """Pixels in, unit-length embedding out: the deployable contract.
+
+    `forward` is the whole graph (uint8 NHWC pixels -> scale -> resize -> network -> L2). `from_normalised` is the
+    same graph after pixel scaling, for formats whose image input applies the scaling itself (Core ML `ImageType`):
+    the resize and everything after it are shared, so no format can drop them.
+    """
 
     def __init__(self, model: nn.Module, spec: InputSpec):
         super().__init__()
@@ -131,6 +154,9 @@ class EmbeddingGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.forward_embedding(self.preprocess(pixels))
+
+    def from_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_embedding(self.preprocess.resize(x))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from hetero import distributed
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
-from hetero.errors import ConfigError, InputError, SpaceMismatchError
+from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
 from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
@@ -141,6 +141,13 @@ def fit(
         if n_world > 1:
             torch.distributed.all_reduce(sums)
         n_seen = float(sums[-1])
+        if n_seen == 0:
+            raise InputError(f"epoch {epoch + 1} trained on no batch: batch_size {cfg.batch_size} is too small")
+        if not torch.isfinite(sums).all():  # all ranks see the same reduced sums, so all stop together
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1}: the loss is not finite (lr {cfg.lr:g}); "
+                "nothing was written for this epoch"
+            )
         means = dict(zip(["loss", *objective.terms.keys()], (sums[:-1] / max(n_seen, 1.0)).tolist(), strict=True))
         row = {"epoch": epoch + 1, **means, "images": int(n_seen), "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)

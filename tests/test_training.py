@@ -113,7 +113,7 @@ def test_objectives_declare_whether_they_join_the_cloud_space():
     assert not build_objective(OBJECTIVES["bct"], cloud).needs_cloud_embedding  # BCT never runs the cloud model
     with pytest.raises(ConfigError, match=r"unknown loss term 'bctt'.*available"):
         build_objective({"bctt": 1.0}, cloud)
-    with pytest.raises(ConfigError, match="negative"):
+    with pytest.raises(ConfigError, match="must be finite and >= 0"):
         build_objective({"bct": -1.0}, cloud)
     with pytest.raises(InputError, match="needs the frozen cloud model"):
         build_objective({"regression_cosine": 1.0}, None)
