@@ -25,6 +25,7 @@ from hetero.fixture import Fixture
 from hetero.manifest import Manifest, load_manifest
 from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.report import Report, Row
+from hetero.stats import PairedChange, mean_interval
 
 
 @dataclass
@@ -112,18 +113,30 @@ def _check_producers(fx: Fixture, producers: list[Producer]) -> None:
 def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[str, Any] | None = None) -> Report:
     _check_producers(fx, producers)
     labels = (fx.probe_labels, fx.gallery_labels)
+    if not np.isfinite(fx.reference_queries).all() or not np.isfinite(fx.gallery_embeddings).all():
+        raise InputError("the fixture's cloud embeddings are not finite")
     ref_ok = _top1_correct(fx.reference_queries, fx)
 
     def metrics(q: np.ndarray, g: np.ndarray | None = None, g_labels: np.ndarray | None = None) -> dict[str, Any]:
+        finite = bool(np.isfinite(q).all() and (g is None or np.isfinite(g).all()))
+        q = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0)  # ranked, but the row is marked and fails every rule
         m = retrieval_metrics(
-            q, labels[0], fx.gallery_embeddings if g is None else g, labels[1] if g_labels is None else g_labels
+            q,
+            labels[0],
+            fx.gallery_embeddings if g is None else np.nan_to_num(g),
+            labels[1] if g_labels is None else g_labels,
+            per_query=True,
         )
+        iv = mean_interval(m["ap"])
         return {
             "recall_at_1": m["recall_at_1"],
             "recall_at_5": m["recall_at_5"],
             "map": m["map"],
             "n_query": m["n_query"],
             "n_gallery": m["n_gallery"],
+            "r1_hits": int(m["top1_correct"].sum()),
+            "map_interval": [iv.low, iv.high],
+            "finite": finite,
         }
 
     rows = [
@@ -135,6 +148,7 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             kind="reference",
             **metrics(fx.reference_queries),
             negative_flip_rate=0.0,
+            vs_reference=PairedChange.from_outcomes(ref_ok, ref_ok).to_dict(),
         )
     ]
     queries: dict[str, np.ndarray] = {}
@@ -158,10 +172,13 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             )
             continue
         q = queries[p.name]
-        ok = _top1_correct(q, fx)
+        ok = _top1_correct(np.nan_to_num(q), fx)
         extra: dict[str, Any] = {}
         if previous is not None and p.kind == "candidate":
-            extra["previous_flip_rate"] = float(np.mean(_top1_correct(queries[previous.name], fx) & ~ok))
+            vs_prev = PairedChange.from_outcomes(_top1_correct(np.nan_to_num(queries[previous.name]), fx), ok)
+            extra["previous_flip_rate"] = vs_prev.worse / max(vs_prev.n, 1)
+            extra["vs_previous"] = vs_prev.to_dict()
+        vs_ref = PairedChange.from_outcomes(ref_ok, ok)
         rows.append(
             Row(
                 **head,
@@ -170,7 +187,8 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
                 same_space=p.manifest.space.id == fx.space.id,
                 parity_min_cosine=_parity(p, producers, queries),
                 latency_ms=latency[p.name],
-                negative_flip_rate=float(np.mean(ref_ok & ~ok)),
+                negative_flip_rate=vs_ref.worse / max(vs_ref.n, 1),
+                vs_reference=vs_ref.to_dict(),
                 **extra,
             )
         )

@@ -62,8 +62,13 @@ def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = No
         "min_recall_at_1": args.min_r1,
         "min_relative_recall_at_1": args.min_relative_r1,
         "min_map": args.min_map,
+        "max_previous_flip_rate": getattr(args, "max_previous_flips", None),
+        "require_executed": True if getattr(args, "require_executed", False) else None,
     }
-    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as e:
+        raise ConfigError(f"command-line threshold: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -254,7 +259,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         report = compatibility_report(fx, _producers(args, args.artifact, previous=args.previous))
     try:
-        result = evaluate(report, _check_config(args, fixture_thresholds), args.row or None)
+        cfg = _check_config(args, fixture_thresholds)
+        result = evaluate(report, cfg, args.row or None, require_executed=cfg.require_executed)
     except NotExecutedError:
         result = GateResult([])
         _write_check_outputs(args, report, result, atomic_write_text)
@@ -431,6 +437,7 @@ def _add_threshold_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> No
         ("--min-r1", "min_recall_at_1"),
         ("--min-relative-r1", "min_relative_recall_at_1"),
         ("--min-map", "min_map"),
+        ("--max-previous-flips", "max_previous_flip_rate"),
     ):
         parser.add_argument(flag, type=float, help=argparse.SUPPRESS if hidden else f"override [check].{key}")
 
@@ -562,8 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
         "against the cloud gallery and applies the thresholds to every candidate row: R@1, R@1 relative to\n"
         "cloud → cloud, mAP, and with --previous the share of probes the previous release got right and this one\n"
         "loses. Thresholds: --policy, else the fixture's, else the config's [check]; flags override. A runtime that\n"
-        "cannot execute here (Core ML off macOS) is reported as skipped, never as passed. Exit 1 lists every failed\n"
-        "rule; JUnit/Markdown files are written on pass and fail.",
+        "cannot execute here (Core ML off macOS) is skipped, never passed (--require-executed: failed).\n"
+        "Every rule is decided on the worse end of its 95% interval (exact, on counts; paired where two producers\n"
+        "embed the same probes), so a verdict does not flip on the few probes another machine's kernels move; a\n"
+        "flip tolerance below what the probes resolve is refused (exit 2). Exit 1 lists every failed rule with its\n"
+        "interval; JUnit/Markdown files are written on pass and fail.",
         "examples:\n"
         "  hetero check --fixture fixture.safetensors --artifact tflite-int8 --junit junit.xml\n"
         "  hetero check --fixture fixture.safetensors --artifact new/tflite-int8 --previous old/tflite-int8 \\\n"
@@ -584,6 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--junit", type=Path, help="write JUnit XML here")
     c.add_argument("--markdown", type=Path, help="write a Markdown report here")
     c.add_argument("--row", action="append", default=[], help="gate only these report rows (default: all candidates)")
+    c.add_argument(
+        "--require-executed",
+        action="store_true",
+        help="a candidate whose runtime cannot execute here fails instead of being skipped ([check].require_executed)",
+    )
     _add_threshold_flags(c, hidden=False)
     _add_remote_flags(c)
     c.set_defaults(func=cmd_check)

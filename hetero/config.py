@@ -110,10 +110,13 @@ class ExportConfig:
 class CheckConfig:
     """Gate thresholds for every candidate row; 0 turns a rule off (it is then not listed, never 'passed')."""
 
-    min_recall_at_1: float = 0.5  # chance on the digits split is 0.25
-    min_relative_recall_at_1: float = 0.6  # candidate→cloud R@1 / cloud→cloud R@1
-    min_map: float = 0.45
+    # Each rule is decided on the worse end of its 95% interval (hetero.gate); on the digits fixture's 358 probes
+    # the R@1 interval is about +-0.04 wide, so these sit that far below the weakest healthy seed.
+    min_recall_at_1: float = 0.45  # chance on the digits split is 0.25
+    min_relative_recall_at_1: float = 0.5  # candidate→cloud R@1 / cloud→cloud R@1, paired with the cloud's probes
+    min_map: float = 0.4
     max_previous_flip_rate: float = 0.05  # with --previous: share of probes the old release got right and this loses
+    require_executed: bool = False  # true: a candidate whose runtime cannot execute here fails instead of skipping
 
     def __post_init__(self) -> None:
         _require_shares(self)

@@ -1,13 +1,26 @@
-"""The release gate: thresholds applied to every candidate row of a report. Exit 1 when any rule fails."""
+"""The release gate: rules on every candidate row of a report, decided on intervals, not point values.
+
+Each rule is applied to counts measured on the probe set and passes only when the *worse* end of its 95% interval is
+inside the threshold (fail-closed, `hetero.stats`):
+- R@1 >= min: the lower end of R@1's exact interval;
+- R@1 / cloud R@1 >= min: paired with the reference row on the same probes (queries the cloud gets right and the
+  candidate loses, and the reverse): the relative recall at the upper end of the loss interval;
+- mAP >= min: the lower end of the per-query AP mean's interval;
+- negative flips vs a previous release <= max: the upper end of the flip rate's exact interval. A max below what the
+  probe set can resolve (its upper end when nothing flipped, about 3.7 / n) is refused: it could never pass.
+A row whose embeddings are not finite fails every rule. Exit 1 when any rule fails.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from hetero.config import CheckConfig
 from hetero.errors import InputError, NotExecutedError
-from hetero.report import Report
+from hetero.report import Report, Row
+from hetero.stats import PairedChange, proportion, queries_needed
 
 
 @dataclass(frozen=True)
@@ -17,12 +30,18 @@ class RuleResult:
     value: float
     threshold: float
     passed: bool
+    low: float = math.nan  # 95% interval of the value
+    high: float = math.nan
+    resolution: float = math.nan  # the smallest change the probe set resolves for this rule
+    n: int = 0
+    upper_bound: bool = False  # True: the value must stay at or below the threshold
 
     def describe(self) -> str:
-        if self.rule.startswith("negative flips"):
-            return f"{self.row}: {self.rule} {self.value:.4f} {'<=' if self.passed else '>'} {self.threshold:.4f}"
-        op = ">=" if self.passed else "<"
-        return f"{self.row}: {self.rule} {self.value:.4f} {op} {self.threshold:.4f}"
+        op = ("<=" if self.passed else ">") if self.upper_bound else (">=" if self.passed else "<")
+        worse = self.high if self.upper_bound else self.low
+        interval = "" if math.isnan(self.low) else f" [95% CI {self.low:.4f}, {self.high:.4f}; n={self.n}]"
+        decided = "" if math.isnan(worse) else f" (decided on {worse:.4f})"
+        return f"{self.row}: {self.rule} {self.value:.4f}{interval}{decided} {op} {self.threshold:.4f}"
 
 
 @dataclass(frozen=True)
@@ -31,21 +50,106 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rules)
+        return bool(self.rules) and all(r.passed for r in self.rules)
 
     @property
     def failures(self) -> list[str]:
         return [r.describe() for r in self.rules if not r.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "rules": [r.__dict__ for r in self.rules], "failures": self.failures}
+        return {"passed": self.passed, "rules": [asdict(r) for r in self.rules], "failures": self.failures}
 
 
-def evaluate(report: Report, cfg: CheckConfig, candidates: list[str] | None = None) -> GateResult:
+def _counts(r: Row, what: str) -> PairedChange:
+    d = getattr(r, what)
+    try:
+        return PairedChange(int(d["n"]), int(d["worse"]), int(d["better"]))
+    except (TypeError, KeyError, ValueError):
+        raise InputError(
+            f"row {r.name!r} has no valid paired counts {what!r}: re-run verify with this hetero"
+        ) from None
+
+
+def _row_rules(r: Row, ref: Row, cfg: CheckConfig) -> list[RuleResult]:
+    if r.recall_at_1 is None or r.r1_hits is None or r.map_interval is None:
+        raise InputError(f"row {r.name!r} lacks the counts the gate decides on: re-run verify with this hetero")
+    out: list[RuleResult] = []
+    if cfg.min_recall_at_1 > 0:
+        iv = proportion(int(r.r1_hits), int(r.n_query))
+        out.append(
+            RuleResult(
+                r.name,
+                "R@1",
+                iv.value,
+                cfg.min_recall_at_1,
+                iv.low >= cfg.min_recall_at_1,
+                iv.low,
+                iv.high,
+                iv.resolution,
+                iv.n,
+            )
+        )
+    if cfg.min_relative_recall_at_1 > 0:
+        loss = _counts(r, "vs_reference").loss()
+        base = ref.recall_at_1 or 0.0
+        rel = (lambda x: (base - x) / base) if base > 0 else (lambda x: 0.0)
+        out.append(
+            RuleResult(
+                r.name,
+                "R@1 / cloud R@1",
+                rel(loss.value),
+                cfg.min_relative_recall_at_1,
+                base > 0 and rel(loss.high) >= cfg.min_relative_recall_at_1,
+                rel(loss.high),
+                rel(loss.low),
+                loss.resolution / base if base else math.nan,
+                loss.n,
+            )
+        )
+    if cfg.min_map > 0:
+        lo, hi = r.map_interval
+        out.append(
+            RuleResult(r.name, "mAP", float(r.map), cfg.min_map, lo >= cfg.min_map, lo, hi, (hi - lo) / 2, r.n_query)
+        )
+    if r.vs_previous is not None and cfg.max_previous_flip_rate < 1.0:
+        iv = _counts(r, "vs_previous").flip_rate()
+        if cfg.max_previous_flip_rate < iv.resolution:
+            raise InputError(
+                f"max_previous_flip_rate {cfg.max_previous_flip_rate:g} is below what {iv.n} probes can resolve "
+                f"({iv.resolution:.4f}): raise it or use a fixture with at least "
+                f"{queries_needed(cfg.max_previous_flip_rate, 0.05)} probes"
+            )
+        out.append(
+            RuleResult(
+                r.name,
+                "negative flips vs previous",
+                iv.value,
+                cfg.max_previous_flip_rate,
+                iv.high <= cfg.max_previous_flip_rate,
+                iv.low,
+                iv.high,
+                iv.resolution,
+                iv.n,
+                True,
+            )
+        )
+    if not r.finite:  # NaN/Inf embeddings: whatever the numbers say, nothing about this row can pass
+        out = [
+            RuleResult(x.row, x.rule, x.value, x.threshold, False, x.low, x.high, x.resolution, x.n, x.upper_bound)
+            for x in out
+        ]
+        out.append(RuleResult(r.name, "embeddings are finite", 0.0, 1.0, False))
+    return out
+
+
+def evaluate(
+    report: Report, cfg: CheckConfig, candidates: list[str] | None = None, *, require_executed: bool = False
+) -> GateResult:
     """Apply `cfg` to the candidate rows (all rows of kind 'candidate' unless named explicitly).
 
-    Rows that were not executed are left out (the report and JUnit list them as skipped); when no candidate could be
-    executed at all there is nothing to pass, and that is an error, not a pass.
+    Rows that were not executed are left out (the report and JUnit list them as skipped) unless `require_executed`,
+    which fails each of them; when no candidate could be executed at all there is nothing to pass, and that is an
+    error, not a pass.
     """
     ref = report.reference
     if ref is None:
@@ -61,28 +165,18 @@ def evaluate(report: Report, cfg: CheckConfig, candidates: list[str] | None = No
     if not rows:
         raise InputError("report has no candidate rows to check")
     executed = [r for r in rows if r.executed]
-    if not executed:
-        raise NotExecutedError("no candidate could be executed on this machine: " + "; ".join(r.note for r in rows))
     results: list[RuleResult] = []
-    for r in executed:
-        rel = r.recall_at_1 / ref.recall_at_1 if ref.recall_at_1 > 0 else 0.0
-        for rule, value, threshold in (
-            ("R@1", r.recall_at_1, cfg.min_recall_at_1),
-            ("R@1 / cloud R@1", rel, cfg.min_relative_recall_at_1),
-            ("mAP", r.map, cfg.min_map),
-        ):
-            if threshold > 0:  # 0 = rule off: a rule that cannot fail is not reported as passed
-                results.append(RuleResult(r.name, rule, float(value), float(threshold), bool(value >= threshold)))
-        if r.previous_flip_rate is not None and cfg.max_previous_flip_rate < 1.0:
-            results.append(
-                RuleResult(
-                    r.name,
-                    "negative flips vs previous",
-                    r.previous_flip_rate,
-                    cfg.max_previous_flip_rate,
-                    r.previous_flip_rate <= cfg.max_previous_flip_rate,
-                )
-            )
-    if not results:
+    if require_executed:
+        results += [RuleResult(r.name, f"executed ({r.note})", 0.0, 1.0, False) for r in rows if not r.executed]
+    if not executed and not results:
+        raise NotExecutedError("no candidate could be executed on this machine: " + "; ".join(r.note for r in rows))
+    if (
+        not any(t > 0 for t in (cfg.min_recall_at_1, cfg.min_relative_recall_at_1, cfg.min_map))
+        and cfg.max_previous_flip_rate >= 1.0
+    ):
         raise InputError("every gate threshold is off: nothing would be checked")
+    for r in executed:
+        results += _row_rules(r, ref, cfg)
+    if not results:
+        raise InputError("every gate threshold is off for these rows: nothing would be checked")
     return GateResult(results)

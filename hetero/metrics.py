@@ -7,6 +7,8 @@ same set. Similarity is the inner product of unit vectors (cosine). mAP is exact
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from hetero.errors import SpaceMismatchError
@@ -28,15 +30,19 @@ def retrieval_metrics(
     gallery_labels: np.ndarray,
     ks: tuple[int, ...] = (1, 5),
     chunk: int = 1024,
-) -> dict[str, float]:
+    per_query: bool = False,
+) -> dict[str, Any]:
     """Recall@k (a correct item within the top k) and mAP over all gallery items, averaged over queries.
 
     Queries with no relevant gallery item are excluded (they have no defined AP) and counted in `n_without_match`.
     Ties are broken by gallery index (stable sort) so results are identical across runs and runtimes.
+    `per_query=True` adds `top1_correct` (bool per query) and `ap` (per query with a match): the paired counts and
+    intervals of the gate are computed from them.
     """
     _check(query, gallery, query_labels, gallery_labels)
     hits = {k: 0 for k in ks}
     ap_sum, n_valid = 0.0, 0
+    top1, aps = [], []
     g = gallery.astype(np.float32)
     for start in range(0, len(query), chunk):
         q = query[start : start + chunk].astype(np.float32)
@@ -51,12 +57,17 @@ def retrieval_metrics(
         precision_at_hit = np.cumsum(rel, axis=1) / ranks
         ap = (precision_at_hit * rel).sum(axis=1)[valid] / n_rel[valid]
         ap_sum += float(ap.sum())
+        top1.append(rel[:, 0])
+        aps.append(ap)
         n_valid += int(valid.sum())
     out = {f"recall_at_{k}": hits[k] / max(n_valid, 1) for k in ks}
     out["map"] = ap_sum / max(n_valid, 1)
     out["n_query"] = len(query)
     out["n_gallery"] = len(gallery)
     out["n_without_match"] = int(len(query) - n_valid)
+    if per_query:
+        out["top1_correct"] = np.concatenate(top1) if top1 else np.zeros(0, bool)
+        out["ap"] = np.concatenate(aps) if aps else np.zeros(0)
     return out
 
 

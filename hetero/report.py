@@ -35,6 +35,13 @@ class Row:
     latency_ms: float | None = None  # median per probe at batch 1, as on a device
     negative_flip_rate: float | None = None  # probes cloud→cloud gets right at top-1 and this row gets wrong
     previous_flip_rate: float | None = None  # probes the previous release gets right and this one gets wrong
+    # The counts the gate decides on (hetero.stats): top-1 hits, paired top-1 outcomes against the reference row
+    # and the previous release ({"n", "worse", "better"}), and the 95% interval of mAP.
+    r1_hits: int | None = None
+    vs_reference: dict[str, int] | None = None
+    vs_previous: dict[str, int] | None = None
+    map_interval: list[float] | None = None
+    finite: bool = True  # every embedding finite; NaN/Inf fail every rule
 
     @property
     def executed(self) -> bool:
@@ -104,7 +111,17 @@ class Report:
         return paths
 
     def _table(self) -> tuple[list[str], list[list[str]]]:
-        head = ["query → gallery", "runtime", "kind", "R@1", "R@5", "mAP", "neg. flips", "parity cos", "ms/img"]
+        head = [
+            "query → gallery",
+            "runtime",
+            "kind",
+            "R@1 [95% CI]",
+            "R@5",
+            "mAP",
+            "neg. flips",
+            "parity cos",
+            "ms/img",
+        ]
 
         def f(v: float | None, fmt: str) -> str:
             return "" if v is None else format(v, fmt)
@@ -123,7 +140,7 @@ class Report:
                     r.name,
                     r.runtime,
                     kind,
-                    f(r.recall_at_1, ".3f"),
+                    _with_interval(r),
                     f(r.recall_at_5, ".3f"),
                     f(r.map, ".3f"),
                     flips,
@@ -146,8 +163,9 @@ class Report:
             if not rule.passed:
                 failures += 1
                 ET.SubElement(case, "failure", message=rule.describe())
+        failed_execution = {rule.row for rule in gate.rules if rule.rule.startswith("executed")}
         for r in self.rows:
-            if r.kind in ("candidate", "previous") and not r.executed:
+            if r.kind in ("candidate", "previous") and not r.executed and r.name not in failed_execution:
                 case = ET.SubElement(suite, "testcase", classname=r.name, name="executed")
                 ET.SubElement(case, "skipped", message=f"not executed: {r.note}")
                 cases += 1
@@ -190,3 +208,14 @@ class Report:
             "(prev: vs the previous release). ms/img: median per probe at batch 1.",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _with_interval(r: Row) -> str:
+    """R@1 with its exact 95% interval when the row carries its hit count."""
+    if r.recall_at_1 is None:
+        return ""
+    if r.r1_hits is None or not r.n_query:
+        return f"{r.recall_at_1:.3f}"
+    from hetero.stats import proportion
+
+    return proportion(int(r.r1_hits), int(r.n_query)).text()

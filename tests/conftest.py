@@ -25,8 +25,8 @@ epochs = 20
 calibration_images = 64
 
 [check]
-min_recall_at_1 = 0.45
-min_relative_recall_at_1 = 0.5
+min_recall_at_1 = 0.4
+min_relative_recall_at_1 = 0.4
 min_map = 0.35
 """
 

@@ -50,7 +50,7 @@ def test_fixture_is_small_versioned_and_self_contained(tiny, fixture_file, capsy
     info = json.loads(capsys.readouterr().out)
     assert info["schema"] == "hetero.fixture/1" and info["probe_shape"] == [16, 16, 3]
     assert info["space"]["id"] == json.loads((tiny.cloud / "manifest.json").read_text())["space"]["id"]
-    assert info["thresholds"]["min_relative_recall_at_1"] == 0.5  # frozen from the config's [check]
+    assert info["thresholds"]["min_relative_recall_at_1"] == 0.4  # frozen from the config's [check]
     fx = Fixture.load(fixture_file)
     ref = load(tiny.cloud).embed(fx.probe_images)
     np.testing.assert_allclose(fx.reference_queries, ref, atol=1e-5)
