@@ -62,6 +62,7 @@ def fixture_from_cloud(
     source: dict[str, Any],
     keep_gallery_images: bool = False,
 ) -> Fixture:
+    require_cloud(cloud.manifest, getattr(cloud, "path", "cloud"))
     return Fixture(
         space=cloud.manifest.space,
         probe_images=query.images,
@@ -73,6 +74,18 @@ def fixture_from_cloud(
         source={"cloud_sha256": cloud.manifest.sha256, "cloud_model": cloud.manifest.model.get("name"), **source},
         gallery_images=gallery.images if keep_gallery_images else None,
     )
+
+
+def require_cloud(m: Manifest, where: object) -> None:
+    """A cloud is the model whose weights define the space id (`<name>-<model>@<sha256 of its weights>`): an edge
+    trained into that space, an artifact or another cloud's checkpoint would embed the gallery with the wrong model."""
+    if m.kind != "checkpoint" or m.format != "safetensors":
+        raise InputError(f"{where}: a {m.format} {m.kind} is not a cloud model; pass the cloud's training checkpoint")
+    if not m.space.id.endswith(f"@{m.sha256[:12]}"):
+        raise InputError(
+            f"{where}: this checkpoint ({m.model.get('name')}) does not define space {m.space.id}: its weights are "
+            f"{m.sha256[:12]}; pass the checkpoint of the cloud that defines the space"
+        )
 
 
 def timed_embed(rt: base.Runtime, images: np.ndarray) -> tuple[np.ndarray, float]:

@@ -90,6 +90,21 @@ def _to_int8(src: Path, dst: Path, workdir: Path, calibration: np.ndarray) -> No
         nodes_to_exclude=[n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(_FLOAT_SCOPES)],
     )
     pre.unlink()
+    _drop_unused_opsets(dst)
+
+
+def _drop_unused_opsets(path: Path) -> None:
+    """The quantiser declares opset domains it never uses (nine, e.g. com.microsoft.experimental); older runtimes
+    refuse a model that imports a domain they do not know, so keep only the domains the graph's nodes use."""
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {n.domain for n in model.graph.node} | {""}
+    keep = [o for o in model.opset_import if o.domain in used or (o.domain == "ai.onnx" and "" in used)]
+    if len(keep) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+        onnx.save(model, str(path))
 
 
 def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hetero.errors import ArtifactError, InputError
+from hetero.errors import ArtifactError, InputError, ManifestError
 from hetero.io import atomic_dir, sha256_file
 from hetero.manifest import Manifest, load_manifest, write_manifest
 from hetero.models import MODELS, create_model, model_cost
@@ -78,13 +78,16 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Manifest]:
     if manifest.kind != "checkpoint" or manifest.format != "safetensors":
         raise InputError(f"{path} is a {manifest.format} {manifest.kind}, not a training checkpoint")
     m = manifest.model
-    model = create_model(
-        m["name"],
-        embed_dim=m["embed_dim"],
-        num_classes=m["num_classes"],
-        scale=m["scale"],
-        resolution=m.get("resolution"),
-    )
+    try:
+        model = create_model(
+            str(m["name"]),
+            embed_dim=int(m["embed_dim"]),
+            num_classes=int(m["num_classes"]),
+            scale=float(m["scale"]),
+            resolution=None if m.get("resolution") is None else int(m["resolution"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ManifestError(f"{path}: manifest 'model' is not a model this hetero can build ({e})") from None
     try:
         state = load_file(str(weights))
         model.load_state_dict(state, strict=True)

@@ -8,6 +8,7 @@ Heavy modules (torch, exporters, runtimes) are imported inside the commands so `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -118,6 +119,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     data = ExportData.from_split(load_split(cfg.data), cfg.export.calibration_images)
     if args.validate:
         v = validate_artifact(args.validate, args.checkpoint, data, cfg.export)
+        if v["status"] != "passed":  # checked statically at most: that is not a validation
+            from hetero.errors import NotExecutedError
+
+            raise NotExecutedError(f"{args.validate}: not executed, not validated ({v.get('reason', v['status'])})")
         _emit(args, {"artifact": str(args.validate), "validation": v}, f"{args.validate}: {v['status']}")
         return 0
     if args.out is None:
@@ -264,6 +269,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except NotExecutedError:
         result = GateResult([])
         _write_check_outputs(args, report, result, atomic_write_text)
+        args.junit_written = True  # the skipped rows say more than a bare error
         raise
     _write_check_outputs(args, report, result, atomic_write_text)
     text = report.to_text() + "\n\n" + _gate_text(result)
@@ -287,6 +293,8 @@ def cmd_fixture(args: argparse.Namespace) -> int:
     from hetero.fixture import Fixture
 
     if args.action == "info":
+        if args.path is None:
+            raise InputError("fixture info needs the fixture file: hetero fixture info FIXTURE")
         fx = Fixture.load(args.path)
         info = {**fx.info(), "path": str(args.path), "size_bytes": Path(args.path).stat().st_size}
         _emit(args, info, "\n".join(f"{k}: {v}" for k, v in info.items()))
@@ -709,20 +717,45 @@ def _objectives() -> dict[str, dict[str, float]]:
     return OBJECTIVES
 
 
+def _report_error(args: argparse.Namespace, message: str, exit_code: int) -> None:
+    """On exit 2 the CI page still needs a reason: --json prints it, --junit records it as an error."""
+    if getattr(args, "json", False):
+        print(json.dumps({"passed": False, "exit_code": exit_code, "error": message}, indent=2), flush=True)
+    junit = getattr(args, "junit", None)
+    if junit and not getattr(args, "junit_written", False):
+        import xml.etree.ElementTree as ET
+
+        from hetero.io import atomic_write_text
+
+        suite = ET.Element("testsuite", name="hetero.check", tests="1", failures="0", errors="1", skipped="0")
+        case = ET.SubElement(suite, "testcase", classname="hetero.check", name="inputs")
+        ET.SubElement(case, "error", message=message)
+        with contextlib.suppress(OSError):  # the error line on stderr still says what went wrong
+            atomic_write_text(Path(junit), ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except HeteroError as e:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, and still the documented exit code
+            import traceback
+
+            traceback.print_exc()
         label = "FAIL" if isinstance(e, GateFailure) else "error"
         print(f"hetero: {label}: {e}", file=sys.stderr)
+        if not isinstance(e, GateFailure):  # a gate failure has already written its report, JSON and JUnit
+            _report_error(args, str(e), e.exit_code)
         return e.exit_code
     except OSError as e:  # unreadable/unwritable paths, full disk: the environment, not a bug
         if args.debug:
-            raise
-        print(f"hetero: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+            import traceback
+
+            traceback.print_exc()
+        msg = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(f"hetero: error: {msg}", file=sys.stderr)
+        _report_error(args, msg, 2)
         return 2
     except KeyboardInterrupt:
         print("hetero: interrupted", file=sys.stderr)

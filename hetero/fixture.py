@@ -50,6 +50,11 @@ class Fixture:
                 raise InputError(
                     f"fixture {name} has shape {arr.shape}, expected ({rows}, {d}) for space {self.space.id}"
                 )
+        want = (self.space.input.height, self.space.input.width, 3)
+        if tuple(self.probe_images.shape[1:]) != want:
+            raise InputError(
+                f"fixture probes are {list(self.probe_images.shape[1:])}, space {self.space.id} takes {list(want)}"
+            )
 
     def _tensors(self) -> dict[str, np.ndarray]:
         return {
@@ -78,7 +83,8 @@ class Fixture:
         from safetensors.numpy import save
 
         tensors = self._tensors()
-        header = {**self.info(), "content_sha256": _content_sha256(tensors)}
+        info = self.info()
+        header = {**info, "content_sha256": _content_sha256(tensors, info)}
         data = save(tensors, metadata={"hetero.fixture": json.dumps(header)})
         atomic_write_bytes(Path(path), data)
         return len(data)
@@ -105,19 +111,34 @@ class Fixture:
         missing = [a for a in _ARRAYS if a not in tensors]
         if missing:
             raise InputError(f"{path}: fixture lacks {missing[0]!r}")
-        if _content_sha256(tensors) != header.get("content_sha256"):
+        if not isinstance(header, dict):
+            raise InputError(f"{path}: fixture header is not a JSON object")
+        claimed = header.pop("content_sha256", None)
+        if _content_sha256(tensors, header) != claimed:
             raise InputError(f"{path}: fixture checksum mismatch: the file is corrupt or was edited")
-        return cls(
+        thresholds, source = header.get("thresholds"), header.get("source", {})
+        if (
+            not isinstance(thresholds, dict)
+            or not isinstance(source, dict)
+            or not isinstance(header.get("space"), dict)
+        ):
+            raise InputError(f"{path}: fixture header lacks its space, thresholds or source")
+        fx = cls(
             space=EmbeddingSpace.from_dict(header["space"]),
-            thresholds=header["thresholds"],
-            source=header.get("source", {}),
-            created=header.get("created", ""),
+            thresholds=thresholds,
+            source=source,
+            created=str(header.get("created", "")),
             **{a: tensors[a] for a in _ARRAYS},
         )
+        if fx.info() != header:  # what the header says must be what the arrays are (probe count, shape, classes)
+            raise InputError(f"{path}: fixture header does not describe its arrays")
+        return fx
 
 
-def _content_sha256(tensors: dict[str, np.ndarray]) -> str:
+def _content_sha256(tensors: dict[str, np.ndarray], header: dict[str, Any]) -> str:
+    """One hash over the header (space, thresholds, source: everything that decides a verdict) and every array."""
     h = hashlib.sha256()
+    h.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
     for name in _ARRAYS:
         arr = tensors[name]
         h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())

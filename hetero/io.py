@@ -42,19 +42,93 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target = Path(target)
     ensure_writable_dir(target.parent)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    recover(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _apply_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if target.exists() and _exchange(tmp, target):  # one atomic syscall: the old unit is now at `tmp`
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():  # no RENAME_EXCHANGE here: two renames, and `recover` restores `old` after a kill between
+        old = target.parent / f".{target.name}.{os.getpid()}.old"
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(target: Path) -> None:
+    """Clean up after a writer of `target` that was killed: restore a unit it had moved aside, drop its temp dirs.
+
+    Only leftovers of processes that no longer run are touched (their pid is in the name), so concurrent writers
+    of other units are safe.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for p in target.parent.glob(f".{glob_escape(target.name)}.*"):
+        pid_text = p.name[len(target.name) + 2 :].split(".", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        if p.name.endswith(".old") and not target.exists():
+            os.replace(p, target)
+        elif p.is_dir() and p.name.endswith((".tmp", ".old")):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(path: Path) -> None:
+    """Temp files and dirs are created private (0600/0700); the result gets the permissions the user's umask asks."""
+    mask = _umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -63,10 +137,12 @@ def atomic_write(path: Path) -> Iterator[Path]:
     path = Path(path)
     ensure_writable_dir(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    recover(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        _apply_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -111,9 +187,14 @@ def sha256_path(path: Path) -> str:
     if path.is_file():
         return sha256_file(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not _os_litter(p.name)):
         h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
     return h.hexdigest()
+
+
+def _os_litter(name: str) -> bool:
+    """Files an OS drops into a copied package (Finder's .DS_Store, AppleDouble ._*): not part of any model."""
+    return name in (".DS_Store", "Thumbs.db") or name.startswith("._")
 
 
 def path_size(path: Path) -> int:

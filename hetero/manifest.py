@@ -69,6 +69,7 @@ class Manifest:
             got = d.get("schema") if isinstance(d, dict) else type(d).__name__
             raise ManifestError(f"{where}: unsupported manifest schema {got!r} (expected {SCHEMA!r})")
         try:
+            _require_fields(d, where)
             return cls(
                 kind=d["kind"],
                 file=d["file"],
@@ -88,6 +89,32 @@ class Manifest:
             )
         except KeyError as e:
             raise ManifestError(f"{where}: manifest lacks required key {e}") from None
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _require_fields(d: dict[str, Any], where: Path) -> None:
+    """Types and shapes of the fields that decide what gets loaded and checked; one ManifestError for the first bad."""
+    problems = []
+    if d.get("kind") not in ("checkpoint", "artifact"):
+        problems.append(f"kind must be 'checkpoint' or 'artifact', got {d.get('kind')!r}")
+    f = d.get("file")
+    if not isinstance(f, str) or not f or f in (".", "..") or "/" in f or "\\" in f or f.startswith("~"):
+        problems.append(f"file must be a plain file name inside the unit, got {f!r}")
+    h = d.get("sha256")
+    if not (isinstance(h, str) and len(h) == 64 and set(h) <= _HEX):
+        problems.append(f"sha256 must be 64 lowercase hex digits, got {h!r}")
+    for key in ("format", "precision"):
+        if not isinstance(d.get(key), str):
+            problems.append(f"{key} must be a string, got {d.get(key)!r}")
+    for key in ("model", "source", "validation", "extra", "tool_versions"):
+        if key in d and not isinstance(d[key], dict):
+            problems.append(f"{key} must be an object, got {type(d[key]).__name__}")
+    if "seed" in d and d["seed"] is not None and (not isinstance(d["seed"], int) or isinstance(d["seed"], bool)):
+        problems.append(f"seed must be an integer or null, got {d['seed']!r}")
+    if problems:
+        raise ManifestError(f"{where}: " + "; ".join(problems))
 
 
 @functools.cache

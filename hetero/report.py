@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,20 @@ class Report:
         if not isinstance(d, dict) or d.get("schema") != REPORT_SCHEMA:
             raise InputError(f"{where}: not a hetero report (expected schema {REPORT_SCHEMA!r})")
         try:
+            space, chance = d["space"], d["chance"]
+            if not (isinstance(space, dict) and isinstance(space.get("id"), str) and isinstance(space.get("dim"), int)):
+                raise InputError(f"{where}: space must be an object with an id and a dim")
+            if not (isinstance(chance, dict) and _number(chance.get("recall_at_1"))) or not isinstance(
+                d["dataset"], dict
+            ):
+                raise InputError(f"{where}: chance and dataset must be objects (chance with recall_at_1)")
+            if not isinstance(d.get("producers", {}), dict):
+                raise InputError(f"{where}: producers must be an object")
+            if not isinstance(d["rows"], list) or not all(isinstance(r, dict) for r in d["rows"]):
+                raise InputError(f"{where}: rows must be a list of objects")
             rows = [Row(**r) for r in d["rows"]]
+            for r in rows:
+                _check_row_types(r, where)
             bad = [r.kind for r in rows if r.kind not in KINDS]
             if bad:
                 raise InputError(f"{where}: unknown row kind {bad[0]!r}")
@@ -208,6 +222,40 @@ class Report:
             "(prev: vs the previous release). ms/img: median per probe at batch 1.",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_row_types(r: Row, where: str) -> None:
+    """A report is an input like any other: text where a number belongs, NaN, or a forged count is exit 2."""
+    problems = []
+    for f in fields(Row):
+        v, t = getattr(r, f.name), str(f.type)
+        optional = "None" in t
+        if v is None and optional:
+            continue
+        if t.startswith("str"):
+            ok = isinstance(v, str)
+        elif t.startswith("bool"):
+            ok = isinstance(v, bool)
+        elif t.startswith("int"):
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif t.startswith("float"):
+            ok = _number(v) and (f.name == "latency_ms" or -1.0 <= v <= 1.0)
+        elif t.startswith("dict"):
+            ok = isinstance(v, dict) and all(isinstance(x, int) and not isinstance(x, bool) for x in v.values())
+        elif t.startswith("list"):
+            ok = isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v)
+        else:
+            ok = True
+        if not ok:
+            problems.append(f"{f.name}={v!r}")
+    if r.kind not in KINDS:
+        problems.append(f"kind={r.kind!r}")
+    if problems:
+        raise InputError(f"{where}: row {r.name!r} has invalid values: {', '.join(problems[:3])}")
 
 
 def _with_interval(r: Row) -> str:
