@@ -37,7 +37,7 @@ class Producer:
     skip_reason: str = ""
 
 
-def open_producer(spec: str, kind: str, *, remote: Any = None) -> Producer:
+def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | None = None) -> Producer:
     """`NAME=PATH` or `PATH` (the name is then the unit's directory name). `remote`: a devices.remote.SSHHost."""
     name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
     p = Path(path)
@@ -49,7 +49,7 @@ def open_producer(spec: str, kind: str, *, remote: Any = None) -> Producer:
 
         return Producer(f"{name}@{remote.label}", kind, manifest, RemoteRuntime(remote, p))
     try:
-        return Producer(name, kind, manifest, base.load(p))
+        return Producer(name, kind, manifest, base.load(p, threads))
     except NotExecutedError as e:
         return Producer(name, kind, manifest, None, str(e))
 

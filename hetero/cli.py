@@ -145,8 +145,14 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def _drop_text(q: dict) -> str:
+    """R@1 lost vs torch with its 95% interval, in points."""
+    lo, hi = q.get("r1_drop_interval", (q["r1_drop"], q["r1_drop"]))
+    return f"{q['r1_drop'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}] pt"
+
+
 def export_table(results: list[dict]) -> str:
-    head = ["format", "precision", "status", "min cos", "mean cos", "R@1 drop", "top-10", "size", "path"]
+    head = ["format", "precision", "status", "min cos", "mean cos", "R@1 drop [95% CI]", "top-10", "size", "path"]
     rows = []
     for r in results:
         v = r.get("validation", {})
@@ -158,7 +164,7 @@ def export_table(results: list[dict]) -> str:
                 r["status"],
                 f"{e['min_cosine']:.6f}" if e else "",
                 f"{e['mean_cosine']:.6f}" if e else "",
-                f"{q['r1_drop'] * 100:+.2f} pt" if q else "",
+                _drop_text(q) if q else "",
                 f"{q['top10_overlap']:.3f}" if q else "",
                 f"{r['size_bytes'] / 1024:.0f} KiB" if r.get("size_bytes") else "",
                 r.get("path") or "",
@@ -172,33 +178,16 @@ def export_table(results: list[dict]) -> str:
         if r["status"] == "not executed":
             lines.append(
                 f"not executed {r['format']}-{r['precision']}: {r['validation']['reason']} "
-                "(spec, shapes and metadata checked)"
+                "(program checked against the torch graph: op sequence, output shapes, weights, MACs)"
             )
     return "\n".join(lines)
 
 
 def _cloud_fixture(args: argparse.Namespace, cloud: Path, *, keep_gallery_images: bool = False):
     """An in-memory fixture: the config's held-out split, embedded by the cloud model."""
-    from devices import base
-    from devices.harness import fixture_from_cloud
-    from hetero.config import to_dict
-    from hetero.data import load_split
+    from devices.pipeline import cloud_fixture
 
-    cfg = _config(args)
-    split = load_split(cfg.data)
-    source = {
-        "dataset": cfg.data.dataset,
-        "image_size": cfg.data.image_size,
-        "heldout_classes": list(split.heldout_classes),
-    }
-    return fixture_from_cloud(
-        base.load(cloud),
-        split.query,
-        split.gallery,
-        to_dict(cfg.check),
-        source,
-        keep_gallery_images=keep_gallery_images,
-    )
+    return cloud_fixture(_config(args), cloud, keep_gallery=keep_gallery_images)
 
 
 def _producers(args: argparse.Namespace, candidates: list[str], controls: list[str] = (), previous: str | None = None):
@@ -328,111 +317,36 @@ def _gate_text(result) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Whole chain on the default dataset: train cloud, BCT edge, independent edge; export; verify; gate."""
-    from export.artifact import ExportData, export_matrix
-    from hetero.data import load_split
-    from hetero.errors import ParityError
-    from hetero.gate import evaluate
-    from hetero.io import ensure_writable_dir
-    from hetero.train import train
+    import dataclasses
 
-    cfg = _config(args)
-    out = Path(args.out)
-    ensure_writable_dir(out)
-    split = load_split(cfg.data)
-    d = split.describe()
-    _log(
-        args,
-        f"hetero demo: dataset {cfg.data.dataset} at {cfg.data.image_size} px — {d['train_images']} training "
-        f"images of classes {d['train_classes']}; held-out classes {d['heldout_classes']}: "
-        f"{d['query_images']} queries, {d['gallery_images']} gallery images",
-    )
-    progress = not args.quiet
-    steps = [
-        ("cloud", lambda: train("cloud", cfg, out / "cloud", split=split, progress=progress)),
-        ("edge_bct", lambda: train("edge", cfg, out / "edge_bct", cloud=out / "cloud", split=split, progress=progress)),
-        (
-            "edge_independent",
-            lambda: train(
-                "edge",
-                cfg,
-                out / "edge_independent",
-                split=split,
-                progress=progress,
-                loss_weights={"classification": 1.0},
-            ),
-        ),
-        (
-            "export",
-            lambda: export_matrix(
-                out / "edge_bct",
-                out / "export",
-                list(cfg.export.formats),
-                list(cfg.export.precisions),
-                ExportData.from_split(split, cfg.export.calibration_images),
-                cfg.export,
-            ),
-        ),
-    ]
-    what = {
-        "cloud": f"train cloud model {cfg.cloud.model} ({cfg.cloud.epochs} epochs)",
-        "edge_bct": f"train edge model {cfg.edge.model} with BCT into the cloud space ({cfg.edge.epochs} epochs)",
-        "edge_independent": f"train edge model {cfg.edge.model} independently (negative control)",
-        "export": f"export edge_bct to {'/'.join(cfg.export.formats)} × {'/'.join(cfg.export.precisions)}, "
-        "parity on each runtime",
-    }
-    results: dict[str, Any] = {}
-    export_failures: list[str] = []
-    for i, (key, fn) in enumerate(steps, 1):
-        t0 = time.perf_counter()
-        _log(args, f"[{i}/6] {what[key]} …")
-        try:
-            results[key] = fn()
-        except ParityError as e:  # keep going with the artifacts that passed; fail at the end with the full picture
-            results[key], export_failures = e.results, e.failures
-            _log(args, f"      {len(e.failures)} parity rule(s) failed; those artifacts were not written")
-        _log(args, f"      done in {time.perf_counter() - t0:.1f} s")
-    _log(args, "[5/6] verify: edge queries (torch and each executed artifact) and the control vs the cloud gallery …")
-    from devices.harness import compatibility_report
+    from devices.pipeline import run_demo
 
-    fx = _cloud_fixture(args, out / "cloud", keep_gallery_images=True)
-    candidates = [f"edge_bct={out / 'edge_bct'}"]
-    candidates += [f"edge_bct.{r['format']}-{r['precision']}={r['path']}" for r in results["export"] if r.get("path")]
-    report = compatibility_report(fx, _producers(args, candidates, [f"edge_independent={out / 'edge_independent'}"]))
-    fx.gallery_images = None
-    fx.save(out / "fixture.safetensors")
-    paths = report.save(out)
-    _log(args, "[6/6] gate: hetero check on the candidate rows")
-    result = evaluate(report, _check_config(args))
-    cloud_m, edge_m = results["cloud"].model, results["edge_bct"].model
+    cfg = dataclasses.replace(_config(args), check=_check_config(args))  # hidden threshold flags still apply
+    r = run_demo(cfg, Path(args.out), log=lambda m: _log(args, m), progress=not args.quiet)
+    out = r.out
+    cloud_m, edge_m = r.cloud.model, r.edge.model
+    int8 = next((x["path"] for x in r.export if x.get("path") and x["precision"] == "int8"), None)
     footer = (
         f"edge {edge_m['name']}: {edge_m['macs'] / 1e6:.1f} M MACs, {edge_m['params'] / 1e3:.0f} k params = "
         f"{edge_m['macs'] / cloud_m['macs']:.2f}x the cloud's MACs\n"
         f"outputs in {out}/: cloud/ edge_bct/ edge_independent/ export/ fixture.safetensors report.json report.md\n"
-        f"re-run the gate: hetero check --report {paths['json']}\n"
-        f"mobile CI gate:  hetero check --fixture {out / 'fixture.safetensors'} "
-        f"--artifact {out / 'export' / 'tflite-int8'}"
+        f"re-run the gate: hetero check --report {r.paths['json']}"
+        + (f"\nmobile CI gate:  hetero check --fixture {out / 'fixture.safetensors'} --artifact {int8}" if int8 else "")
     )
     _emit(
         args,
         {
-            "passed": result.passed and not export_failures,
-            "export": results["export"],
-            "export_failures": export_failures,
-            "gate": result.to_dict(),
-            "report": report.to_dict(),
-            "paths": {k: str(v) for k, v in paths.items()},
+            "passed": r.passed,
+            "export": r.export,
+            "export_failures": r.export_failures,
+            "gate": r.gate.to_dict(),
+            "report": r.report.to_dict(),
+            "paths": {k: str(v) for k, v in r.paths.items()},
         },
-        "\n"
-        + export_table(results["export"])
-        + "\n\n"
-        + report.to_text()
-        + "\n\n"
-        + _gate_text(result)
-        + "\n"
-        + footer,
+        "\n" + export_table(r.export) + "\n\n" + r.report.to_text() + "\n\n" + _gate_text(r.gate) + "\n" + footer,
     )
-    if export_failures or not result.passed:
-        raise GateFailure(export_failures + result.failures, what="demo")
+    if not r.passed:
+        raise GateFailure(r.export_failures + r.gate.failures, what="demo")
     return 0
 
 

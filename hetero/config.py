@@ -133,7 +133,9 @@ def _require_shares(cfg: Any, exclude: tuple[str, ...] = ()) -> None:
 
 
 def _edge_default() -> TrainConfig:
-    return TrainConfig(model="hnet_edge", epochs=30, seed=1, loss_weights={"classification": 1.0, "bct": 1.0})
+    return TrainConfig(
+        model="hnet_edge", epochs=30, seed=1, resolution=24, loss_weights={"classification": 1.0, "bct": 1.0}
+    )
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,13 @@ class HNet(nn.Module):
     """Small residual conv net; family members differ only in stage widths and depths (aligned structure)."""
 
     def __init__(
-        self, widths: tuple[int, ...], depths: tuple[int, ...], embed_dim: int, num_classes: int, scale: float
+        self,
+        widths: tuple[int, ...],
+        depths: tuple[int, ...],
+        embed_dim: int,
+        num_classes: int,
+        scale: float,
+        resolution: int | None = None,
     ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
@@ -116,7 +122,7 @@ class HNet(nn.Module):
                 cin = w
         self.blocks = nn.Sequential(*blocks)
         self.num_features = cin
-        self.resolution = None  # computes at the space's input size
+        self.resolution = resolution  # None: computes at the space's input size; else the graph resizes to it
         self.head = nn.Linear(cin, embed_dim)
         self.norm = L2Normalize()
         self.classifier = CosineClassifier(embed_dim, num_classes, scale)
@@ -194,13 +200,17 @@ def register_model(
 
 
 @register_model("hnet_cloud", family="hnet", role="cloud", description="residual CNN, widths 32/64/128, 2 blocks/stage")
-def hnet_cloud(embed_dim: int, num_classes: int, scale: float = 16.0, **_: object) -> HNet:
-    return HNet((32, 64, 128), (2, 2, 2), embed_dim, num_classes, scale)
+def hnet_cloud(
+    embed_dim: int, num_classes: int, scale: float = 16.0, resolution: int | None = None, **_: object
+) -> HNet:
+    return HNet((32, 64, 128), (2, 2, 2), embed_dim, num_classes, scale, resolution)
 
 
 @register_model("hnet_edge", family="hnet", role="edge", description="hnet at half width, 1 block/stage")
-def hnet_edge(embed_dim: int, num_classes: int, scale: float = 16.0, **_: object) -> HNet:
-    return HNet((16, 32, 64), (1, 1, 1), embed_dim, num_classes, scale)
+def hnet_edge(
+    embed_dim: int, num_classes: int, scale: float = 16.0, resolution: int | None = None, **_: object
+) -> HNet:
+    return HNet((16, 32, 64), (1, 1, 1), embed_dim, num_classes, scale, resolution)
 
 
 def _register_mbnets() -> None:
@@ -251,8 +261,8 @@ def create_model(
             f"model {name!r} has no pretrained weights (members with weights: "
             f"{', '.join(sorted(n for n, e in MODELS.items() if e.pretrained))})"
         )
-    if resolution is not None and entry.family == "hnet":
-        raise InputError(f"model {name!r} computes at the input size; resolution is for the MBNet families")
+    if resolution is not None and resolution < 8:
+        raise InputError(f"resolution {resolution} is too small to compute at (at least 8 px)")
     return entry.build(
         embed_dim=embed_dim, num_classes=num_classes, scale=scale, resolution=resolution, pretrained=pretrained
     )

@@ -20,6 +20,7 @@ epochs = 10
 
 [edge]
 epochs = 20
+resolution = 12  # the graph resizes inside, in every test that exports or gates the edge
 
 [export]
 calibration_images = 64
