@@ -38,23 +38,12 @@ def _config(args: argparse.Namespace):
 def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = None):
     """Thresholds: --policy file, else the fixture's frozen thresholds, else the config's [check]; flags override."""
     import dataclasses
-    import tomllib
 
-    from hetero.config import CheckConfig, from_dict
+    from hetero.config import CheckConfig, from_dict, load_policy
     from hetero.errors import ConfigError
 
     if getattr(args, "policy", None):
-        try:
-            data = tomllib.loads(Path(args.policy).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"policy file not found: {args.policy}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{args.policy}: not valid TOML ({e})") from None
-        if set(data) - {"check"}:
-            raise ConfigError(
-                f"{args.policy}: a policy holds only a [check] table, found {sorted(set(data) - {'check'})}"
-            )
-        cfg = from_dict(CheckConfig, data.get("check", {}), prefix="check.")
+        cfg = load_policy(args.policy)
     elif fixture_thresholds is not None:
         cfg = from_dict(CheckConfig, fixture_thresholds, prefix="fixture thresholds.")
     else:

@@ -211,3 +211,20 @@ def load_config(path: Path | None = None) -> RunConfig:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def load_policy(path: Path) -> CheckConfig:
+    """A gate policy file: TOML with only a [check] table; unknown keys, wrong types and bad values refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"policy file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    if set(data) - {"check"}:
+        raise ConfigError(f"{path}: a policy holds only a [check] table, found {sorted(set(data) - {'check'})}")
+    try:
+        return from_dict(CheckConfig, data.get("check", {}), prefix="check.")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
