@@ -314,7 +314,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     r = run_demo(cfg, Path(args.out), log=lambda m: _log(args, m), progress=not args.quiet)
     out = r.out
     cloud_m, edge_m = r.cloud.model, r.edge.model
-    int8 = next((x["path"] for x in r.export if x.get("path") and x["precision"] == "int8"), None)
+    shipped = sorted(
+        (x for x in r.export if x.get("path")), key=lambda x: (x["format"] != "tflite", x["precision"] != "int8")
+    )
+    int8 = shipped[0]["path"] if shipped else None  # the mobile artifact to gate: TFLite int8 when it was written
     footer = (
         f"edge {edge_m['name']}: {edge_m['macs'] / 1e6:.1f} M MACs, {edge_m['params'] / 1e3:.0f} k params = "
         f"{edge_m['macs'] / cloud_m['macs']:.2f}x the cloud's MACs\n"
