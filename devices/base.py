@@ -25,6 +25,16 @@ class Runtime(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
+def check_pixels(manifest: Manifest, images: np.ndarray) -> np.ndarray:
+    """The on-device input contract, for every runtime: uint8 NHWC at the unit's input size. A runtime that would
+    accept another size (torch, a dynamic-shape graph) must not silently compute on it."""
+    want = tuple(manifest.input.shape(1)[1:])
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want:
+        got = f"{images.dtype} {list(images.shape)}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise InputError(f"{manifest.model.get('name')} takes uint8 pixels [N, {', '.join(map(str, want))}], got {got}")
+    return images
+
+
 class ArtifactRuntime:
     """An exported artifact executed through its format's runner (the same code path export validation uses)."""
 
@@ -37,7 +47,7 @@ class ArtifactRuntime:
         self._run: Callable[[np.ndarray], np.ndarray] = self.format_module.runner(model_file, threads)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        return embed_batches(self._run, images)
+        return embed_batches(self._run, check_pixels(self.manifest, images))
 
     def info(self) -> dict[str, Any]:
         return {

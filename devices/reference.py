@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from devices.base import check_pixels
 from hetero.checkpoint import load_checkpoint
 from hetero.embed import embed_batches
 from hetero.models import EmbeddingGraph
@@ -22,6 +23,7 @@ class TorchRuntime:
         self.graph = EmbeddingGraph(model, self.manifest.input).eval()
 
     def embed(self, images: np.ndarray) -> np.ndarray:
+        images = check_pixels(self.manifest, images)
         with torch.inference_mode():
             return embed_batches(lambda b: self.graph(torch.from_numpy(b)).numpy(), images)
 

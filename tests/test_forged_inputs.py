@@ -251,3 +251,15 @@ def test_onnx_int8_imports_only_the_opsets_it_uses(tiny, tmp_path):
     model = onnx.load(out / "onnx-int8" / "model.onnx")
     used = {n.domain for n in model.graph.node} | {""}
     assert {o.domain for o in model.opset_import} <= used | {"ai.onnx"}
+
+
+@pytest.mark.parametrize("which", ["edge", "onnx"])
+def test_runtimes_refuse_pixels_of_another_size_or_type(tiny, which):
+    from devices.base import load
+
+    rt = load({"edge": tiny.edge, "onnx": tiny.onnx}[which])
+    with pytest.raises(InputError, match=r"takes uint8 pixels \[N, 16, 16, 3\]"):
+        rt.embed(np.zeros((2, 24, 24, 3), np.uint8))
+    with pytest.raises(InputError, match="takes uint8 pixels"):
+        rt.embed(np.zeros((2, 16, 16, 3), np.float32))
+    assert rt.embed(np.zeros((2, 16, 16, 3), np.uint8)).shape == (2, 16)
