@@ -197,16 +197,20 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = Non
 def load_config(path: Path | None = None) -> RunConfig:
     """Load a run config; `None` means the packaged default (digits)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    data = _read_toml(path, "config file")
     try:
         return from_dict(RunConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -216,12 +220,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def load_policy(path: Path) -> CheckConfig:
     """A gate policy file: TOML with only a [check] table; unknown keys, wrong types and bad values refused."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"policy file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    data = _read_toml(path, "policy file")
     if set(data) - {"check"}:
         raise ConfigError(f"{path}: a policy holds only a [check] table, found {sorted(set(data) - {'check'})}")
     try:

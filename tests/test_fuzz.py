@@ -77,36 +77,26 @@ def valid(tiny, tmp_path_factory):
     }
 
 
+def _unit(src: Path, dst: Path) -> Path:
+    if not dst.exists():  # hypothesis reuses tmp_path across examples
+        shutil.copytree(src, dst)
+    return dst
+
+
 @FUZZ
-@given(data=st.data())
-def test_manifest_loader(tiny, tmp_path, valid, data):
-    unit = tmp_path / "u"
-    if not unit.exists():
-        shutil.copytree(tiny.onnx, unit)
-    doc = _mutate(valid["manifest"], data)
-    (unit / "manifest.json").write_text(json.dumps(doc))
-    _loads_or_input_error(lambda: load_manifest(unit))
+@given(data=st.data(), kind=st.sampled_from(["manifest", "checkpoint"]))
+def test_manifest_and_checkpoint_loaders(tiny, tmp_path, valid, data, kind):
+    unit = _unit(tiny.onnx if kind == "manifest" else tiny.edge, tmp_path / kind)
+    (unit / "manifest.json").write_text(json.dumps(_mutate(valid[kind], data)))
+    _loads_or_input_error(lambda: (load_manifest if kind == "manifest" else load_checkpoint)(unit))
 
 
 @FUZZ
 @given(raw=st.binary(max_size=300))
 def test_manifest_loader_bytes(tiny, tmp_path, raw):
-    unit = tmp_path / "b"
-    if not unit.exists():
-        shutil.copytree(tiny.onnx, unit)
+    unit = _unit(tiny.onnx, tmp_path / "b")
     (unit / "manifest.json").write_bytes(raw)
     _loads_or_input_error(lambda: load_manifest(unit))
-
-
-@FUZZ
-@given(data=st.data())
-def test_checkpoint_loader(tiny, tmp_path, valid, data):
-    unit = tmp_path / "c"
-    if not unit.exists():
-        shutil.copytree(tiny.edge, unit)
-    doc = _mutate(valid["checkpoint"], data)
-    (unit / "manifest.json").write_text(json.dumps(doc))
-    _loads_or_input_error(lambda: load_checkpoint(unit))
 
 
 @FUZZ
@@ -115,9 +105,7 @@ def test_checkpoint_weights_bytes(tiny, tmp_path, valid, raw):
     """Garbage weights with a manifest whose sha256 matches them: the loader, not the hash, must refuse."""
     from hetero.io import sha256_file
 
-    unit = tmp_path / "w"
-    if not unit.exists():
-        shutil.copytree(tiny.edge, unit)
+    unit = _unit(tiny.edge, tmp_path / "w")
     (unit / "model.safetensors").write_bytes(raw)
     doc = {**valid["checkpoint"], "sha256": sha256_file(unit / "model.safetensors")}
     (unit / "manifest.json").write_text(json.dumps(doc))
