@@ -70,7 +70,7 @@ class Report:
         return next((r for r in self.rows if r.kind == "reference"), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema": self.schema,
             "created": self.created,
             "space": self.space,
@@ -79,11 +79,16 @@ class Report:
             "producers": self.producers,
             "rows": [asdict(r) for r in self.rows],
         }
+        return {**d, "content_sha256": content_sha256(d)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "report") -> Report:
         if not isinstance(d, dict) or d.get("schema") != REPORT_SCHEMA:
             raise InputError(f"{where}: not a hetero report (expected schema {REPORT_SCHEMA!r})")
+        body = {k: v for k, v in d.items() if k != "content_sha256"}
+        digest = content_sha256(body)
+        if not digest or d.get("content_sha256") != digest:
+            raise InputError(f"{where}: report checksum mismatch: it was edited, or written by an older hetero")
         try:
             space, chance = d["space"], d["chance"]
             if not (isinstance(space, dict) and isinstance(space.get("id"), str) and isinstance(space.get("dim"), int)):
@@ -173,6 +178,7 @@ class Report:
         failures = skipped = 0
         for rule in gate.rules:
             case = ET.SubElement(suite, "testcase", classname=rule.row, name=rule.rule)
+            ET.SubElement(case, "system-out").text = rule.describe()  # value, interval, threshold, n
             cases += 1
             if not rule.passed:
                 failures += 1
@@ -222,6 +228,18 @@ class Report:
             "(prev: vs the previous release). ms/img: median per probe at batch 1.",
         ]
         return "\n".join(lines) + "\n"
+
+
+def content_sha256(d: dict[str, Any]) -> str:
+    """sha256 of a report's canonical JSON (without the hash itself): the counts a verdict is decided on are covered."""
+    import hashlib
+    import json
+
+    try:
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return ""  # not representable: can never match a stored hash
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _number(v: Any) -> bool:
