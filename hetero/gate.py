@@ -92,6 +92,13 @@ def _row_rules(r: Row, ref: Row, cfg: CheckConfig) -> list[RuleResult]:
     if cfg.min_relative_recall_at_1 > 0:
         loss = _counts(r, "vs_reference").loss()
         base = ref.recall_at_1 or 0.0
+        allowed = (1.0 - cfg.min_relative_recall_at_1) * base  # the R@1 loss vs the cloud the rule tolerates
+        if base > 0 and allowed < loss.resolution:
+            raise InputError(
+                f"min_relative_recall_at_1 {cfg.min_relative_recall_at_1:g} allows a loss of {allowed:.4f} R@1, below "
+                f"what {loss.n} probes can resolve ({loss.resolution:.4f}): lower it or use a fixture with at least "
+                f"{queries_needed(allowed, 0.025)} probes"
+            )
         rel = (lambda x: (base - x) / base) if base > 0 else (lambda x: 0.0)
         out.append(
             RuleResult(

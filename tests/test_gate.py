@@ -71,6 +71,11 @@ def test_flip_tolerance_below_resolution_is_refused():
     assert evaluate(_report(prev), _cfg(max_previous_flip_rate=0.02)).passed
 
 
+def test_relative_tolerance_below_resolution_is_refused():
+    with pytest.raises(InputError, match=r"min_relative_recall_at_1 0.995 allows a loss of .* at least \d+ probes"):
+        evaluate(_report(_row("edge", 358, 320)), _cfg(min_relative_recall_at_1=0.995))
+
+
 def test_flips_decide_on_the_upper_end():
     prev = _row("edge", 358, 300, vs_previous={"n": 358, "worse": 5, "better": 9})  # 1.4% point, upper ~3.2%
     r = evaluate(_report(prev), _cfg(max_previous_flip_rate=0.02))
