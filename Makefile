@@ -11,7 +11,7 @@ DEMO_OUT ?= runs/demo
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, alone: with it installed, nothing later can pull a CUDA build (ENVIRONMENT.md).
+# torch first, alone: with it installed, nothing later can pull a CUDA build (docs/environment.md).
 $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock requirements-data.lock
 	$(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.lock

@@ -1,7 +1,7 @@
 """ONNX: fp32 (legacy TorchScript exporter, dynamic batch), fp16 (onnxconverter-common), int8 (static QDQ).
 
 Preprocessing (uint8 NHWC pixels) and L2 normalisation are inside the graph. int8 uses per-channel weights and
-`reduce_range=True`: on x86 without VNNI the full range saturates and cosine fell to 0.977 (ENVIRONMENT.md).
+`reduce_range=True`: on x86 without VNNI the full range saturates and cosine fell to 0.977 (docs/environment.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 fp32 is converted from the same `EmbeddingGraph`; fp16, int8w (dynamic range) and int8 (full integer, calibrated on
 training images) are post-training recipes of ai-edge-quantizer applied to that fp32 flatbuffer. Batch is fixed at 1,
 the on-device shape. tflite-runtime is deliberately not used: its newest release (2.14) needs numpy<2, rejects newer
-int8 op versions and returned wrong numbers without error on a dynamic-range int8 model (ENVIRONMENT.md).
+int8 op versions and returned wrong numbers without error on a dynamic-range int8 model (docs/environment.md).
 """
 
 from __future__ import annotations
