@@ -1,7 +1,8 @@
-"""The demo chain as one function: train cloud, BCT edge, independent control; export; verify; gate.
+"""Stage functions over the runtimes: verify, fixture creation, the gate, and the demo chain that composes them.
 
-`run_demo` returns a `DemoResult` and prints nothing; the CLI renders it, the robustness benchmark runs it under many
-seeds and thread counts. It lives at the top layer because it composes all three (hetero → export → devices).
+Each returns a result object and prints nothing; the CLI parses, calls one of these, renders and maps errors to exit
+codes; benchmarks and tests call them directly. They live at the top layer because they compose all three
+(hetero → export → devices).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices.harness import compatibility_report, fixture_from_cloud, open_producer
-from hetero.config import RunConfig, to_dict
+from devices.harness import Producer, compatibility_report, fixture_from_cloud, open_producer
+from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
 from hetero.data import OpenSetSplit, load_split
-from hetero.errors import ParityError
+from hetero.errors import InputError, NotExecutedError, ParityError
+from hetero.fixture import Fixture
 from hetero.gate import GateResult, evaluate
 from hetero.io import ensure_writable_dir
 from hetero.manifest import Manifest
@@ -52,6 +54,90 @@ def cloud_fixture(cfg: RunConfig, cloud: Path, split: OpenSetSplit | None = None
     return fixture_from_cloud(
         base.load(cloud), split.query, split.gallery, to_dict(cfg.check), source, keep_gallery_images=keep_gallery
     )
+
+
+def open_producers(
+    candidates: list[str],
+    controls: list[str] = (),
+    previous: str | None = None,
+    *,
+    remote: Any = None,
+    threads: int | None = None,
+) -> list[Producer]:
+    """`[NAME=]PATH` specs -> producers on their runtimes; with `remote`, each candidate also runs over SSH."""
+    producers = [open_producer(s, "candidate", threads=threads) for s in candidates]
+    if remote is not None:
+        producers += [open_producer(s, "candidate", remote=remote) for s in candidates]
+    producers += [open_producer(s, "control", threads=threads) for s in controls]
+    if previous:
+        spec = previous if "=" in previous else f"previous={previous}"
+        producers.append(open_producer(spec, "previous", threads=threads))
+    return producers
+
+
+def verify(cfg: RunConfig, cloud: Path, candidates: list[str], controls: list[str] = (), out: Path | None = None):
+    """Every producer's queries against the cloud gallery, plus X → X rows; saved to `out` when given."""
+    if not candidates and not controls:
+        raise InputError("give at least one candidate or control to verify against the cloud gallery")
+    if out is not None:
+        ensure_writable_dir(out)
+    fx = cloud_fixture(cfg, cloud, keep_gallery=True)
+    report = compatibility_report(fx, open_producers(candidates, controls))
+    paths = report.save(out) if out is not None else {}
+    return report, paths
+
+
+def create_fixture(cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0) -> tuple[Fixture, int]:
+    """Freeze what mobile CI needs into one checksummed file; returns the fixture and its size in bytes."""
+    import numpy as np
+
+    ensure_writable_dir(Path(out).parent)
+    fx = cloud_fixture(cfg, cloud)
+    if max_probes < 0:
+        raise InputError(f"max_probes must be >= 0, got {max_probes}")
+    if max_probes and len(fx.probe_labels) > max_probes:
+        keep = np.sort(np.random.default_rng(0).permutation(len(fx.probe_labels))[:max_probes])
+        fx.probe_images, fx.probe_labels = fx.probe_images[keep], fx.probe_labels[keep]
+        fx.reference_queries = fx.reference_queries[keep]
+    return fx, fx.save(out)
+
+
+@dataclass
+class CheckResult:
+    report: Report
+    gate: GateResult
+    thresholds: CheckConfig
+    not_executed: str = ""  # set when no candidate could execute here: the gate has no rules, and that is no pass
+
+    @property
+    def passed(self) -> bool:
+        return self.gate.passed and not self.not_executed
+
+
+def check(
+    *,
+    thresholds: CheckConfig | None = None,
+    report: Report | None = None,
+    fixture: Fixture | None = None,
+    artifacts: list[str] = (),
+    previous: str | None = None,
+    rows: list[str] | None = None,
+    remote: Any = None,
+) -> CheckResult:
+    """The release gate on a saved report, or on artifacts run against a fixture. `thresholds=None`: the fixture's."""
+    if (report is None) == (fixture is None) or (report is not None and artifacts) or (fixture and not artifacts):
+        raise InputError("check needs a report, or a fixture with artifacts")
+    if fixture is not None:
+        if thresholds is None:
+            thresholds = from_dict(CheckConfig, fixture.thresholds, prefix="fixture thresholds.")
+        report = compatibility_report(fixture, open_producers(list(artifacts), previous=previous, remote=remote))
+    if thresholds is None:
+        raise InputError("check of a saved report needs thresholds")
+    try:
+        gate = evaluate(report, thresholds, rows or None, require_executed=thresholds.require_executed)
+    except NotExecutedError as e:
+        return CheckResult(report, GateResult([]), thresholds, str(e))
+    return CheckResult(report, gate, thresholds)
 
 
 def run_demo(
@@ -129,14 +215,10 @@ def run_demo(
     )
     log("[5/6] verify: edge queries (torch and each executed artifact) and the control vs the cloud gallery …")
     fx = cloud_fixture(cfg, out / "cloud", split, keep_gallery=True)
-    producers = [open_producer(f"edge_bct={out / 'edge_bct'}", "candidate", threads=threads)]
-    producers += [
-        open_producer(f"edge_bct.{r['format']}-{r['precision']}={r['path']}", "candidate", threads=threads)
-        for r in results
-        if r.get("path")
-    ]
-    producers.append(open_producer(f"edge_independent={out / 'edge_independent'}", "control", threads=threads))
-    report = compatibility_report(fx, producers)
+    candidates = [f"edge_bct={out / 'edge_bct'}"]
+    candidates += [f"edge_bct.{r['format']}-{r['precision']}={r['path']}" for r in results if r.get("path")]
+    controls = [f"edge_independent={out / 'edge_independent'}"]
+    report = compatibility_report(fx, open_producers(candidates, controls, threads=threads))
     fx.gallery_images = None
     fx.save(out / "fixture.safetensors")
     paths = report.save(out)

@@ -172,38 +172,10 @@ def export_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _cloud_fixture(args: argparse.Namespace, cloud: Path, *, keep_gallery_images: bool = False):
-    """An in-memory fixture: the config's held-out split, embedded by the cloud model."""
-    from devices.pipeline import cloud_fixture
-
-    return cloud_fixture(_config(args), cloud, keep_gallery=keep_gallery_images)
-
-
-def _producers(args: argparse.Namespace, candidates: list[str], controls: list[str] = (), previous: str | None = None):
-    from devices.harness import open_producer
-
-    producers = [open_producer(s, "candidate") for s in candidates]
-    if getattr(args, "remote", None):
-        from devices.remote import SSHHost
-
-        host = SSHHost.from_args(args)
-        producers += [open_producer(s, "candidate", remote=host) for s in candidates]
-    producers += [open_producer(s, "control") for s in controls]
-    if previous:
-        producers.append(open_producer(previous if "=" in previous else f"previous={previous}", "previous"))
-    return producers
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    if not args.candidate and not args.control:
-        raise InputError("give at least one --candidate or --control to verify against the cloud gallery")
-    from devices.harness import compatibility_report
-    from hetero.io import ensure_writable_dir
+    from devices.pipeline import verify
 
-    ensure_writable_dir(args.out)
-    fx = _cloud_fixture(args, args.cloud, keep_gallery_images=True)
-    report = compatibility_report(fx, _producers(args, args.candidate, args.control))
-    paths = report.save(args.out)
+    report, paths = verify(_config(args), args.cloud, args.candidate, args.control, args.out)
     _emit(
         args,
         {"report": report.to_dict(), "paths": {k: str(v) for k, v in paths.items()}},
@@ -213,8 +185,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from devices.pipeline import check, cloud_fixture
     from hetero.errors import NotExecutedError
-    from hetero.gate import GateResult, evaluate
     from hetero.io import atomic_write_text, ensure_writable_dir
     from hetero.report import Report
 
@@ -227,33 +199,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     for out in (args.junit, args.markdown):
         if out is not None:
             ensure_writable_dir(Path(out).parent)
-    fixture_thresholds = None
+    remote = None
+    if getattr(args, "remote", None):
+        from devices.remote import SSHHost
+
+        remote = SSHHost.from_args(args)
     if args.report:
-        report = Report.load(args.report)
+        result = check(thresholds=_check_config(args), report=Report.load(args.report), rows=args.row)
     else:
         if args.fixture:
             from hetero.fixture import Fixture
 
             fx = Fixture.load(args.fixture)
-            fixture_thresholds = fx.thresholds
         else:
-            fx = _cloud_fixture(args, args.cloud)
-        from devices.harness import compatibility_report
-
-        report = compatibility_report(fx, _producers(args, args.artifact, previous=args.previous))
-    try:
-        cfg = _check_config(args, fixture_thresholds)
-        result = evaluate(report, cfg, args.row or None, require_executed=cfg.require_executed)
-    except NotExecutedError:
-        result = GateResult([])
-        _write_check_outputs(args, report, result, atomic_write_text)
+            fx = cloud_fixture(_config(args), args.cloud)
+        result = check(
+            thresholds=_check_config(args, fx.thresholds if args.fixture else None),
+            fixture=fx,
+            artifacts=args.artifact,
+            previous=args.previous,
+            rows=args.row,
+            remote=remote,
+        )
+    _write_check_outputs(args, result.report, result.gate, atomic_write_text)
+    if result.not_executed:
         args.junit_written = True  # the skipped rows say more than a bare error
-        raise
-    _write_check_outputs(args, report, result, atomic_write_text)
-    text = report.to_text() + "\n\n" + _gate_text(result)
-    _emit(args, {"passed": result.passed, "gate": result.to_dict(), "report": report.to_dict()}, text)
+        raise NotExecutedError(result.not_executed)
+    text = result.report.to_text() + "\n\n" + _gate_text(result.gate)
+    _emit(args, {"passed": result.passed, "gate": result.gate.to_dict(), "report": result.report.to_dict()}, text)
     if not result.passed:
-        raise GateFailure(result.failures)
+        raise GateFailure(result.gate.failures)
     return 0
 
 
@@ -279,17 +254,9 @@ def cmd_fixture(args: argparse.Namespace) -> int:
         return 0
     if args.cloud is None or args.out is None:
         raise InputError("fixture create needs --cloud CHECKPOINT and --out FIXTURE")
-    import numpy as np
+    from devices.pipeline import create_fixture
 
-    from hetero.io import ensure_writable_dir
-
-    ensure_writable_dir(Path(args.out).parent)
-    fx = _cloud_fixture(args, args.cloud)
-    if args.max_probes and len(fx.probe_labels) > args.max_probes:
-        keep = np.sort(np.random.default_rng(0).permutation(len(fx.probe_labels))[: args.max_probes])
-        fx.probe_images, fx.probe_labels = fx.probe_images[keep], fx.probe_labels[keep]
-        fx.reference_queries = fx.reference_queries[keep]
-    size = fx.save(args.out)
+    fx, size = create_fixture(_config(args), args.cloud, args.out, args.max_probes)
     _emit(
         args,
         {**fx.info(), "path": str(args.out), "size_bytes": size},
