@@ -18,6 +18,7 @@ import torch
 
 from export import coreml, onnx, tflite
 from export.formats import BuildRequest, plan, tolerance
+from export.metadata import camera_rule
 from export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.checkpoint import load_checkpoint
 from hetero.config import ExportConfig
@@ -115,7 +116,12 @@ def export_artifact(
             model=ckpt.model,
             seed=ckpt.seed,
             source={"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256},
-            extra={**facts, "build_seconds": round(build_seconds, 2), "size_bytes": path_size(tmp / mod.FILE)},
+            extra={
+                **facts,
+                "camera_to_input": camera_rule(ckpt.input),
+                "build_seconds": round(build_seconds, 2),
+                "size_bytes": path_size(tmp / mod.FILE),
+            },
         )
         manifest.validation = _validate(fmt, precision, tmp / mod.FILE, manifest, graph, ref, data, cfg)
         write_manifest(tmp, manifest)

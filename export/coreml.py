@@ -18,14 +18,13 @@ import torch
 
 from export import structure
 from export.formats import BuildRequest
+from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from export.quiet import native_quiet
 from hetero.errors import ArtifactError, InputError, NotExecutedError
 from hetero.models import EmbeddingGraph
 from hetero.spaces import InputSpec
 
 FILE = "model.mlpackage"
-INPUT_NAME = "image"
-OUTPUT_NAME = "embedding"
 SPACE_KEY = "hetero.space_id"
 
 
@@ -80,8 +79,15 @@ def build(req: BuildRequest) -> dict[str, Any]:
         if precision == "int8w":
             op = ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=0)
             ml = ct.optimize.coreml.linear_quantize_weights(ml, ct.optimize.coreml.OptimizationConfig(global_config=op))
-    ml.user_defined_metadata[SPACE_KEY] = req.space_id
+    meta = describe(req.space_id, req.graph.model.head.out_features, spec, precision)
+    for k, v in meta.items():
+        ml.user_defined_metadata[k] = v
     ml.short_description = f"hetero edge embedding in space {req.space_id}"
+    ml.author = "hetero"
+    ml.version = meta["hetero.version"]
+    ml.license = "as the trained weights' source"
+    ml.input_description[INPUT_NAME] = f"RGB image {spec.height}x{spec.width}: {meta['hetero.camera_to_input']}"
+    ml.output_description[OUTPUT_NAME] = f"unit-length embedding [1, {meta['hetero.dim']}] in space {req.space_id}"
     ml.save(str(req.dest / FILE))
     return {"input": "ImageType RGB", "deployment_target": "iOS16", "batch": 1}
 

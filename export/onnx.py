@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from export.formats import BuildRequest
+from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.errors import ArtifactError
 
 FILE = "model.onnx"
-INPUT_NAME = "image"
-OUTPUT_NAME = "embedding"
 _FLOAT_SCOPES = ("/preprocess/", "/head/", "/norm/")  # EmbeddingGraph ends (legacy exporter node scopes)
 
 
@@ -45,7 +44,20 @@ def build(req: BuildRequest) -> dict[str, Any]:
         _to_int8(fp32, dest / FILE, dest, calibration)
     if fp32.name != FILE:
         fp32.unlink()
+    _stamp(dest / FILE, describe(req.space_id, req.graph.model.head.out_features, req.graph.input_spec, precision))
     return {"opset": req.opset, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "batch": "dynamic"}
+
+
+def _stamp(path: Path, meta: dict[str, str]) -> None:
+    """Write the artifact's self-description into the ONNX file's metadata_props."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    model.producer_name = "hetero"
+    onnx.save(model, str(path))
 
 
 def _to_fp16(src: Path, dst: Path) -> None:

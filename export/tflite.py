@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from export.formats import BuildRequest
+from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from export.quiet import native_quiet
 from hetero.errors import ArtifactError
 
@@ -44,12 +45,62 @@ def build(req: BuildRequest) -> dict[str, Any]:
         import litert_torch
 
     fp32 = req.dest / (FILE if req.precision == "fp32" else "fp32.tflite")
+    sample = {INPUT_NAME: torch.from_numpy(req.calibration[:1])}
     with native_quiet():
-        litert_torch.convert(req.graph, (torch.from_numpy(req.calibration[:1]),)).export(str(fp32))
+        litert_torch.convert(_Named(req.graph).eval(), sample_args=(), sample_kwargs=sample).export(str(fp32))
     if req.precision != "fp32":
         _quantize(fp32, req.dest / FILE, req.precision, req.calibration)
         fp32.unlink()
-    return {"batch": 1, "converter": "litert-torch"}
+    meta = describe(req.space_id, req.graph.model.head.out_features, req.graph.input_spec, req.precision)
+    _stamp(req.dest / FILE, meta)
+    return {"batch": 1, "converter": "litert-torch", "signature": {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]}}
+
+
+class _Named(torch.nn.Module):
+    """The deployable graph with the signature every format shares: `image` in, `embedding` out."""
+
+    def __init__(self, graph: torch.nn.Module):
+        super().__init__()
+        self.deployable = graph
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {OUTPUT_NAME: self.deployable(image)}
+
+
+def _stamp(path: Path, meta: dict[str, str]) -> None:
+    """Add a `hetero` metadata entry (JSON of `meta`) to the flatbuffer, via LiteRT's generated schema."""
+    import json
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = path.read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    data = schema.BufferT()
+    data.data = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    model.buffers.append(data)
+    entry = schema.MetadataT()
+    entry.name = "hetero"
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (b"hetero", "hetero")] + [entry]
+    builder = flatbuffers.Builder(len(buf) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The `hetero` metadata entry of a .tflite file ({} when it has none)."""
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    model = schema.Model.GetRootAsModel(buf, 0)
+    for i in range(model.MetadataLength()):
+        m = model.Metadata(i)
+        if m.Name() == b"hetero":
+            return json.loads(model.Buffers(m.Buffer()).DataAsNumpy().tobytes())
+    return {}
 
 
 def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray) -> None:

@@ -1,0 +1,42 @@
+"""What every artifact says about itself, inside the file: the same keys in ONNX (`metadata_props`), TFLite (a
+`hetero` metadata buffer, JSON) and Core ML (user-defined metadata), so an app or a CI job can tell which space a
+model embeds into, what pixels it takes and how a camera frame becomes those pixels, without the manifest."""
+
+from __future__ import annotations
+
+import json
+
+from hetero.spaces import InputSpec
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "embedding"
+
+
+def camera_rule(spec: InputSpec) -> str:
+    """How an app turns a camera frame into the model's input (the training and evaluation images are square)."""
+    return (
+        f"scale the frame so its shorter side is {min(spec.height, spec.width)} px (bilinear, antialiased), "
+        f"centre-crop {spec.height}x{spec.width}, {spec.channel_order} uint8 {spec.layout}; no normalisation "
+        "(the model scales pixels itself)"
+    )
+
+
+def describe(space_id: str, dim: int, spec: InputSpec, precision: str) -> dict[str, str]:
+    """String key/values (the common denominator of the three formats' metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        hv = version("hetero")
+    except PackageNotFoundError:
+        hv = "unknown"
+    return {
+        "hetero.space_id": space_id,
+        "hetero.dim": str(dim),
+        "hetero.metric": "cosine (unit-length output)",
+        "hetero.input": json.dumps(spec.to_dict(), sort_keys=True),
+        "hetero.input_name": INPUT_NAME,
+        "hetero.output_name": OUTPUT_NAME,
+        "hetero.camera_to_input": camera_rule(spec),
+        "hetero.precision": precision,
+        "hetero.version": hv,
+    }
