@@ -115,12 +115,12 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
     graph = EmbeddingGraph(model, ckpt.input).eval()
     dropped = work / "dropped"
     dropped.mkdir()
-    original = coreml._FromImage.forward
-    coreml._FromImage.forward = lambda self, x: self.deployable.model.forward_embedding(x)  # the pre-fix path
+    original = coreml.trace_body
+    coreml.trace_body = lambda graph, x: graph.model.forward_embedding(x)  # the pre-fix path: no resize
     try:
         coreml.build(BuildRequest(graph, ckpt.space.id, "fp32", dropped, data.calibration, cfg.export.opset))
     finally:
-        coreml._FromImage.forward = original
+        coreml.trace_body = original
     caught, why = _caught(lambda: bool(coreml.inspect(dropped / coreml.FILE, graph, ckpt.space.id, 16, "fp32")))
     mutations["dropped resize (Core ML)"] = {"caught": caught, "how": why}
 

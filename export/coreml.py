@@ -11,18 +11,19 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from export import structure
 from export.formats import BuildRequest
 from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from export.quiet import native_quiet
 from hetero.errors import ArtifactError, InputError, NotExecutedError
-from hetero.models import EmbeddingGraph
 from hetero.spaces import InputSpec
+
+if TYPE_CHECKING:
+    from export.structure import Op
+    from hetero.models import EmbeddingGraph
 
 FILE = "model.mlpackage"
 SPACE_KEY = "hetero.space_id"
@@ -38,15 +39,24 @@ def _ct():
     return ct
 
 
-class _FromImage(torch.nn.Module):
+def _from_image(graph: EmbeddingGraph) -> Any:
     """The deployable graph after pixel scaling, which Core ML's `ImageType` applies: resize, network, L2."""
+    import torch
 
-    def __init__(self, graph: EmbeddingGraph):
-        super().__init__()
-        self.deployable = graph  # not `graph`: a ScriptModule has a `.graph` of its own
+    class FromImage(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.deployable = graph  # not `graph`: a ScriptModule has a `.graph` of its own
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.deployable.from_normalised(x)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return trace_body(self.deployable, x)
+
+    return FromImage()
+
+
+def trace_body(graph: EmbeddingGraph, x: Any) -> Any:
+    """What Core ML's program computes from the scaled image. (Tests replace it to reproduce the pre-fix path.)"""
+    return graph.from_normalised(x)
 
 
 def _image_type(ct, spec: InputSpec):
@@ -66,7 +76,9 @@ def build(req: BuildRequest) -> dict[str, Any]:
     ct = _ct()
     spec: InputSpec = req.graph.input_spec
     precision = req.precision
-    traced = torch.jit.trace(_FromImage(req.graph).eval(), torch.zeros(1, 3, spec.height, spec.width))
+    import torch
+
+    traced = torch.jit.trace(_from_image(req.graph).eval(), torch.zeros(1, 3, spec.height, spec.width))
     with native_quiet():
         ml = ct.convert(
             traced,
@@ -104,9 +116,11 @@ _KINDS = {
 _WEIGHT_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8w": 0.99}
 
 
-def program_ops(path: Path) -> list[structure.Op]:
+def program_ops(path: Path) -> list[Op]:
     """The compute ops of a saved mlprogram (main function), with weights materialised (int8w dequantised)."""
     from coremltools.converters.mil.frontend.milproto.load import load as load_program
+
+    from export import structure
 
     ct = _ct()
     with native_quiet():
@@ -148,6 +162,8 @@ def _dequantize(op: Any) -> np.ndarray:
 def inspect(path: Path, graph: EmbeddingGraph, space_id: str, dim: int, precision: str) -> dict[str, Any]:
     """Static checks that need no runtime: the contract an app relies on and the program's identity with the
     deployable graph (`export.structure`). Raises ArtifactError listing every mismatch."""
+    from export import structure
+
     ct = _ct()
     spec: InputSpec = graph.input_spec
     try:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from export.formats import BuildRequest
 from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
@@ -24,6 +23,8 @@ _FLOAT_SCOPES = ("/preprocess/", "/head/", "/norm/")  # EmbeddingGraph ends (leg
 
 def build(req: BuildRequest) -> dict[str, Any]:
     """Write `req.dest/model.onnx` at `req.precision`; returns facts for the manifest."""
+    import torch  # export needs torch; running an artifact (`runner`) does not
+
     dest, precision, calibration = req.dest, req.precision, req.calibration
     fp32 = dest / (FILE if precision == "fp32" else "fp32.onnx")
     with warnings.catch_warnings():

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from export.formats import BuildRequest
 from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
@@ -41,13 +40,15 @@ _FP16_RECIPE = [
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    import torch  # export needs torch; running an artifact (`runner`) does not
+
     with native_quiet():  # torchao, imported by litert-torch, reports CUDA kernels it cannot load
         import litert_torch
 
     fp32 = req.dest / (FILE if req.precision == "fp32" else "fp32.tflite")
     sample = {INPUT_NAME: torch.from_numpy(req.calibration[:1])}
     with native_quiet():
-        litert_torch.convert(_Named(req.graph).eval(), sample_args=(), sample_kwargs=sample).export(str(fp32))
+        litert_torch.convert(_named(req.graph).eval(), sample_args=(), sample_kwargs=sample).export(str(fp32))
     if req.precision != "fp32":
         _quantize(fp32, req.dest / FILE, req.precision, req.calibration)
         fp32.unlink()
@@ -56,15 +57,19 @@ def build(req: BuildRequest) -> dict[str, Any]:
     return {"batch": 1, "converter": "litert-torch", "signature": {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]}}
 
 
-class _Named(torch.nn.Module):
+def _named(graph: Any) -> Any:
     """The deployable graph with the signature every format shares: `image` in, `embedding` out."""
+    import torch
 
-    def __init__(self, graph: torch.nn.Module):
-        super().__init__()
-        self.deployable = graph
+    class Named(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.deployable = graph
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {OUTPUT_NAME: self.deployable(image)}
+        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {OUTPUT_NAME: self.deployable(image)}
+
+    return Named()
 
 
 def _stamp(path: Path, meta: dict[str, str]) -> None:

@@ -66,7 +66,7 @@ def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = No
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hetero import distributed
-    from hetero.losses import OBJECTIVES
+    from hetero.config import OBJECTIVES
     from hetero.train import train
 
     cfg = _config(args)
@@ -585,7 +585,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _objectives() -> dict[str, dict[str, float]]:
-    from hetero.losses import OBJECTIVES
+    from hetero.config import OBJECTIVES
 
     return OBJECTIVES
 

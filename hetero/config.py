@@ -19,6 +19,16 @@ from hetero.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
+# Presets for `hetero train --objective` (loss term -> weight); the terms themselves live in hetero.losses.
+OBJECTIVES: dict[str, dict[str, float]] = {
+    "bct": {"classification": 1.0, "bct": 1.0},
+    "bct_regression": {"classification": 1.0, "bct": 1.0, "regression_cosine": 1.0},
+    "contrastive": {"classification": 1.0, "contrastive": 1.0},
+    "independent": {"classification": 1.0},
+    "l2": {"regression_l2": 1.0},
+    "distillation": {"classification": 1.0, "distillation": 1.0},
+}
+
 
 @dataclass(frozen=True)
 class DataConfig:

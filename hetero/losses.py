@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetero.config import OBJECTIVES  # noqa: F401  (presets are plain data; the CLI reads them without torch)
 from hetero.errors import ConfigError, InputError
 
 
@@ -198,16 +199,6 @@ LOSS_TERMS: dict[str, type[LossTerm]] = {
         CrossModelContrastive,
         LogitDistillation,
     )
-}
-
-# Named objectives for `--objective`; config `loss_weights` can give any other combination.
-OBJECTIVES: dict[str, dict[str, float]] = {
-    "bct": {"classification": 1.0, "bct": 1.0},
-    "bct_regression": {"classification": 1.0, "bct": 1.0, "regression_cosine": 1.0},
-    "contrastive": {"classification": 1.0, "contrastive": 1.0},
-    "independent": {"classification": 1.0},
-    "l2": {"regression_l2": 1.0},
-    "distillation": {"classification": 1.0, "distillation": 1.0},
 }
 
 

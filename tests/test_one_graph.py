@@ -73,7 +73,7 @@ def test_coreml_structure_check_catches_a_dropped_resize(lite_edge, tmp_path, mo
     root, data = lite_edge
     model, ckpt = load_checkpoint(root / "edge")
     graph = EmbeddingGraph(model, ckpt.input).eval()
-    monkeypatch.setattr(coreml._FromImage, "forward", lambda self, x: self.deployable.model.forward_embedding(x))
+    monkeypatch.setattr(coreml, "trace_body", lambda graph, x: graph.model.forward_embedding(x))
     coreml.build(BuildRequest(graph, ckpt.space.id, "fp32", tmp_path, data.calibration, 17))
     with pytest.raises(ArtifactError, match=r"op sequence differs.*resize"):
         coreml.inspect(tmp_path / coreml.FILE, graph, ckpt.space.id, 16, "fp32")

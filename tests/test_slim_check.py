@@ -1,0 +1,62 @@
+"""`hetero check` in the light environment mobile CI installs (requirements-check.lock + hetero, no torch)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_check_runs_without_torch(tiny, tmp_path, capsys):
+    fx = tmp_path / "fixture.safetensors"
+    assert run_cli("fixture", "create", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--out", fx) == 0
+    q = ("--config", tiny.config, "--quiet")
+    assert (
+        run_cli(
+            "export",
+            *q,
+            "--checkpoint",
+            tiny.edge,
+            "--out",
+            tmp_path / "x",
+            "--formats",
+            "tflite",
+            "--precisions",
+            "int8",
+        )
+        == 0
+    )
+    capsys.readouterr()
+    venv = tmp_path / "slim"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-r", str(REPO / "requirements-check.lock")], check=True, capture_output=True)
+    subprocess.run([*pip, "--no-deps", str(REPO)], check=True, capture_output=True)
+    py = str(venv / "bin" / "python")
+    assert subprocess.run([py, "-c", "import torch"], capture_output=True).returncode != 0  # really without torch
+    proc = subprocess.run(
+        [
+            str(venv / "bin" / "hetero"),
+            "check",
+            "--json",
+            "--fixture",
+            str(fx),
+            "--artifact",
+            str(tiny.onnx),
+            "--artifact",
+            str(tmp_path / "x" / "tflite-int8"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["passed"] and {r["runtime"] for r in out["report"]["rows"][1:]} == {"onnxruntime", "litert"}
