@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,11 @@ def build_slim(dest: Path) -> float:
     subprocess.run([sys.executable, "-m", "venv", str(dest)], check=True)
     pip = [str(dest / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "-r", str(REPO / "requirements-check.lock")], check=True, capture_output=True)
-    subprocess.run([*pip, "--no-deps", str(REPO)], check=True, capture_output=True)
+    src = dest.parent / "src"  # a clean copy: pip builds in-tree, and a stale build/ would leak into the wheel
+    shutil.copytree(
+        REPO, src, ignore=shutil.ignore_patterns(".*", "build", "runs", "*.egg-info", "tests", "benchmarks")
+    )
+    subprocess.run([*pip, "--no-deps", str(src)], check=True, capture_output=True)
     return time.perf_counter() - t0
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 import devices.base as base
+from devices.loader import load
 from hetero.data import ImageSet
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
 from hetero.fixture import Fixture
@@ -49,7 +50,7 @@ def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | No
 
         return Producer(f"{name}@{remote.label}", kind, manifest, RemoteRuntime(remote, p))
     try:
-        return Producer(name, kind, manifest, base.load(p, threads))
+        return Producer(name, kind, manifest, load(p, threads))
     except NotExecutedError as e:
         return Producer(name, kind, manifest, None, str(e))
 

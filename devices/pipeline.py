@@ -43,7 +43,7 @@ class DemoResult:
 
 def cloud_fixture(cfg: RunConfig, cloud: Path, split: OpenSetSplit | None = None, *, keep_gallery: bool = False):
     """The config's held-out split embedded by the cloud checkpoint, with the config's thresholds frozen in."""
-    from devices import base
+    from devices.loader import load
 
     split = split or load_split(cfg.data)
     source = {
@@ -52,7 +52,7 @@ def cloud_fixture(cfg: RunConfig, cloud: Path, split: OpenSetSplit | None = None
         "heldout_classes": list(split.heldout_classes),
     }
     return fixture_from_cloud(
-        base.load(cloud), split.query, split.gallery, to_dict(cfg.check), source, keep_gallery_images=keep_gallery
+        load(cloud), split.query, split.gallery, to_dict(cfg.check), source, keep_gallery_images=keep_gallery
     )
 
 

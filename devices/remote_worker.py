@@ -16,8 +16,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: python -m devices.remote_worker UNIT PROBES.npy OUT.npz", file=sys.stderr)
         return 2
-    from devices.base import load
     from devices.harness import timed_embed
+    from devices.loader import load
     from hetero.errors import HeteroError
 
     unit, probes, out = (Path(a) for a in argv)

@@ -111,7 +111,7 @@ def load_fashion_mnist(image_size: int) -> ImageSet:
 def load_emoji(image_size: int) -> ImageSet:
     """1,410 emoji identities x 3 designer styles (Twemoji, OpenMoji, Noto), built from wheels into the cache."""
     from hetero import emoji
-    from hetero.targets import cache_root
+    from hetero.io import cache_root
 
     d = emoji.load(image_size, cache_root())
     return ImageSet(d["images"], d["labels"], d["styles"], emoji.STYLES)
@@ -134,7 +134,7 @@ TRANSFER_SETS: dict[str, tuple[str, Callable[[int, tuple[int, ...]], np.ndarray]
 def emoji_unlabeled(image_size: int, heldout: tuple[int, ...]) -> np.ndarray:
     """Twemoji/OpenMoji drawings outside the 1,410 identities that share no codepoint with a held-out identity."""
     from hetero import emoji
-    from hetero.targets import cache_root
+    from hetero.io import cache_root
 
     names = emoji.load(image_size, cache_root())["names"]
     return emoji.load_unlabeled(image_size, cache_root(), exclude={str(names[c]) for c in heldout})

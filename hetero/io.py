@@ -15,6 +15,11 @@ from typing import Any
 from hetero.errors import InputError
 
 
+def cache_root() -> Path:
+    """`$HETERO_CACHE`, else `~/.cache/hetero`: derived data that can always be rebuilt."""
+    return Path(os.environ.get("HETERO_CACHE", Path.home() / ".cache" / "hetero"))
+
+
 def ensure_writable_dir(path: Path) -> None:
     """Fail early (before any expensive work) when outputs cannot be written under `path`."""
     path = Path(path)

@@ -137,7 +137,7 @@ class MBNet(nn.Module):
         tf_same: bool,
         bn_eps: float,
     ):
-        from hetero.models import CosineClassifier, L2Normalize
+        from hetero.layers import CosineClassifier, L2Normalize
 
         super().__init__()
         kw = {"tf_same": tf_same, "bn_eps": bn_eps}

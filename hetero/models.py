@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hetero.errors import InputError
+from hetero.layers import CosineClassifier, L2Normalize
 from hetero.spaces import InputSpec
 
 
@@ -58,29 +59,6 @@ class Preprocess(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.resize(self.normalise(pixels))
-
-
-class L2Normalize(nn.Module):
-    """x / ||x||, written as x * rsqrt(sum(x^2) + eps): `F.normalize` exports to ops that break ONNX quantisation."""
-
-    def __init__(self, eps: float = 1e-12):
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + self.eps)
-
-
-class CosineClassifier(nn.Module):
-    """Scaled cosine logits. BCT applies the *cloud's* frozen instance to edge embeddings."""
-
-    def __init__(self, dim: int, num_classes: int, scale: float = 16.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_classes, dim) * 0.01)
-        self.scale = scale
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.scale * embedding @ F.normalize(self.weight, dim=1).t()
 
 
 class BasicBlock(nn.Module):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +22,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hetero.data import ImageSet
-from hetero.io import atomic_write
+from hetero.io import atomic_write, cache_root
 from hetero.models import Preprocess, features_and_embedding
 from hetero.spaces import InputSpec
-
-
-def cache_root() -> Path:
-    """`$HETERO_CACHE`, else `~/.cache/hetero`: derived data that can always be rebuilt."""
-    return Path(os.environ.get("HETERO_CACHE", Path.home() / ".cache" / "hetero"))
 
 
 def sample_affine(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ONNX_FP32, run_cli
 
-from devices.base import load
+from devices.loader import load
 from hetero.fixture import Fixture
 from hetero.io import sha256_path
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from onnx import numpy_helper
 
-from devices.base import load
+from devices.loader import load
 from export import coreml
 from export.formats import SUPPORT
 from hetero.checkpoint import load_checkpoint

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from devices.base import load
 from devices.harness import Producer, compatibility_report
+from devices.loader import load
 from hetero.config import CheckConfig
 from hetero.errors import ConfigError, InputError, NotExecutedError
 from hetero.fixture import Fixture

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import ONNX_FP32, run_cli
 
-from devices.base import load
+from devices.loader import load
 from export.artifact import ExportData, export_artifact
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import load_config

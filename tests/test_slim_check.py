@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,11 @@ def test_check_runs_without_torch(tiny, tmp_path, capsys):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "-r", str(REPO / "requirements-check.lock")], check=True, capture_output=True)
-    subprocess.run([*pip, "--no-deps", str(REPO)], check=True, capture_output=True)
+    src = tmp_path / "src"  # a clean copy: pip builds in-tree, and a stale build/ would leak into the wheel
+    shutil.copytree(
+        REPO, src, ignore=shutil.ignore_patterns(".*", "build", "runs", "*.egg-info", "tests", "benchmarks")
+    )
+    subprocess.run([*pip, "--no-deps", str(src)], check=True, capture_output=True)
     py = str(venv / "bin" / "python")
     assert subprocess.run([py, "-c", "import torch"], capture_output=True).returncode != 0  # really without torch
     proc = subprocess.run(
