@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     full = REPO / ".venv"
+    args.demo = args.demo.resolve()  # the checks run from a scratch directory
     with tempfile.TemporaryDirectory() as tmp:
         slim = Path(tmp) / "slim"
         install_s = build_slim(slim)
