@@ -17,6 +17,7 @@ from typing import Any
 
 from hetero.errors import GateFailure, HeteroError, InputError
 
+CHECK_SCHEMA = "hetero.check/1"  # `check --json`, described by hetero/schemas/check.schema.json
 EPILOG_EXIT = "exit codes: 0 pass, 1 compatibility or threshold failure, 2 usage or input error"
 
 
@@ -226,7 +227,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         args.junit_written = True  # the skipped rows say more than a bare error
         raise NotExecutedError(result.not_executed)
     text = result.report.to_text() + "\n\n" + _gate_text(result.gate)
-    _emit(args, {"passed": result.passed, "gate": result.gate.to_dict(), "report": result.report.to_dict()}, text)
+    payload = {"schema": CHECK_SCHEMA, "passed": result.passed, "gate": result.gate.to_dict()}
+    _emit(args, {**payload, "report": result.report.to_dict()}, text)
     if not result.passed:
         raise GateFailure(result.gate.failures)
     return 0
@@ -593,7 +595,10 @@ def _objectives() -> dict[str, dict[str, float]]:
 def _report_error(args: argparse.Namespace, message: str, exit_code: int) -> None:
     """On exit 2 the CI page still needs a reason: --json prints it, --junit records it as an error."""
     if getattr(args, "json", False):
-        print(json.dumps({"passed": False, "exit_code": exit_code, "error": message}, indent=2), flush=True)
+        doc = {"passed": False, "exit_code": exit_code, "error": message}
+        if getattr(args, "func", None) is cmd_check:
+            doc = {"schema": CHECK_SCHEMA, **doc}
+        print(json.dumps(doc, indent=2), flush=True)
     junit = getattr(args, "junit", None)
     if junit and not getattr(args, "junit_written", False):
         import xml.etree.ElementTree as ET

@@ -172,7 +172,13 @@ def test_debug_keeps_exit_2_and_json_junit_say_why(tiny, tmp_path, capsys):
     )
     out = capsys.readouterr()
     assert rc == 2 and "Traceback" in out.err
-    assert json.loads(out.out) == {"passed": False, "exit_code": 2, "error": f"fixture not found: {tmp_path / 'nope'}"}
+    doc = json.loads(out.out)
+    assert doc == {
+        "schema": "hetero.check/1",
+        "passed": False,
+        "exit_code": 2,
+        "error": f"fixture not found: {tmp_path / 'nope'}",
+    }
     assert '<error message="fixture not found' in junit.read_text()
 
 
