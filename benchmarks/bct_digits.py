@@ -1,6 +1,6 @@
 """How compatible is a BCT edge model on the default digits run, across seeds?
 
-Runs the demo (`devices.pipeline.run_demo`, what `hetero demo` calls) once per seed (cloud seed s, edge seed s+1,
+Runs the demo (`hetero.devices.pipeline.run_demo`, what `hetero demo` calls) once per seed (cloud seed s, edge seed s+1,
 fresh models each time) and tabulates cloud→cloud, BCT edge→cloud (torch and every runtime), edge→edge and the
 independent control, with chance level.
 
@@ -17,7 +17,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from devices.pipeline import run_demo
+from hetero.devices.pipeline import run_demo
+
 from hetero.config import load_config
 
 ROWS = [
@@ -33,7 +34,7 @@ ROWS = [
 
 
 def run_seed(seed: int, work: Path) -> dict:
-    """One demo run through the API (`devices.pipeline.run_demo`), cloud seed s and edge seed s + 1."""
+    """One demo run through the API (`hetero.devices.pipeline.run_demo`), cloud seed s and edge seed s + 1."""
     base = load_config()
     cfg = dataclasses.replace(
         base, cloud=dataclasses.replace(base.cloud, seed=seed), edge=dataclasses.replace(base.edge, seed=seed + 1)

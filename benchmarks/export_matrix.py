@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hetero.devices.loader import load
 
-from devices.loader import load
 from hetero.cli import main as hetero
 from hetero.config import DEFAULT_CONFIG, load_config
 from hetero.data import load_split

@@ -1,9 +1,9 @@
 """Do hetero's verdicts hold on another machine? Seeds and thread counts stand in for machines.
 
-Runs the demo (`devices.pipeline.run_demo`, the default digits config) under every seed × thread count — cloud seed
-s, edge seed s + 1; torch, onnxruntime and LiteRT limited to t threads — each in its own process so the thread
-limits really apply. Each run must pass its gate and every export validation. Then four mutations of that run's own
-outputs must each be caught:
+Runs the demo (`hetero.devices.pipeline.run_demo`, the default digits config) under every seed × thread count —
+cloud seed s, edge seed s + 1; torch, onnxruntime and LiteRT limited to t threads — each in its own process so the
+thread limits really apply. Each run must pass its gate and every export validation. Then four mutations of that
+run's own outputs must each be caught:
 - perturbed weights: the ONNX fp32 artifact with Gaussian noise (std of each tensor) on every weight tensor, re-hashed
   so it loads: the gate must fail it; and a mild version (10% noise on the largest tensor) must fail export parity;
 - a dropped resize: Core ML built from the pre-fix path (the network without the graph's resize): the structural
@@ -77,11 +77,12 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    from devices.harness import compatibility_report, open_producer
-    from devices.pipeline import cloud_fixture, run_demo
-    from export import coreml
-    from export.artifact import ExportData, validate_artifact
-    from export.formats import BuildRequest
+    from hetero.devices.harness import compatibility_report, open_producer
+    from hetero.devices.pipeline import cloud_fixture, run_demo
+    from hetero.export import coreml
+    from hetero.export.artifact import ExportData, validate_artifact
+    from hetero.export.formats import BuildRequest
+
     from hetero.checkpoint import load_checkpoint
     from hetero.config import load_config
     from hetero.data import load_split

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import export.coreml
-from devices.base import ArtifactRuntime
+from hetero.devices.base import ArtifactRuntime
+from hetero.export import coreml as _format
 
 
 class CoreMLRuntime(ArtifactRuntime):
     name = "coreml"
-    format_module = export.coreml
+    format_module = _format

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hetero.devices.base as base
 import numpy as np
+from hetero.devices.loader import load
 
-import devices.base as base
-from devices.loader import load
 from hetero.data import ImageSet
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
 from hetero.fixture import Fixture
@@ -39,14 +39,14 @@ class Producer:
 
 
 def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | None = None) -> Producer:
-    """`NAME=PATH` or `PATH` (the name is then the unit's directory name). `remote`: a devices.remote.SSHHost."""
+    """`NAME=PATH` or `PATH` (the name is then the unit's directory name). `remote`: a hetero.devices.remote.SSHHost."""
     name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
     p = Path(path)
     manifest, _ = load_manifest(p)  # sha256 verified before anything else
     unit = p if p.is_dir() else p.parent
     name = name or unit.name
     if remote is not None:
-        from devices.remote import RemoteRuntime
+        from hetero.devices.remote import RemoteRuntime
 
         return Producer(f"{name}@{remote.label}", kind, manifest, RemoteRuntime(remote, p))
     try:

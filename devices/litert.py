@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import export.tflite
-from devices.base import ArtifactRuntime
+from hetero.devices.base import ArtifactRuntime
+from hetero.export import tflite as _format
 
 
 class LiteRTRuntime(ArtifactRuntime):
     name = "litert"
-    format_module = export.tflite
+    format_module = _format

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import export.onnx
-from devices.base import ArtifactRuntime
+from hetero.devices.base import ArtifactRuntime
+from hetero.export import onnx as _format
 
 
 class OnnxRuntime(ArtifactRuntime):
     name = "onnxruntime"
-    format_module = export.onnx
+    format_module = _format

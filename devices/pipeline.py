@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices.harness import Producer, compatibility_report, fixture_from_cloud, open_producer
+from hetero.devices.harness import Producer, compatibility_report, fixture_from_cloud, open_producer
+
 from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
 from hetero.data import OpenSetSplit, load_split
 from hetero.errors import InputError, NotExecutedError, ParityError
@@ -43,7 +44,7 @@ class DemoResult:
 
 def cloud_fixture(cfg: RunConfig, cloud: Path, split: OpenSetSplit | None = None, *, keep_gallery: bool = False):
     """The config's held-out split embedded by the cloud checkpoint, with the config's thresholds frozen in."""
-    from devices.loader import load
+    from hetero.devices.loader import load
 
     split = split or load_split(cfg.data)
     source = {
@@ -150,7 +151,8 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole chain into `out`; export failures are collected (those artifacts are not written), the rest
     is still verified and gated, so the result shows the full picture."""
-    from export.artifact import ExportData, export_matrix
+    from hetero.export.artifact import ExportData, export_matrix
+
     from hetero.train import train
 
     out = Path(out)

@@ -1,6 +1,6 @@
 """Remote runtime: run an artifact on another host over SSH (a phone bridge, a board, a Mac for Core ML).
 
-Copies the artifact unit and the probe images, runs `devices.remote_worker` there with the remote's python (which
+Copies the artifact unit and the probe images, runs `hetero.devices.remote_worker` there with the remote's python (which
 must have hetero installed), fetches embeddings and per-image timings, and removes its remote temp directory.
 Commands are argument lists; the one string ssh sends to the remote shell is built only from `shlex.quote`d parts,
 and the host must look like a host (it can never be read as an ssh option).
@@ -96,7 +96,7 @@ class RemoteRuntime:
                 self.host.run(
                     self.host.python,
                     "-m",
-                    "devices.remote_worker",
+                    "hetero.devices.remote_worker",
                     f"{remote_dir}/unit",
                     f"{remote_dir}/probes.npy",
                     f"{remote_dir}/out.npz",

@@ -1,4 +1,4 @@
-"""Runs on the remote host: `python -m devices.remote_worker UNIT PROBES.npy OUT.npz`.
+"""Runs on the remote host: `python -m hetero.devices.remote_worker UNIT PROBES.npy OUT.npz`.
 
 Loads the unit with the same checks as locally (sha256 against its manifest), embeds the probes one at a time on the
 host's runtime for that format, and writes embeddings, the median per-image latency and the runtime's name.
@@ -14,10 +14,11 @@ import numpy as np
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m devices.remote_worker UNIT PROBES.npy OUT.npz", file=sys.stderr)
+        print("usage: python -m hetero.devices.remote_worker UNIT PROBES.npy OUT.npz", file=sys.stderr)
         return 2
-    from devices.harness import timed_embed
-    from devices.loader import load
+    from hetero.devices.harness import timed_embed
+    from hetero.devices.loader import load
+
     from hetero.errors import HeteroError
 
     unit, probes, out = (Path(a) for a in argv)

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from hetero.export import coreml, onnx, tflite
+from hetero.export.formats import BuildRequest, plan, tolerance
+from hetero.export.metadata import camera_rule
+from hetero.export.validate import Embeddings, require_resolvable, validate_parity
 
-from export import coreml, onnx, tflite
-from export.formats import BuildRequest, plan, tolerance
-from export.metadata import camera_rule
-from export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.checkpoint import load_checkpoint
 from hetero.config import ExportConfig
 from hetero.data import ImageSet, OpenSetSplit

@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from hetero.export.formats import BuildRequest
+from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
+from hetero.export.quiet import native_quiet
 
-from export.formats import BuildRequest
-from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
-from export.quiet import native_quiet
 from hetero.errors import ArtifactError, InputError, NotExecutedError
 from hetero.spaces import InputSpec
 
 if TYPE_CHECKING:
-    from export.structure import Op
+    from hetero.export.structure import Op
+
     from hetero.models import EmbeddingGraph
 
 FILE = "model.mlpackage"
@@ -119,8 +120,7 @@ _WEIGHT_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8w": 0.99}
 def program_ops(path: Path) -> list[Op]:
     """The compute ops of a saved mlprogram (main function), with weights materialised (int8w dequantised)."""
     from coremltools.converters.mil.frontend.milproto.load import load as load_program
-
-    from export import structure
+    from hetero.export import structure
 
     ct = _ct()
     with native_quiet():
@@ -161,8 +161,8 @@ def _dequantize(op: Any) -> np.ndarray:
 
 def inspect(path: Path, graph: EmbeddingGraph, space_id: str, dim: int, precision: str) -> dict[str, Any]:
     """Static checks that need no runtime: the contract an app relies on and the program's identity with the
-    deployable graph (`export.structure`). Raises ArtifactError listing every mismatch."""
-    from export import structure
+    deployable graph (`hetero.export.structure`). Raises ArtifactError listing every mismatch."""
+    from hetero.export import structure
 
     ct = _ct()
     spec: InputSpec = graph.input_spec

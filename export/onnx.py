@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hetero.export.formats import BuildRequest
+from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 
-from export.formats import BuildRequest
-from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.errors import ArtifactError
 
 FILE = "model.onnx"

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hetero.export.formats import BuildRequest
+from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
+from hetero.export.quiet import native_quiet
 
-from export.formats import BuildRequest
-from export.metadata import INPUT_NAME, OUTPUT_NAME, describe
-from export.quiet import native_quiet
 from hetero.errors import ArtifactError
 
 FILE = "model.tflite"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hetero.export.formats import Tolerance
 
-from export.formats import Tolerance
 from hetero.errors import InputError, ParityError
 from hetero.metrics import cosine_parity
 from hetero.stats import PairedChange, paired_resolution, queries_needed

@@ -100,9 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from export.artifact import ExportData, export_matrix, validate_artifact
     from hetero.data import load_split
     from hetero.errors import ParityError
+    from hetero.export.artifact import ExportData, export_matrix, validate_artifact
     from hetero.io import ensure_writable_dir
 
     cfg = _config(args)
@@ -174,7 +174,7 @@ def export_table(results: list[dict]) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from devices.pipeline import verify
+    from hetero.devices.pipeline import verify
 
     report, paths = verify(_config(args), args.cloud, args.candidate, args.control, args.out)
     _emit(
@@ -186,7 +186,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from devices.pipeline import check, cloud_fixture
+    from hetero.devices.pipeline import check, cloud_fixture
     from hetero.errors import NotExecutedError
     from hetero.io import atomic_write_text, ensure_writable_dir
     from hetero.report import Report
@@ -202,7 +202,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             ensure_writable_dir(Path(out).parent)
     remote = None
     if getattr(args, "remote", None):
-        from devices.remote import SSHHost
+        from hetero.devices.remote import SSHHost
 
         remote = SSHHost.from_args(args)
     if args.report:
@@ -256,7 +256,7 @@ def cmd_fixture(args: argparse.Namespace) -> int:
         return 0
     if args.cloud is None or args.out is None:
         raise InputError("fixture create needs --cloud CHECKPOINT and --out FIXTURE")
-    from devices.pipeline import create_fixture
+    from hetero.devices.pipeline import create_fixture
 
     fx, size = create_fixture(_config(args), args.cloud, args.out, args.max_probes)
     _emit(
@@ -277,7 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Whole chain on the default dataset: train cloud, BCT edge, independent edge; export; verify; gate."""
     import dataclasses
 
-    from devices.pipeline import run_demo
+    from hetero.devices.pipeline import run_demo
 
     cfg = dataclasses.replace(_config(args), check=_check_config(args))  # hidden threshold flags still apply
     r = run_demo(cfg, Path(args.out), log=lambda m: _log(args, m), progress=not args.quiet)
@@ -326,7 +326,7 @@ def _add_threshold_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> No
 
 
 def _support() -> dict[str, tuple[str, ...]]:
-    from export.formats import SUPPORT
+    from hetero.export.formats import SUPPORT
 
     return SUPPORT
 

@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 from conftest import run_cli
+from hetero.devices.loader import load
+from hetero.export import coreml
+from hetero.export.formats import SUPPORT
 from onnx import numpy_helper
 
-from devices.loader import load
-from export import coreml
-from export.formats import SUPPORT
 from hetero.checkpoint import load_checkpoint
 from hetero.config import load_config
 from hetero.data import load_split
@@ -214,8 +214,7 @@ def test_legacy_tflite_runtime_is_accepted_with_a_warning(matrix, monkeypatch):
     import types
 
     from ai_edge_litert.interpreter import Interpreter
-
-    from export import tflite
+    from hetero.export import tflite
 
     legacy = types.ModuleType("tflite_runtime.interpreter")
     legacy.Interpreter = Interpreter  # stands in for the legacy package, which is not installed here
@@ -231,7 +230,7 @@ def test_legacy_tflite_runtime_is_accepted_with_a_warning(matrix, monkeypatch):
 
 def test_every_format_describes_itself_inside_the_file(tiny, matrix):
     """Space id, input contract and the camera rule inside each file; `image` -> `embedding` in every format."""
-    from export import tflite
+    from hetero.export import tflite
 
     _, _, root = matrix
     space = json.loads((tiny.edge / "manifest.json").read_text())["space"]["id"]

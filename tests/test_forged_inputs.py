@@ -267,7 +267,7 @@ def test_onnx_int8_imports_only_the_opsets_it_uses(tiny, tmp_path):
 
 @pytest.mark.parametrize("which", ["edge", "onnx"])
 def test_runtimes_refuse_pixels_of_another_size_or_type(tiny, which):
-    from devices.loader import load
+    from hetero.devices.loader import load
 
     rt = load({"edge": tiny.edge, "onnx": tiny.onnx}[which])
     with pytest.raises(InputError, match=r"takes uint8 pixels \[N, 16, 16, 3\]"):

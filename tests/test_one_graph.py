@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hetero.export import coreml
+from hetero.export.artifact import ExportData, export_matrix
+from hetero.export.formats import BuildRequest
 
-from export import coreml
-from export.artifact import ExportData, export_matrix
-from export.formats import BuildRequest
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import DataConfig, ExportConfig
 from hetero.data import load_split
