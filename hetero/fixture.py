@@ -115,7 +115,9 @@ class Fixture:
             raise InputError(f"{path}: fixture header is not a JSON object")
         claimed = header.pop("content_sha256", None)
         if _content_sha256(tensors, header) != claimed:
-            raise InputError(f"{path}: fixture checksum mismatch: the file is corrupt or was edited")
+            raise InputError(
+                f"{path}: fixture checksum mismatch: the file is corrupt, was edited, or was written by an older hetero"
+            )
         thresholds, source = header.get("thresholds"), header.get("source", {})
         if (
             not isinstance(thresholds, dict)
