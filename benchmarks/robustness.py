@@ -140,9 +140,12 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
     def r1(name: str) -> float | None:
         return rows[name].recall_at_1 if name in rows else None
 
+    from hetero.manifest import git_sha
+
     return {
         "seed": seed,
         "threads": threads,
+        "git_sha": git_sha(),
         "gate_passed": r.gate.passed,
         "export_passed": not r.export_failures,
         "export_failures": r.export_failures,
@@ -219,7 +222,8 @@ def write(runs: list[dict[str, Any]], out: Path) -> None:
         "# Verdicts across seeds and thread counts (stand-ins for other machines)",
         "",
         f"`benchmarks/robustness.py`: the default demo under seeds {sorted({r['seed'] for r in runs})} × threads "
-        f"{sorted({r['threads'] for r in runs})} = {n} runs, each in its own process.",
+        f"{sorted({r['threads'] for r in runs})} = {n} runs, each in its own process, at commit(s) "
+        f"{', '.join(sorted({str(r.get('git_sha'))[:12] for r in runs}))}.",
         "",
         f"**Runs passing their gate and every export validation: {passed}/{n}.**",
         "",
