@@ -39,7 +39,8 @@ class RuleResult:
     def describe(self) -> str:
         op = ("<=" if self.passed else ">") if self.upper_bound else (">=" if self.passed else "<")
         worse = self.high if self.upper_bound else self.low
-        interval = "" if math.isnan(self.low) else f" [95% CI {self.low:.4f}, {self.high:.4f}; n={self.n}]"
+        resolves = "" if math.isnan(self.resolution) else f"; resolves {self.resolution:.4f}"
+        interval = "" if math.isnan(self.low) else f" [95% CI {self.low:.4f}, {self.high:.4f}; n={self.n}{resolves}]"
         decided = "" if math.isnan(worse) else f" (decided on {worse:.4f})"
         return f"{self.row}: {self.rule} {self.value:.4f}{interval}{decided} {op} {self.threshold:.4f}"
 
