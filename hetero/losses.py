@@ -22,6 +22,7 @@ from torch import nn
 
 from hetero.config import OBJECTIVES  # noqa: F401  (presets are plain data; the CLI reads them without torch)
 from hetero.errors import ConfigError, InputError
+from hetero.teacher import ClassPrototypes, Teacher
 
 
 @dataclass
@@ -53,11 +54,12 @@ class Batch:
         return (w_own * own + w_other * other).sum() / total
 
 
-def frozen_classifier(cloud: nn.Module) -> nn.Module:
-    """The cloud's classifier, excluded from every optimiser: the cloud space must not move while an edge trains."""
-    for p in cloud.classifier.parameters():
-        p.requires_grad_(False)
-    return cloud.classifier
+def _prototypes(term: str, teacher: Teacher) -> ClassPrototypes:
+    """The teacher's class prototypes as tensors (buffers, never parameters: the cloud space must not move)."""
+    protos = teacher.prototypes()
+    if protos is None:
+        raise InputError(f"loss term {term!r} needs the cloud's class prototypes; this teacher has none")
+    return protos
 
 
 class LossTerm(nn.Module):
@@ -67,9 +69,9 @@ class LossTerm(nn.Module):
     needs_cloud_features: bool = False
     aligns_space: bool = False
 
-    def __init__(self, cloud: nn.Module | None):
+    def __init__(self, teacher: Teacher | None):
         super().__init__()
-        if self.needs_cloud and cloud is None:
+        if self.needs_cloud and teacher is None:
             raise InputError(
                 f"loss term {self.name!r} needs the frozen cloud model: pass --cloud CHECKPOINT "
                 "(or --objective independent)"
@@ -99,12 +101,14 @@ class BCTInfluence(LossTerm):
     needs_cloud = True
     aligns_space = True
 
-    def __init__(self, cloud: nn.Module | None):
-        super().__init__(cloud)
-        self.cloud_classifier = frozen_classifier(cloud)
+    def __init__(self, teacher: Teacher | None):
+        super().__init__(teacher)
+        protos = _prototypes(self.name, teacher)
+        self.register_buffer("prototypes", protos.weight)
+        self.scale = protos.scale
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return batch.cross_entropy(self.cloud_classifier(batch.embedding))
+        return batch.cross_entropy(self.scale * batch.embedding @ self.prototypes.t())
 
 
 class _CloudTerm(LossTerm):
@@ -176,14 +180,16 @@ class LogitDistillation(_CloudTerm):
     aligns_space = False
     temperature = 4.0
 
-    def __init__(self, cloud: nn.Module | None):
-        super().__init__(cloud)
-        self.cloud_classifier = frozen_classifier(cloud)
+    def __init__(self, teacher: Teacher | None):
+        super().__init__(teacher)
+        protos = _prototypes(self.name, teacher)
+        self.register_buffer("prototypes", protos.weight)
+        self.scale = protos.scale
 
     def forward(self, batch: Batch) -> torch.Tensor:
         t = self.temperature
         with torch.no_grad():
-            teacher = F.softmax(self.cloud_classifier(batch.cloud_embedding) / t, dim=1)
+            teacher = F.softmax(self.scale * batch.cloud_embedding @ self.prototypes.t() / t, dim=1)
         student = F.log_softmax(batch.logits / t, dim=1)
         return F.kl_div(student, teacher, reduction="batchmean") * t * t
 
@@ -234,7 +240,7 @@ class CompatibilityObjective(nn.Module):
         return total, {n: float(v.detach()) for n, v in parts.items()}
 
 
-def build_objective(weights: dict[str, float], cloud: nn.Module | None) -> CompatibilityObjective:
+def build_objective(weights: dict[str, float], teacher: Teacher | None) -> CompatibilityObjective:
     unknown = [k for k in weights if k not in LOSS_TERMS]
     if unknown:
         raise ConfigError(f"unknown loss term {unknown[0]!r} (available: {', '.join(sorted(LOSS_TERMS))})")
@@ -244,4 +250,4 @@ def build_objective(weights: dict[str, float], cloud: nn.Module | None) -> Compa
     active = {k: w for k, w in weights.items() if w != 0.0}
     if not active:
         raise ConfigError("loss_weights has no non-zero term")
-    return CompatibilityObjective({k: LOSS_TERMS[k](cloud) for k in active}, active)
+    return CompatibilityObjective({k: LOSS_TERMS[k](teacher) for k in active}, active)

@@ -22,9 +22,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hetero.data import ImageSet
+from hetero.errors import InputError
 from hetero.io import atomic_write, cache_root
-from hetero.models import Preprocess, features_and_embedding
+from hetero.models import Preprocess
 from hetero.spaces import InputSpec
+from hetero.teacher import Teacher
 
 
 def sample_affine(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -120,21 +122,21 @@ class OnlineTargets:
 
     def __init__(
         self,
-        cloud: torch.nn.Module,
+        teacher: Teacher,
         spec: InputSpec,
         pixels: torch.Tensor,
         augment: bool,
         mix: float,
         features: bool = False,
     ):
-        self.cloud = cloud.eval()
-        self.pre = Preprocess(spec, getattr(cloud, "resolution", None))
+        self.teacher = teacher
+        self.pre = Preprocess(spec, teacher.resolution)
         self.pixels, self.augment, self.mix, self.features = pixels, augment, mix, features
 
     def for_batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[Views, torch.Tensor, torch.Tensor | None]:
         views = sample_views(idx, len(self.pixels), gen, augment=self.augment, mix=self.mix)
         with torch.no_grad():
-            feats, emb = features_and_embedding(self.cloud, render(self.pre, self.pixels, idx, views))
+            feats, emb = self.teacher.features_and_embedding(render(self.pre, self.pixels, idx, views))
         return views, emb, feats if self.features else None
 
 
@@ -149,7 +151,7 @@ def _fingerprint(cloud_sha256: str, train: ImageSet, spec: InputSpec, settings: 
 
 
 def cloud_targets(
-    cloud: torch.nn.Module,
+    teacher: Teacher,
     cloud_sha256: str,
     train: ImageSet,
     spec: InputSpec,
@@ -189,11 +191,12 @@ def cloud_targets(
     everyone = torch.arange(n)
     drawn = [Views(torch.zeros(n, 3), everyone.clone(), torch.ones(n))]  # view 0: the clean image
     drawn += [sample_views(everyone, n, gen, augment=True, mix=mix) for _ in range(views - 1)]
-    pre = Preprocess(spec, getattr(cloud, "resolution", None))
+    if features and teacher.feature_dim is None:
+        raise InputError("regression_features needs the cloud's pooled features; this teacher has none")
+    pre = Preprocess(spec, teacher.resolution)
     x_all = torch.from_numpy(train.images)
-    out = torch.empty(views, n, cloud.head.out_features)
-    feats = torch.empty(views, n, cloud.head.in_features) if features else None
-    cloud.eval()
+    out = torch.empty(views, n, teacher.embed_dim)
+    feats = torch.empty(views, n, teacher.feature_dim) if features else None
     with (
         torch.no_grad(),
         tqdm(total=views * n, desc="cache cloud embeddings", disable=not progress, leave=False, unit="img") as bar,
@@ -201,7 +204,7 @@ def cloud_targets(
         for v, view in enumerate(drawn):
             for s in range(0, n, batch_size):
                 sl = slice(s, s + batch_size)
-                f, out[v, sl] = features_and_embedding(cloud, render(pre, x_all, everyone[sl], view[sl]))
+                f, out[v, sl] = teacher.features_and_embedding(render(pre, x_all, everyone[sl], view[sl]))
                 if feats is not None:
                     feats[v, sl] = f
                 bar.update(len(everyone[sl]))

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from hetero import distributed
-from hetero.checkpoint import load_checkpoint, save_checkpoint
+from hetero.checkpoint import save_checkpoint
 from hetero.config import RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
@@ -32,6 +32,7 @@ from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
 from hetero.spaces import InputSpec
 from hetero.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
+from hetero.teacher import CheckpointTeacher, Teacher
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -219,8 +220,9 @@ def train(
     ensure_writable_dir(out)
     tcfg = cfg.cloud if role == "cloud" else cfg.edge
     weights = dict(loss_weights if loss_weights is not None else tcfg.loss_weights)
-    cloud_model, cloud_manifest = load_checkpoint(cloud) if cloud is not None else (None, None)
-    objective = build_objective(weights, cloud_model)  # bad weights or a missing --cloud fail before any data loads
+    teacher = CheckpointTeacher.load(cloud) if cloud is not None else None
+    cloud_model, cloud_manifest = (teacher.model, teacher.manifest) if teacher is not None else (None, None)
+    objective = build_objective(weights, teacher)  # bad weights or a missing --cloud fail before any data loads
     if objective.needs_cloud_features and not tcfg.share_cloud_head:
         raise ConfigError(
             "regression_features trains the backbone only: set share_cloud_head = true so the embedding is the "
@@ -254,7 +256,7 @@ def train(
     targets, targets_record = None, {}
     if objective.needs_cloud_embedding:
         features = objective.needs_cloud_features
-        targets, targets_record = _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, features, progress)
+        targets, targets_record = _cloud_targets(teacher, train_set, spec, tcfg, features, progress)
 
     fingerprint = _fingerprint(role, cfg, tcfg, weights, cloud_manifest)
     state_dir = resume_dir(out)
@@ -346,17 +348,17 @@ def _share_cloud_head(model: nn.Module, name: str, cloud: nn.Module) -> None:
     model.head.requires_grad_(False)
 
 
-def _cloud_targets(cloud_model, cloud_manifest, train_set, spec, tcfg, features, progress):
+def _cloud_targets(teacher: Teacher, train_set, spec, tcfg, features, progress):
     """Rank 0 builds (or finds) the cache; the other ranks then read the same file."""
     if not tcfg.cache_cloud:
         pixels = torch.from_numpy(train_set.images)
-        return OnlineTargets(cloud_model, spec, pixels, tcfg.augment, tcfg.mix, features), {"cached": False}
+        return OnlineTargets(teacher, spec, pixels, tcfg.augment, tcfg.mix, features), {"cached": False}
     kw = {"views": tcfg.cloud_views, "seed": tcfg.seed, "augment": tcfg.augment, "mix": tcfg.mix, "features": features}
     if distributed.is_main():
-        result = cloud_targets(cloud_model, cloud_manifest.sha256, train_set, spec, progress=progress, **kw)
+        result = cloud_targets(teacher, teacher.sha256, train_set, spec, progress=progress, **kw)
     distributed.barrier()
     if not distributed.is_main():
-        result = cloud_targets(cloud_model, cloud_manifest.sha256, train_set, spec, progress=False, **kw)
+        result = cloud_targets(teacher, teacher.sha256, train_set, spec, progress=False, **kw)
     targets, record = result
     return targets, {"cached": True, "views": targets.views, **record}
 

@@ -21,12 +21,17 @@ from hetero.errors import ConfigError, InputError
 from hetero.losses import LOSS_TERMS, OBJECTIVES, Batch, build_objective
 from hetero.models import CosineClassifier, create_model, model_cost
 from hetero.spaces import InputSpec
+from hetero.teacher import CheckpointTeacher, ClassPrototypes
 
 
-class _Cloud(torch.nn.Module):
+class _Cloud:
+    """The least a teacher needs to offer class-based terms: its class prototypes (as tensors)."""
+
     def __init__(self, dim: int = 8, classes: int = 5):
-        super().__init__()
         self.classifier = CosineClassifier(dim, classes)
+
+    def prototypes(self) -> ClassPrototypes:
+        return ClassPrototypes.from_classifier(self.classifier)
 
 
 def _batch(n: int = 16, dim: int = 8, classes: int = 5, seed: int = 0) -> Batch:
@@ -96,7 +101,7 @@ def test_bct_scores_edge_embeddings_with_the_frozen_cloud_classifier():
     b = _batch()
     term = LOSS_TERMS["bct"](cloud)
     torch.testing.assert_close(term(b), F.cross_entropy(cloud.classifier(b.embedding), b.labels))
-    assert not any(p.requires_grad for p in term.parameters())
+    assert not list(term.parameters()) and "prototypes" in dict(term.named_buffers())  # tensors, never a model
 
 
 def test_objectives_declare_whether_they_join_the_cloud_space():
@@ -261,8 +266,9 @@ def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
     cfg = load_config(tiny.config)
     split, spec = load_split(cfg.data), input_spec_for(cfg)
     cloud, man = load_checkpoint(tiny.cloud)
+    teacher = CheckpointTeacher(cloud, man)
     kw = {"views": 3, "seed": 5, "augment": True, "cache_dir": tmp_path, "progress": False}
-    t, rec = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
+    t, rec = cloud_targets(teacher, man.sha256, split.train, spec, **kw)
     assert not rec["hit"] and t.embeddings.shape == (3, len(split.train), cfg.space.dim)
     pixels, idx = torch.from_numpy(split.train.images), torch.arange(8)
     with torch.no_grad():
@@ -274,22 +280,22 @@ def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
         )
     assert (t.affine[0] == 0).all() and (t.affine[1:] != 0).any()  # view 0 is the clean image
     assert (t.lam == 1).all() and torch.equal(t.partner[1], torch.arange(len(split.train)))  # mix=0: no blends
-    t2, rec2 = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
+    t2, rec2 = cloud_targets(teacher, man.sha256, split.train, spec, **kw)
     assert rec2["hit"] and torch.equal(t2.embeddings, t.embeddings)
     Path(rec["path"]).write_bytes(b"garbage")  # a damaged cache entry is rebuilt, not trusted
-    t3, rec3 = cloud_targets(cloud, man.sha256, split.train, spec, **kw)
+    t3, rec3 = cloud_targets(teacher, man.sha256, split.train, spec, **kw)
     assert not rec3["hit"] and torch.equal(t3.embeddings, t.embeddings)
-    _, rec4 = cloud_targets(cloud, "another-cloud", split.train, spec, **kw)
+    _, rec4 = cloud_targets(teacher, "another-cloud", split.train, spec, **kw)
     assert rec4["path"] != rec["path"]
     assert t.features is None  # pooled features only when a term reads them: F floats per view
-    tf, recf = cloud_targets(cloud, man.sha256, split.train, spec, **{**kw, "features": True})
+    tf, recf = cloud_targets(teacher, man.sha256, split.train, spec, **{**kw, "features": True})
     assert recf["path"] != rec["path"] and torch.equal(tf.embeddings, t.embeddings)
     with torch.no_grad():
         torch.testing.assert_close(tf.features[0, :8], cloud.forward_features(pre(pixels[:8])), atol=1e-5, rtol=1e-5)
-    assert cloud_targets(cloud, man.sha256, split.train, spec, **{**kw, "features": True})[1]["hit"]
+    assert cloud_targets(teacher, man.sha256, split.train, spec, **{**kw, "features": True})[1]["hit"]
 
     # Blended views (mixup): cached apart from plain ones, and what the cloud says of exactly the blend the edge sees.
-    tm, recm = cloud_targets(cloud, man.sha256, split.train, spec, **{**kw, "mix": 1.0})
+    tm, recm = cloud_targets(teacher, man.sha256, split.train, spec, **{**kw, "mix": 1.0})
     assert recm["path"] != rec["path"] and (tm.lam[0] == 1).all()
     blended = tm.lam[1:] < 1
     assert blended.all() and (tm.partner[1:] != torch.arange(len(split.train))).float().mean() > 0.9
@@ -587,3 +593,57 @@ def test_unknown_names_list_the_valid_ones(tmp_path, capsys, toml, needle):
     assert run_cli("train", "cloud", "--config", cfg, "--out", tmp_path / "c", "--quiet") == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and err.count("\n") == 0
+
+
+def test_any_object_with_the_teacher_members_can_be_the_cloud(tmp_path):
+    """Not a hetero model: a fixed projection of pixels with prototypes. The cache and BCT use only the protocol."""
+    from hetero.data import ImageSet
+    from hetero.spaces import EmbeddingSpace
+    from hetero.targets import cloud_targets
+
+    spec = InputSpec(8, 8)
+    proj = torch.randn(3 * 8 * 8, 4, generator=torch.Generator().manual_seed(0))
+
+    class ProjectionTeacher:
+        space, input, sha256 = EmbeddingSpace("proj@000000000000", 4, spec), spec, "f" * 64
+        resolution, embed_dim, feature_dim = None, 4, None
+
+        def features_and_embedding(self, x):
+            return None, F.normalize(x.flatten(1) @ proj, dim=1)
+
+        def prototypes(self):
+            return ClassPrototypes(F.normalize(torch.eye(3, 4), dim=1), 10.0)
+
+    teacher = ProjectionTeacher()
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    t, _ = cloud_targets(
+        teacher,
+        teacher.sha256,
+        ImageSet(images, np.arange(6) % 3),
+        spec,
+        views=2,
+        seed=0,
+        augment=True,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    x = (torch.from_numpy(images).float().permute(0, 3, 1, 2) / 255 - 0.5) / 0.5
+    torch.testing.assert_close(t.embeddings[0], teacher.features_and_embedding(x)[1], atol=1e-5, rtol=1e-5)
+    bct = build_objective({"bct": 1.0}, teacher)
+    b = _batch(n=6, dim=4, classes=3)
+    torch.testing.assert_close(
+        bct(b)[0], F.cross_entropy(10.0 * b.embedding @ F.normalize(torch.eye(3, 4)).t(), b.labels)
+    )
+    with pytest.raises(InputError, match="pooled features; this teacher has none"):
+        cloud_targets(
+            teacher,
+            teacher.sha256,
+            ImageSet(images, np.arange(6) % 3),
+            spec,
+            views=2,
+            seed=0,
+            augment=True,
+            features=True,
+            cache_dir=tmp_path,
+            progress=False,
+        )
