@@ -17,7 +17,7 @@ from hetero.devices.harness import Producer, compatibility_report, fixture_from_
 
 from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
 from hetero.data import OpenSetSplit, load_split
-from hetero.errors import InputError, NotExecutedError, ParityError
+from hetero.errors import InputError, NotExecutedError
 from hetero.fixture import Fixture
 from hetero.gate import GateResult, evaluate
 from hetero.io import ensure_writable_dir
@@ -76,7 +76,22 @@ def open_producers(
     return producers
 
 
-def verify(cfg: RunConfig, cloud: Path, candidates: list[str], controls: list[str] = (), out: Path | None = None):
+@dataclass
+class VerifyResult:
+    report: Report
+    paths: dict[str, Path] = field(default_factory=dict)  # report.json / report.md when saved
+
+
+@dataclass
+class FixtureResult:
+    fixture: Fixture
+    path: Path
+    size_bytes: int
+
+
+def verify(
+    cfg: RunConfig, cloud: Path, candidates: list[str], controls: list[str] = (), out: Path | None = None
+) -> VerifyResult:
     """Every producer's queries against the cloud gallery, plus X → X rows; saved to `out` when given."""
     if not candidates and not controls:
         raise InputError("give at least one candidate or control to verify against the cloud gallery")
@@ -84,12 +99,11 @@ def verify(cfg: RunConfig, cloud: Path, candidates: list[str], controls: list[st
         ensure_writable_dir(out)
     fx = cloud_fixture(cfg, cloud, keep_gallery=True)
     report = compatibility_report(fx, open_producers(candidates, controls))
-    paths = report.save(out) if out is not None else {}
-    return report, paths
+    return VerifyResult(report, report.save(out) if out is not None else {})
 
 
-def create_fixture(cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0) -> tuple[Fixture, int]:
-    """Freeze what mobile CI needs into one checksummed file; returns the fixture and its size in bytes."""
+def create_fixture(cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0) -> FixtureResult:
+    """Freeze what mobile CI needs into one checksummed file."""
     import numpy as np
 
     ensure_writable_dir(Path(out).parent)
@@ -100,7 +114,7 @@ def create_fixture(cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0) 
         keep = np.sort(np.random.default_rng(0).permutation(len(fx.probe_labels))[:max_probes])
         fx.probe_images, fx.probe_labels = fx.probe_images[keep], fx.probe_labels[keep]
         fx.reference_queries = fx.reference_queries[keep]
-    return fx, fx.save(out)
+    return FixtureResult(fx, Path(out), fx.save(out))
 
 
 @dataclass
@@ -195,19 +209,18 @@ def run_demo(
 
     def export() -> list[dict[str, Any]]:
         nonlocal export_failures
-        try:
-            return export_matrix(
-                out / "edge_bct",
-                out / "export",
-                list(cfg.export.formats),
-                list(cfg.export.precisions),
-                ExportData.from_split(split, cfg.export.calibration_images),
-                cfg.export,
-            )
-        except ParityError as e:  # keep going with the artifacts that passed
-            export_failures = e.failures
-            log(f"      {len(e.failures)} parity rule(s) failed; those artifacts were not written")
-            return e.results
+        result = export_matrix(
+            out / "edge_bct",
+            out / "export",
+            list(cfg.export.formats),
+            list(cfg.export.precisions),
+            ExportData.from_split(split, cfg.export.calibration_images),
+            cfg.export,
+        )
+        export_failures = result.failures  # keep going with the artifacts that passed
+        if result.failures:
+            log(f"      {len(result.failures)} parity rule(s) failed; those artifacts were not written")
+        return result.artifacts
 
     results = step(
         4,

@@ -33,6 +33,25 @@ FORMAT_MODULES: dict[str, ModuleType] = {"onnx": onnx, "coreml": coreml, "tflite
 
 
 @dataclass(frozen=True)
+class ExportResult:
+    """Every requested (format, precision): its status, path, size and validation; and every failed rule."""
+
+    artifacts: list[dict[str, Any]]
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def written(self) -> list[dict[str, Any]]:
+        return [a for a in self.artifacts if a.get("path")]
+
+    def raise_for_failures(self) -> None:
+        if self.failures:
+            raise ParityError(self.failures)
+
+
+@dataclass(frozen=True)
 class ExportData:
     calibration: np.ndarray  # training images (never the held-out ones used for validation)
     query: ImageSet  # held-out
@@ -149,11 +168,12 @@ def export_matrix(
     cfg: ExportConfig,
     *,
     log: Callable[[str], None] = lambda s: None,
-) -> list[dict[str, Any]]:
+) -> ExportResult:
     """Export every supported (format, precision) into `out_root/<format>-<precision>/`.
 
-    All combinations are attempted; the results list says, per combination, passed / FAILED / not executed /
-    unsupported. Raises one `ParityError` naming every failed artifact after all were tried.
+    All combinations are attempted; the result lists, per combination, passed / FAILED / not executed / unsupported,
+    and every failed rule (a failed artifact is not written). `ExportResult.raise_for_failures()` turns failures into
+    one `ParityError` for callers that stop there.
     """
     todo, unsupported = plan(formats, precisions)
     for _, prec in todo:  # a tolerance the held-out set cannot resolve is refused before any work
@@ -187,8 +207,4 @@ def export_matrix(
         )
     order = {(f, p): i for i, (f, p) in enumerate((f, p) for f in formats for p in precisions)}
     results.sort(key=lambda r: order[(r["format"], r["precision"])])
-    if failures:
-        err = ParityError(failures)
-        err.results = results  # the CLI still prints the whole table
-        raise err
-    return results
+    return ExportResult(results, failures)

@@ -101,7 +101,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from hetero.data import load_split
-    from hetero.errors import ParityError
     from hetero.export.artifact import ExportData, export_matrix, validate_artifact
     from hetero.io import ensure_writable_dir
 
@@ -120,14 +119,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     ensure_writable_dir(args.out)
     formats = _csv(args.formats) or list(cfg.export.formats)
     precisions = _csv(args.precisions) or list(cfg.export.precisions)
-    try:
-        results = export_matrix(
-            args.checkpoint, args.out, formats, precisions, data, cfg.export, log=lambda s: _log(args, s)
-        )
-    except ParityError as e:
-        _emit(args, {"passed": False, "artifacts": e.results}, export_table(e.results))
-        raise
-    _emit(args, {"passed": True, "artifacts": results}, export_table(results))
+    result = export_matrix(
+        args.checkpoint, args.out, formats, precisions, data, cfg.export, log=lambda s: _log(args, s)
+    )
+    _emit(args, {"passed": result.passed, "artifacts": result.artifacts}, export_table(result.artifacts))
+    result.raise_for_failures()  # exit 1, every failed rule listed; the table above shows the rest
     return 0
 
 
@@ -176,7 +172,8 @@ def export_table(results: list[dict]) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     from hetero.devices.pipeline import verify
 
-    report, paths = verify(_config(args), args.cloud, args.candidate, args.control, args.out)
+    result = verify(_config(args), args.cloud, args.candidate, args.control, args.out)
+    report, paths = result.report, result.paths
     _emit(
         args,
         {"report": report.to_dict(), "paths": {k: str(v) for k, v in paths.items()}},
@@ -258,7 +255,8 @@ def cmd_fixture(args: argparse.Namespace) -> int:
         raise InputError("fixture create needs --cloud CHECKPOINT and --out FIXTURE")
     from hetero.devices.pipeline import create_fixture
 
-    fx, size = create_fixture(_config(args), args.cloud, args.out, args.max_probes)
+    made = create_fixture(_config(args), args.cloud, args.out, args.max_probes)
+    fx, size = made.fixture, made.size_bytes
     _emit(
         args,
         {**fx.info(), "path": str(args.out), "size_bytes": size},

@@ -305,3 +305,32 @@ VARIANTS: dict[str, MBVariant] = {
     "mobilenetv2_100": MBVariant("mobilenetv2", 1.0, 1.0, "mobilenetv2_100"),
     "mobilenetv2_050": MBVariant("mobilenetv2", 0.5, (1, 1, 2, 2, 2, 2, 1), "mobilenetv2_100"),
 }
+
+
+def _register() -> None:
+    """Register every variant into the model registry (hetero.models.MODELS)."""
+    from hetero.models import IMAGENET_MEAN, IMAGENET_STD, register_model
+
+    roles = {"efficientnet_lite2": "cloud", "mobilenetv2_100": "cloud"}
+    for name, v in VARIANTS.items():
+        family = "efficientnet_lite" if v.base == "lite" else "mobilenetv2"
+        depth = "x".join(map(str, v.depth)) if isinstance(v.depth, tuple) else f"{v.depth:g}"
+        desc = f"{family} width {v.width:g}, depth {depth}, ImageNet init from {v.weights}"
+
+        def build(
+            embed_dim: int,
+            num_classes: int,
+            scale: float = 16.0,
+            resolution: int | None = None,
+            pretrained: bool = False,
+            _v=v,
+        ) -> nn.Module:
+            return _v.build(embed_dim, num_classes, scale, resolution, pretrained)
+
+        norm = {} if v.base == "lite" else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # Lite: [-1, 1]
+        register_model(
+            name, family=family, role=roles.get(name, "edge"), description=desc, pretrained=v.weights, **norm
+        )(build)
+
+
+_register()

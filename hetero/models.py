@@ -191,32 +191,19 @@ def hnet_edge(
     return HNet((16, 32, 64), (1, 1, 1), embed_dim, num_classes, scale, resolution)
 
 
-def _register_mbnets() -> None:
-    from hetero.mbnet import VARIANTS
-
-    roles = {"efficientnet_lite2": "cloud", "mobilenetv2_100": "cloud"}
-    for name, v in VARIANTS.items():
-        family = "efficientnet_lite" if v.base == "lite" else "mobilenetv2"
-        depth = "x".join(map(str, v.depth)) if isinstance(v.depth, tuple) else f"{v.depth:g}"
-        desc = f"{family} width {v.width:g}, depth {depth}, ImageNet init from {v.weights}"
-
-        def build(
-            embed_dim: int,
-            num_classes: int,
-            scale: float = 16.0,
-            resolution: int | None = None,
-            pretrained: bool = False,
-            _v=v,
-        ) -> nn.Module:
-            return _v.build(embed_dim, num_classes, scale, resolution, pretrained)
-
-        norm = {} if v.base == "lite" else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # Lite: [-1, 1]
-        register_model(
-            name, family=family, role=roles.get(name, "edge"), description=desc, pretrained=v.weights, **norm
-        )(build)
+# Model families register themselves into MODELS when their module is imported (as hnet does above); the registry
+# only lists where they live and imports them by name, so it never depends on a family's code.
+FAMILY_MODULES = ("hetero.mbnet",)
 
 
-_register_mbnets()
+def _load_families() -> None:
+    import importlib
+
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+_load_families()
 
 
 def create_model(

@@ -57,7 +57,8 @@ def test_resized_edge_exports_to_every_format_from_one_graph(lite_edge):
     results = export_matrix(
         root / "edge", root / "export", ["onnx", "tflite", "coreml"], ["fp32"], data, ExportConfig()
     )
-    by = {r["format"]: r for r in results}
+    assert results.passed
+    by = {r["format"]: r for r in results.artifacts}
     for fmt in ("onnx", "tflite"):
         v = by[fmt]["validation"]
         assert v["status"] == "passed" and v["embedding"]["min_cosine"] > 0.9999, fmt
