@@ -17,9 +17,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from hetero.devices.pipeline import run_demo
-
 from hetero.config import load_config
+from hetero.devices.pipeline import run_demo
 
 ROWS = [
     ("cloud → cloud", "cloud → cloud"),

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hetero.devices.loader import load
-from hetero.export.artifact import ExportData, export_matrix
 
 from hetero.config import DEFAULT_CONFIG, load_config
 from hetero.data import load_split
+from hetero.devices.loader import load
+from hetero.export.artifact import ExportData, export_matrix
 
 
 def latency_ms(path: Path, images: np.ndarray, threads: int = 1) -> float:

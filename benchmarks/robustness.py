@@ -77,15 +77,14 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
+    from hetero.checkpoint import load_checkpoint
+    from hetero.config import load_config
+    from hetero.data import load_split
     from hetero.devices.harness import compatibility_report, open_producer
     from hetero.devices.pipeline import cloud_fixture, run_demo
     from hetero.export import coreml
     from hetero.export.artifact import ExportData, validate_artifact
     from hetero.export.formats import BuildRequest
-
-    from hetero.checkpoint import load_checkpoint
-    from hetero.config import load_config
-    from hetero.data import load_split
     from hetero.fixture import Fixture
     from hetero.gate import evaluate
     from hetero.models import EmbeddingGraph

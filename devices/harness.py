@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hetero.devices.base as base
 import numpy as np
-from hetero.devices.loader import load
 
+import hetero.devices.base as base
 from hetero.data import ImageSet
+from hetero.devices.loader import load
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
 from hetero.fixture import Fixture
 from hetero.manifest import Manifest, load_manifest
@@ -102,10 +102,6 @@ def timed_embed(rt: base.Runtime, images: np.ndarray) -> tuple[np.ndarray, float
     return np.stack(rows), statistics.median(times)
 
 
-def _top1_correct(q: np.ndarray, fx: Fixture) -> np.ndarray:
-    return fx.gallery_labels[np.argmax(q @ fx.gallery_embeddings.T, axis=1)] == fx.probe_labels
-
-
 def _check_producers(fx: Fixture, producers: list[Producer]) -> None:
     names = [p.name for p in producers]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -129,9 +125,11 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
     labels = (fx.probe_labels, fx.gallery_labels)
     if not np.isfinite(fx.reference_queries).all() or not np.isfinite(fx.gallery_embeddings).all():
         raise InputError("the fixture's cloud embeddings are not finite")
-    ref_ok = _top1_correct(fx.reference_queries, fx)
 
-    def metrics(q: np.ndarray, g: np.ndarray | None = None, g_labels: np.ndarray | None = None) -> dict[str, Any]:
+    def metrics(
+        q: np.ndarray, g: np.ndarray | None = None, g_labels: np.ndarray | None = None
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Row fields, and each probe's top-1 outcome (what the paired counts compare), from one ranking."""
         finite = bool(np.isfinite(q).all() and (g is None or np.isfinite(g).all()))
         q = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0)  # ranked, but the row is marked and fails every rule
         m = retrieval_metrics(
@@ -142,7 +140,7 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             per_query=True,
         )
         iv = mean_interval(m["ap"])
-        return {
+        fields = {
             "recall_at_1": m["recall_at_1"],
             "recall_at_5": m["recall_at_5"],
             "map": m["map"],
@@ -152,6 +150,9 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             "map_interval": [iv.low, iv.high],
             "finite": finite,
         }
+        return fields, m["top1_correct"]
+
+    ref_fields, ref_ok = metrics(fx.reference_queries)
 
     rows = [
         Row(
@@ -160,7 +161,7 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             gallery="cloud",
             runtime="fixture",
             kind="reference",
-            **metrics(fx.reference_queries),
+            **ref_fields,
             negative_flip_rate=0.0,
             vs_reference=PairedChange.from_outcomes(ref_ok, ref_ok).to_dict(),
         )
@@ -170,6 +171,7 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
     for p in producers:
         if p.runtime is not None:
             queries[p.name], latency[p.name] = timed_embed(p.runtime, fx.probe_images)
+    scored = {name: metrics(q) for name, q in queries.items()}
     previous = next((p for p in producers if p.kind == "previous" and p.name in queries), None)
     for p in producers:
         head = {"name": f"{p.name} → cloud", "query": p.name, "gallery": "cloud", "kind": p.kind}
@@ -185,11 +187,10 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
                 )
             )
             continue
-        q = queries[p.name]
-        ok = _top1_correct(np.nan_to_num(q), fx)
+        fields, ok = scored[p.name]
         extra: dict[str, Any] = {}
         if previous is not None and p.kind == "candidate":
-            vs_prev = PairedChange.from_outcomes(_top1_correct(np.nan_to_num(queries[previous.name]), fx), ok)
+            vs_prev = PairedChange.from_outcomes(scored[previous.name][1], ok)
             extra["previous_flip_rate"] = vs_prev.worse / max(vs_prev.n, 1)
             extra["vs_previous"] = vs_prev.to_dict()
         vs_ref = PairedChange.from_outcomes(ref_ok, ok)
@@ -197,7 +198,7 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             Row(
                 **head,
                 runtime=p.runtime.name,
-                **metrics(q),
+                **fields,
                 same_space=p.manifest.space.id == fx.space.id,
                 parity_min_cosine=_parity(p, producers, queries),
                 latency_ms=latency[p.name],
@@ -217,7 +218,7 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
                         gallery=p.name,
                         runtime=p.runtime.name,
                         kind="self",
-                        **metrics(queries[p.name], g_self, labels[1]),
+                        **metrics(queries[p.name], g_self, labels[1])[0],
                     )
                 )
     return Report(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from hetero.devices.base import Runtime
-
 from hetero.errors import InputError
 from hetero.manifest import load_manifest
 

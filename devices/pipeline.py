@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hetero.devices.harness import Producer, compatibility_report, fixture_from_cloud, open_producer
-
 from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
 from hetero.data import OpenSetSplit, load_split
+from hetero.devices.harness import Producer, compatibility_report, fixture_from_cloud, open_producer
 from hetero.errors import InputError, NotExecutedError
 from hetero.fixture import Fixture
 from hetero.gate import GateResult, evaluate
@@ -166,7 +165,6 @@ def run_demo(
     """Run the whole chain into `out`; export failures are collected (those artifacts are not written), the rest
     is still verified and gated, so the result shows the full picture."""
     from hetero.export.artifact import ExportData, export_matrix
-
     from hetero.train import train
 
     out = Path(out)

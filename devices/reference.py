@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from hetero.devices.base import check_pixels
 
 from hetero.checkpoint import load_checkpoint
+from hetero.devices.base import check_pixels
 from hetero.embed import embed_batches
 from hetero.models import EmbeddingGraph
 

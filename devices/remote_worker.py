@@ -18,7 +18,6 @@ def main(argv: list[str]) -> int:
         return 2
     from hetero.devices.harness import timed_embed
     from hetero.devices.loader import load
-
     from hetero.errors import HeteroError
 
     unit, probes, out = (Path(a) for a in argv)

@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from hetero.export import coreml, onnx, tflite
-from hetero.export.formats import BuildRequest, plan, tolerance
-from hetero.export.metadata import camera_rule
-from hetero.export.validate import Embeddings, require_resolvable, validate_parity
 
 from hetero.checkpoint import load_checkpoint
 from hetero.config import ExportConfig
 from hetero.data import ImageSet, OpenSetSplit
 from hetero.embed import embed_batches
 from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
+from hetero.export import coreml, onnx, tflite
+from hetero.export.formats import BuildRequest, plan, tolerance
+from hetero.export.metadata import camera_rule
+from hetero.export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.io import atomic_dir, path_size
 from hetero.manifest import Manifest, load_manifest, write_manifest
 from hetero.models import EmbeddingGraph
@@ -42,9 +42,6 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return not self.failures
-
-    def written(self) -> list[dict[str, Any]]:
-        return [a for a in self.artifacts if a.get("path")]
 
     def raise_for_failures(self) -> None:
         if self.failures:

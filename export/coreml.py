@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from hetero.errors import ArtifactError, InputError, NotExecutedError
 from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.export.quiet import native_quiet
-
-from hetero.errors import ArtifactError, InputError, NotExecutedError
 from hetero.spaces import InputSpec
 
 if TYPE_CHECKING:
     from hetero.export.structure import Op
-
     from hetero.models import EmbeddingGraph
 
 FILE = "model.mlpackage"
@@ -120,6 +119,7 @@ _WEIGHT_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8w": 0.99}
 def program_ops(path: Path) -> list[Op]:
     """The compute ops of a saved mlprogram (main function), with weights materialised (int8w dequantised)."""
     from coremltools.converters.mil.frontend.milproto.load import load as load_program
+
     from hetero.export import structure
 
     ct = _ct()

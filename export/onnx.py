@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hetero.export.formats import BuildRequest
-from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 
 from hetero.errors import ArtifactError
+from hetero.export.formats import BuildRequest
+from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 
 FILE = "model.onnx"
 _FLOAT_SCOPES = ("/preprocess/", "/head/", "/norm/")  # EmbeddingGraph ends (legacy exporter node scopes)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hetero.errors import ArtifactError
 from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.export.quiet import native_quiet
-
-from hetero.errors import ArtifactError
 
 FILE = "model.tflite"
 

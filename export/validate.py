@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hetero.export.formats import Tolerance
 
 from hetero.errors import InputError, ParityError
+from hetero.export.formats import Tolerance
 from hetero.metrics import cosine_parity
-from hetero.stats import PairedChange, paired_resolution, queries_needed
+from hetero.stats import PairedChange, paired_queries_needed, paired_resolution
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def require_resolvable(tol: Tolerance, n: int, what: str = "export validation") 
     """Refuse a R@1 tolerance that `n` paired queries cannot resolve (InputError, exit 2)."""
     res = paired_resolution(n)
     if not tol.max_r1_drop >= res:
-        need = queries_needed(tol.max_r1_drop, 0.025) if tol.max_r1_drop > 0 else "infinitely many"
+        need = paired_queries_needed(tol.max_r1_drop) if tol.max_r1_drop > 0 else "infinitely many"
         raise InputError(
             f"{what}: max_r1_drop {tol.max_r1_drop:g} is below what {n} held-out images can resolve "
             f"({res:.4f}); raise it to at least {res:.4f} or use a split with {need} held-out images"
@@ -83,12 +83,13 @@ def validate_parity(
 
     top_ref = _leave_one_out_ranking(ref, ref, 10)
     top_cand = _leave_one_out_ranking(cand, ref, 10)
-    paired = PairedChange.from_outcomes(labels[top_ref[:, 0]] == labels, labels[top_cand[:, 0]] == labels)
+    ref_ok, cand_ok = labels[top_ref[:, 0]] == labels, labels[top_cand[:, 0]] == labels
+    paired = PairedChange.from_outcomes(ref_ok, cand_ok)
     loss = paired.loss()
     overlap = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(top_ref, top_cand, strict=True)]))
     ret = {
-        "r1_torch": float(np.mean(labels[top_ref[:, 0]] == labels)),
-        "r1_artifact": float(np.mean(labels[top_cand[:, 0]] == labels)),
+        "r1_torch": float(ref_ok.mean()),
+        "r1_artifact": float(cand_ok.mean()),
         "r1_drop": loss.value,
         "r1_drop_interval": [loss.low, loss.high],
         "resolution": loss.resolution,

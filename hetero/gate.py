@@ -14,13 +14,13 @@ A row whose embeddings are not finite fails every rule. Exit 1 when any rule fai
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from hetero.config import CheckConfig
 from hetero.errors import InputError, NotExecutedError
 from hetero.report import Report, Row
-from hetero.stats import PairedChange, proportion, queries_needed
+from hetero.stats import PairedChange, count_queries_needed, paired_queries_needed, proportion
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _row_rules(r: Row, ref: Row, cfg: CheckConfig) -> list[RuleResult]:
             raise InputError(
                 f"min_relative_recall_at_1 {cfg.min_relative_recall_at_1:g} allows a loss of {allowed:.4f} R@1, below "
                 f"what {loss.n} probes can resolve ({loss.resolution:.4f}): lower it or use a fixture with at least "
-                f"{queries_needed(allowed, 0.025)} probes"
+                f"{paired_queries_needed(allowed)} probes"
             )
         rel = (lambda x: (base - x) / base) if base > 0 else (lambda x: 0.0)
         out.append(
@@ -125,7 +125,7 @@ def _row_rules(r: Row, ref: Row, cfg: CheckConfig) -> list[RuleResult]:
             raise InputError(
                 f"max_previous_flip_rate {cfg.max_previous_flip_rate:g} is below what {iv.n} probes can resolve "
                 f"({iv.resolution:.4f}): raise it or use a fixture with at least "
-                f"{queries_needed(cfg.max_previous_flip_rate, 0.05)} probes"
+                f"{count_queries_needed(cfg.max_previous_flip_rate)} probes"
             )
         out.append(
             RuleResult(
@@ -142,10 +142,7 @@ def _row_rules(r: Row, ref: Row, cfg: CheckConfig) -> list[RuleResult]:
             )
         )
     if not r.finite:  # NaN/Inf embeddings: whatever the numbers say, nothing about this row can pass
-        out = [
-            RuleResult(x.row, x.rule, x.value, x.threshold, False, x.low, x.high, x.resolution, x.n, x.upper_bound)
-            for x in out
-        ]
+        out = [replace(x, passed=False) for x in out]
         out.append(RuleResult(r.name, "embeddings are finite", 0.0, 1.0, False))
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -86,7 +87,7 @@ def recover(target: Path) -> None:
     target = Path(target)
     if not target.parent.is_dir():
         return
-    for p in target.parent.glob(f".{glob_escape(target.name)}.*"):
+    for p in target.parent.glob(f".{glob.escape(target.name)}.*"):
         pid_text = p.name[len(target.name) + 2 :].split(".", 1)[0]
         if not pid_text.isdigit() or _pid_alive(int(pid_text)):
             continue
@@ -96,12 +97,6 @@ def recover(target: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         elif p.name.endswith(".tmp"):
             p.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 def _exchange(a: Path, b: Path) -> bool:

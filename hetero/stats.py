@@ -11,7 +11,7 @@ The interval for the loss (worse − better) / n is exact and fail-closed (Bonfe
 - loss = d · (2s − 1), whose extremes lie at the corners of that box.
 So when nothing changed (no discordant pair) the interval is ±(upper end of d), not zero: that half-width is the
 smallest change the query set can resolve (`resolution`), about 4.4 / n. A tolerance below it can never be
-shown to hold and is refused (`required_queries` says how many queries it would take).
+shown to hold and is refused (`paired_queries_needed` says how many queries it would take).
 
 One-sided counts (negative flips vs a previous release: share of queries it got right and the candidate loses) get
 a plain 95% Clopper–Pearson interval; absolute rates (R@1) too. mAP, a mean of per-query average precisions in
@@ -46,7 +46,7 @@ def _zero_count_upper(n: int, alpha: float) -> float:
     return 1.0 - (alpha / 2) ** (1.0 / n) if n > 0 else 1.0
 
 
-def queries_needed(tolerance: float, alpha: float) -> int:
+def _queries_needed(tolerance: float, alpha: float) -> int:
     """Smallest n whose zero-count upper end (two-sided 1 − alpha) is at most `tolerance`."""
     if not 0 < tolerance < 1:
         return 0 if tolerance >= 1 else 10**12
@@ -126,6 +126,16 @@ def paired_resolution(n: int, alpha: float = ALPHA) -> float:
 def count_resolution(n: int, alpha: float = ALPHA) -> float:
     """Upper end of a count's interval when nothing was counted: the smallest rate n queries resolve."""
     return _zero_count_upper(n, alpha)
+
+
+def paired_queries_needed(tolerance: float, alpha: float = ALPHA) -> int:
+    """Smallest n whose `paired_resolution` is at most `tolerance` (the inverse of that function)."""
+    return _queries_needed(tolerance, alpha / 2)
+
+
+def count_queries_needed(tolerance: float, alpha: float = ALPHA) -> int:
+    """Smallest n whose `count_resolution` is at most `tolerance` (the inverse of that function)."""
+    return _queries_needed(tolerance, alpha)
 
 
 def proportion(k: int, n: int, alpha: float = ALPHA) -> Interval:

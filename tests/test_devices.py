@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from conftest import ONNX_FP32, run_cli
-from hetero.devices.loader import load
 
+from hetero.devices.loader import load
 from hetero.fixture import Fixture
 from hetero.io import sha256_path
 
@@ -188,7 +188,6 @@ def test_policy_file_sets_thresholds_and_refuses_unknown_keys(tiny, fixture_file
 
 def test_remote_target_cannot_smuggle_ssh_options():
     from hetero.devices.remote import SSHHost
-
     from hetero.errors import InputError
 
     for bad in ("-oProxyCommand=touch /tmp/x", "host;rm -rf /", "a b"):

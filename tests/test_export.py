@@ -8,15 +8,15 @@ import numpy as np
 import onnx
 import pytest
 from conftest import run_cli
-from hetero.devices.loader import load
-from hetero.export import coreml
-from hetero.export.formats import SUPPORT
 from onnx import numpy_helper
 
 from hetero.checkpoint import load_checkpoint
 from hetero.config import load_config
 from hetero.data import load_split
+from hetero.devices.loader import load
 from hetero.errors import ArtifactError, NotExecutedError
+from hetero.export import coreml
+from hetero.export.formats import SUPPORT
 from hetero.io import sha256_path
 from hetero.models import EmbeddingGraph
 
@@ -214,6 +214,7 @@ def test_legacy_tflite_runtime_is_accepted_with_a_warning(matrix, monkeypatch):
     import types
 
     from ai_edge_litert.interpreter import Interpreter
+
     from hetero.export import tflite
 
     legacy = types.ModuleType("tflite_runtime.interpreter")

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from hetero.devices.harness import Producer, compatibility_report
-from hetero.devices.loader import load
 
 from hetero.config import CheckConfig
+from hetero.devices.harness import Producer, compatibility_report
+from hetero.devices.loader import load
 from hetero.errors import ConfigError, InputError, NotExecutedError
 from hetero.fixture import Fixture
 from hetero.gate import evaluate

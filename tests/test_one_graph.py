@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hetero.export import coreml
-from hetero.export.artifact import ExportData, export_matrix
-from hetero.export.formats import BuildRequest
 
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import DataConfig, ExportConfig
 from hetero.data import load_split
 from hetero.errors import ArtifactError
+from hetero.export import coreml
+from hetero.export.artifact import ExportData, export_matrix
+from hetero.export.formats import BuildRequest
 from hetero.models import EmbeddingGraph, create_model
 from hetero.spaces import InputSpec
 

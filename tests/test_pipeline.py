@@ -7,13 +7,13 @@ import onnx
 import pytest
 import torch
 from conftest import ONNX_FP32, run_cli
-from hetero.devices.loader import load
-from hetero.export.artifact import ExportData, export_artifact
 
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import load_config
 from hetero.data import load_split
+from hetero.devices.loader import load
 from hetero.errors import ParityError
+from hetero.export.artifact import ExportData, export_artifact
 from hetero.report import Report
 
 

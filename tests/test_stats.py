@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetero.stats import PairedChange, clopper_pearson, paired_resolution, proportion, queries_needed
+from hetero.stats import (
+    PairedChange,
+    clopper_pearson,
+    count_queries_needed,
+    count_resolution,
+    paired_queries_needed,
+    paired_resolution,
+    proportion,
+)
 
 
 def test_clopper_pearson_matches_known_values():
@@ -20,8 +28,10 @@ def test_no_change_still_has_a_width_and_it_shrinks_with_n():
     loss = PairedChange(358, 0, 0).loss()
     assert loss.value == 0 and loss.low == -loss.high and loss.high == pytest.approx(paired_resolution(358))
     assert 0.0118 < paired_resolution(358) < 0.0125 and 0.0058 < paired_resolution(718) < 0.0063
-    n = queries_needed(0.005, 0.025)
+    n = paired_queries_needed(0.005)
     assert paired_resolution(n) <= 0.005 < paired_resolution(n - 1)
+    m = count_queries_needed(0.005)
+    assert count_resolution(m) <= 0.005 < count_resolution(m - 1)
 
 
 def test_three_lost_queries_of_358_do_not_prove_a_drop():

@@ -616,17 +616,9 @@ def test_any_object_with_the_teacher_members_can_be_the_cloud(tmp_path):
 
     teacher = ProjectionTeacher()
     images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
-    t, _ = cloud_targets(
-        teacher,
-        teacher.sha256,
-        ImageSet(images, np.arange(6) % 3),
-        spec,
-        views=2,
-        seed=0,
-        augment=True,
-        cache_dir=tmp_path,
-        progress=False,
-    )
+    args = (teacher, teacher.sha256, ImageSet(images, np.arange(6) % 3), spec)
+    kw = {"views": 2, "seed": 0, "augment": True, "cache_dir": tmp_path, "progress": False}
+    t, _ = cloud_targets(*args, **kw)
     x = (torch.from_numpy(images).float().permute(0, 3, 1, 2) / 255 - 0.5) / 0.5
     torch.testing.assert_close(t.embeddings[0], teacher.features_and_embedding(x)[1], atol=1e-5, rtol=1e-5)
     bct = build_objective({"bct": 1.0}, teacher)
@@ -635,15 +627,4 @@ def test_any_object_with_the_teacher_members_can_be_the_cloud(tmp_path):
         bct(b)[0], F.cross_entropy(10.0 * b.embedding @ F.normalize(torch.eye(3, 4)).t(), b.labels)
     )
     with pytest.raises(InputError, match="pooled features; this teacher has none"):
-        cloud_targets(
-            teacher,
-            teacher.sha256,
-            ImageSet(images, np.arange(6) % 3),
-            spec,
-            views=2,
-            seed=0,
-            augment=True,
-            features=True,
-            cache_dir=tmp_path,
-            progress=False,
-        )
+        cloud_targets(*args, **kw, features=True)
