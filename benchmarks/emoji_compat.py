@@ -3,7 +3,7 @@
 One cloud model (EfficientNet-Lite2 at 96 px, ImageNet init) is fine-tuned on 705 identities (3 styles each); edge
 models (EfficientNet-Lite0 at half width and 64 px, ~7% of the cloud's MACs) are trained with each objective. On the
 705 held-out identities, Twemoji queries search an OpenMoji gallery embedded by the cloud model (chance 1/705).
-Everything goes through the `hetero` CLI, exactly as a user runs it.
+Everything goes through the stage API (`hetero.train.train`, `hetero.devices.pipeline.verify`), as a user's script does.
 
 Cost (issue target: compatible training <= 1.15x the wall time of independent training): a few epochs each of the
 independent baseline, a cached-cloud objective and the same objective running the cloud model every step, measured
@@ -18,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hetero.config import DEFAULT_CONFIG
+from hetero.config import DEFAULT_CONFIG, OBJECTIVES, RunConfig, load_config, override
+from hetero.data import load_split
+from hetero.devices.pipeline import verify
+from hetero.manifest import Manifest, load_manifest
+from hetero.train import train
 
 CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
 EDGES = ["independent", "distillation", "l2", "bct", "contrastive", "bct_regression"]
@@ -39,80 +41,61 @@ LABELS = {
 }
 
 
-def hetero(*args: str | Path, env: dict | None = None) -> dict:
-    cmd = [sys.executable, "-m", "hetero.cli", *map(str, args), "--json", "--quiet"]
+def timed_train(role: str, cfg: RunConfig, out: Path, **kw) -> tuple[Manifest, float]:
+    """`hetero.train.train` and its wall seconds (data loading and the cloud cache included)."""
+    print(f"training {role} -> {out.name} …", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd[3:])}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
-    out = json.loads(proc.stdout)
-    out["_wall"] = time.perf_counter() - t0
-    return out
+    manifest = train(role, cfg, out, progress=False, **kw)
+    return manifest, time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--cost-epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, help="override every epochs key (a smoke run: results not comparable)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--cloud", type=Path, help="reuse a cloud checkpoint `hetero train cloud` made with --config")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="emoji-bench-"))
-    env = {**os.environ, "HETERO_CACHE": str(work / "cache")}  # cold caches: the cost numbers include building them
-    cfg = ["--config", str(args.config)]
+    os.environ["HETERO_CACHE"] = str(work / "cache")  # cold caches: the cost numbers include building them
+    cfg = load_config(args.config)
+    if args.epochs:
+        cfg = override(cfg, cloud={"epochs": args.epochs}, edge={"epochs": args.epochs})
+    split = load_split(cfg.data)
     results: dict = {"config": args.config.read_text(), "edges": {}}
 
+    cloud = work / "cloud"
     if args.cloud:
-        (work / "cloud").symlink_to(args.cloud.resolve())
-        manifest = json.loads((args.cloud / "manifest.json").read_text())
-        seconds = manifest["extra"]["train_seconds"]
+        cloud.symlink_to(args.cloud.resolve())
+        manifest = load_manifest(args.cloud)[0]
     else:
-        print("training cloud …", file=sys.stderr)
-        manifest = hetero("train", "cloud", *cfg, "--out", work / "cloud", env=env)["manifest"]
-        seconds = manifest["extra"]["train_seconds"]
-    results["cloud"] = {k: manifest[k] for k in ("model", "space")} | {"train_seconds": seconds}
+        manifest, _ = timed_train("cloud", cfg, cloud, split=split)
+    results["cloud"] = {"model": manifest.model, "space": manifest.to_dict()["space"]}
+    results["cloud"]["train_seconds"] = manifest.extra["train_seconds"]
     for name in EDGES:
-        print(f"training edge: {name} …", file=sys.stderr)
-        r = hetero("train", "edge", *cfg, "--objective", name, "--cloud", work / "cloud", "--out", work / name, env=env)
-        ex = r["manifest"]["extra"]
+        m, secs = timed_train("edge", cfg, work / name, cloud=cloud, loss_weights=OBJECTIVES[name], split=split)
         results["edges"][name] = {
-            "seconds": r["seconds"],
-            "train_seconds": ex["train_seconds"],
-            "cloud_targets": ex["cloud_targets"],
-            "model": r["manifest"]["model"],
-            "space": r["manifest"]["space"]["id"],
+            "seconds": round(secs, 2),
+            "train_seconds": m.extra["train_seconds"],
+            "cloud_targets": m.extra["cloud_targets"],
+            "model": m.model,
+            "space": m.space.id,
         }
-    verify = ["verify", *cfg, "--cloud", work / "cloud", "--out", work / "verify"]
-    for name in EDGES:
-        verify += ["--control", f"{name}={work / name}"]
-    results["report"] = hetero(*verify, env=env)["report"]
+    controls = [f"{name}={work / name}" for name in EDGES]
+    results["report"] = verify(cfg, cloud, [], controls, out=work / "verify").report.to_dict()
 
-    # Cost: same epochs, same data, back to back.
-    cost_cfg = work / "cost.toml"
-    cost_cfg.write_text(re.sub(r"(?m)^epochs = \d+", f"epochs = {args.cost_epochs}", args.config.read_text()))
+    # Cost: same epochs, same data, back to back; the online run computes the cloud's targets every step.
+    cost_cfg = override(cfg, edge={"epochs": args.cost_epochs})
     cost = {}
-    for label, extra in (
-        ("independent", ["--objective", "independent"]),
-        ("bct_regression cached (warm)", ["--objective", "bct_regression"]),
-        ("bct_regression online", ["--objective", "bct_regression"]),
+    for label, run_cfg, objective in (
+        ("independent", cost_cfg, "independent"),
+        ("bct_regression cached (warm)", cost_cfg, "bct_regression"),
+        ("bct_regression online", override(cost_cfg, edge={"cache_cloud": False}), "bct_regression"),
     ):
-        run_cfg = cost_cfg
-        if "online" in label:
-            run_cfg = work / "cost_online.toml"
-            run_cfg.write_text(re.sub(r"(?m)^cloud_views = .*$", r"\g<0>\ncache_cloud = false", cost_cfg.read_text()))
-        r = hetero(
-            "train",
-            "edge",
-            "--config",
-            run_cfg,
-            *extra,
-            "--cloud",
-            work / "cloud",
-            "--out",
-            work / f"cost-{len(cost)}",
-            env=env,
-        )
-        cost[label] = r["manifest"]["extra"]["train_seconds"]
+        out = work / f"cost-{len(cost)}"
+        m, _ = timed_train("edge", run_cfg, out, cloud=cloud, loss_weights=OBJECTIVES[objective], split=split)
+        cost[label] = m.extra["train_seconds"]
     builds = [e["cloud_targets"] for e in results["edges"].values() if e["cloud_targets"].get("hit") is False]
     build = builds[0] if builds else {}
     results["cost"] = {

@@ -10,8 +10,9 @@ edge reproduces the cloud: mean cos(edge, cloud) on training images and on held-
 under-fitting (low on both) from failing to generalise the match to unseen identities (high on train, low on
 held-out).
 
-Every run goes through the `hetero` CLI. A run directory whose manifest already holds the same config is reused,
-so an interrupted benchmark continues where it stopped and results are written after every run.
+Every run goes through the stage API (`hetero.train.train`; configs changed with `hetero.config.override`). A run
+directory whose manifest already holds the same config is reused, so an interrupted benchmark continues where it
+stopped and results are written after every run.
 
     .venv/bin/python benchmarks/emoji_levers.py --cloud CLOUD_DIR      # CLOUD_DIR: the emoji.toml cloud
 Writes benchmarks/results/emoji_levers.{json,md}.
@@ -21,16 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from hetero.config import DEFAULT_CONFIG
+from hetero.config import DEFAULT_CONFIG, OBJECTIVES, RunConfig, TrainConfig, load_config, override, to_dict
+from hetero.data import load_split
+from hetero.devices.loader import load
+from hetero.manifest import load_manifest
+from hetero.train import train
 
 CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
 
@@ -120,45 +121,13 @@ RUNS: dict[str, Run] = {
 CLOUDS: dict[str, dict] = {"base": {}, "cloud8mix": {"epochs": 8, "mix": 0.5}}
 
 
-def toml_value(value: object) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)  # strings, numbers, booleans: JSON spelling is TOML spelling
-
-
-def with_overrides(text: str, table: str, values: dict) -> str:
-    """Set `key = value` lines inside `[table]` of a TOML text (replacing or appending)."""
-    start = text.index(f"[{table}]")
-    end = text.find("\n[", start + 1)
-    end = len(text) if end < 0 else end + 1
-    section = text[start:end]
-    for key, value in values.items():
-        line = f"{key} = {toml_value(value)}"
-        section, n = re.subn(rf"(?m)^{key} = .*$", line, section)
-        if not n:
-            section = section.rstrip("\n") + f"\n{line}\n\n"
-    return text[:start] + section + text[end:]
-
-
-def hetero(*args: str | Path) -> dict:
-    cmd = [sys.executable, "-m", "hetero.cli", *map(str, args), "--json", "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[3:])}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
-    return json.loads(proc.stdout)
-
-
-def trained(out: Path, role: str, config: Path, *extra: str | Path) -> Path:
+def trained(out: Path, role: str, cfg: RunConfig, split, **kw) -> Path:
     """Train unless `out` already holds a checkpoint made from the same [data], [role] config and loss weights.
 
     Keys a manifest lacks were added to hetero after it was written; they take their defaults (= what ran).
     """
-    from hetero.config import TrainConfig, load_config, to_dict
-    from hetero.losses import OBJECTIVES
-
-    cfg = load_config(config)
     tcfg = cfg.cloud if role == "cloud" else cfg.edge
-    weights = OBJECTIVES[extra[extra.index("--objective") + 1]] if "--objective" in extra else tcfg.loss_weights
+    weights = kw.get("loss_weights") or tcfg.loss_weights
     mf = out / "manifest.json"
     if mf.is_file():
         done = json.loads(mf.read_text())["extra"]
@@ -169,31 +138,18 @@ def trained(out: Path, role: str, config: Path, *extra: str | Path) -> Path:
         if done.get("data") == to_dict(cfg.data) and same_train and done.get("loss_weights") == weights:
             print(f"reusing {out}", file=sys.stderr)
             return out
-    print(f"training {role} -> {out}", file=sys.stderr)
-    hetero("train", role, "--config", config, "--out", out, *extra)
+    print(f"training {role} -> {out}", file=sys.stderr, flush=True)
+    train(role, cfg, out, split=split, progress=False, **kw)
     return out
 
 
-def embed(checkpoint: Path, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    from hetero.checkpoint import load_checkpoint
-    from hetero.embed import embed_batches
-    from hetero.models import EmbeddingGraph
-
-    model, manifest = load_checkpoint(checkpoint)
-    graph = EmbeddingGraph(model, manifest.input).eval()
-    with torch.no_grad():
-        return embed_batches(lambda x: graph(torch.from_numpy(x)).numpy(), images, 128)
-
-
 def evaluate(cloud: Path, edge: Path, split) -> dict:
-    from hetero.manifest import load_manifest
     from hetero.metrics import retrieval_metrics
 
     sets = {"train": split.train.images, "query": split.query.images, "gallery": split.gallery.images}
-    c = {k: embed(cloud, v) for k, v in sets.items()}
-    e = {k: embed(edge, v) for k, v in sets.items()}
+    cloud_model, edge_model = load(cloud), load(edge)
+    c = {k: cloud_model.embed(v) for k, v in sets.items()}
+    e = {k: edge_model.embed(v) for k, v in sets.items()}
     ql, gl = split.query.labels, split.gallery.labels
 
     def r1(q, g):
@@ -220,14 +176,10 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
-    from hetero.config import load_config
-    from hetero.data import load_split
-    from hetero.manifest import load_manifest
-
     work = args.work or Path(tempfile.mkdtemp(prefix="emoji-levers-"))
     work.mkdir(parents=True, exist_ok=True)
-    base_text = CONFIG.read_text()
-    split = load_split(load_config(CONFIG).data)
+    base_cfg = load_config(CONFIG)
+    split = load_split(base_cfg.data)
     results_path = args.out / "emoji_levers.json"
     base = load_manifest(args.cloud)[0].space.id
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -238,12 +190,10 @@ def main() -> None:
     for name, run in RUNS.items():
         if args.only and name not in args.only:
             continue
-        text = with_overrides(with_overrides(base_text, "cloud", CLOUDS[run.cloud]), "edge", run.edge)
-        config = work / f"{name}.toml"
-        config.write_text(text)
-        cloud = args.cloud if run.cloud == "base" else trained(work / f"cloud-{run.cloud}", "cloud", config)
-        objective = ("--objective", run.objective) if run.objective else ()
-        edge = trained(work / name, "edge", config, "--cloud", cloud, *objective)
+        cfg = override(base_cfg, cloud=CLOUDS[run.cloud], edge=run.edge)
+        cloud = args.cloud if run.cloud == "base" else trained(work / f"cloud-{run.cloud}", "cloud", cfg, split)
+        weights = OBJECTIVES[run.objective] if run.objective else None
+        edge = trained(work / name, "edge", cfg, split, cloud=cloud, loss_weights=weights)
         results[name] = {
             "what": run.what,
             "edge": run.edge,

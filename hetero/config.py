@@ -214,6 +214,11 @@ def load_config(path: Path | None = None) -> RunConfig:
         raise ConfigError(f"{path}: {e}") from None
 
 
+def override(cfg: RunConfig, **tables: dict[str, Any]) -> RunConfig:
+    """`cfg` with some keys of some tables changed, validated like a file: `override(cfg, edge={"epochs": 3})`."""
+    return from_dict(RunConfig, tables, base=cfg)
+
+
 def _read_toml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")

@@ -9,6 +9,11 @@ import pytest
 import torch
 
 from hetero.cli import main
+from hetero.config import OBJECTIVES, load_config
+from hetero.data import load_split
+from hetero.devices.pipeline import create_fixture
+from hetero.export.artifact import ExportData, export_matrix
+from hetero.train import train
 
 # 16 px digits: every stage of the real pipeline, a few seconds of training on 2 cores.
 TINY_TOML = """
@@ -76,12 +81,27 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     config = root / "tiny.toml"
     config.write_text(TINY_TOML)
     run = TinyRun(root, config)
-    q = ("--config", config, "--quiet")
-    assert run_cli("train", "cloud", "--out", run.cloud, *q) == 0
-    assert run_cli("train", "edge", "--cloud", run.cloud, "--out", run.edge, *q) == 0
-    assert run_cli("train", "edge", "--objective", "independent", "--out", run.independent, *q) == 0
-    assert run_cli("export", "--checkpoint", run.edge, "--out", run.root / "export", *ONNX_FP32, *q) == 0
+    # Built through the stage API (the CLI tests call `main`; this is what a user's script does).
+    cfg = load_config(config)
+    split = load_split(cfg.data)
+    train("cloud", cfg, run.cloud, split=split, progress=False)
+    train("edge", cfg, run.edge, cloud=run.cloud, split=split, progress=False)
+    train("edge", cfg, run.independent, loss_weights=OBJECTIVES["independent"], split=split, progress=False)
+    export_to(run, run.edge, run.root / "export", "onnx", "fp32")
     return run
+
+
+def export_to(run: TinyRun, checkpoint: Path, out: Path, formats: str, precisions: str) -> None:
+    """Export `checkpoint` with the tiny config through the API; any failed rule fails the test."""
+    cfg = load_config(run.config)
+    data = ExportData.from_split(load_split(cfg.data), cfg.export.calibration_images)
+    export_matrix(checkpoint, out, formats.split(","), precisions.split(","), data, cfg.export).raise_for_failures()
+
+
+def make_fixture(run: TinyRun, out: Path) -> Path:
+    """The tiny cloud's fixture, created through the API."""
+    create_fixture(load_config(run.config), run.cloud, out)
+    return out
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hetero.config import DEFAULT_CONFIG, RunConfig, load_config
+from hetero.config import DEFAULT_CONFIG, RunConfig, load_config, override
 from hetero.data import load_split
 from hetero.errors import ConfigError, InputError, ManifestError, SpaceMismatchError
 from hetero.io import atomic_dir
@@ -43,6 +43,17 @@ def test_bad_config_is_one_clear_error(tmp_path, text, needle):
     p.write_text(text)
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
         load_config(p)
+
+
+def test_override_changes_only_what_it_names_and_validates_like_a_file():
+    base = load_config()
+    cfg = override(base, edge={"epochs": 3, "cache_cloud": False})
+    assert (cfg.edge.epochs, cfg.edge.cache_cloud) == (3, False)
+    assert cfg.edge.resolution == base.edge.resolution and cfg.cloud == base.cloud and base.edge.epochs != 3
+    with pytest.raises(ConfigError, match=r"unknown config key 'edge\.epochz'"):
+        override(base, edge={"epochz": 1})
+    with pytest.raises(ConfigError, match="mix is a share of views"):
+        override(base, edge={"mix": 2.0})
 
 
 def _space(id_="s@1", dim=4) -> EmbeddingSpace:

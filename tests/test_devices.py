@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import ONNX_FP32, run_cli
+from conftest import export_to, make_fixture, run_cli
 
 from hetero.devices.loader import load
 from hetero.fixture import Fixture
@@ -22,7 +22,7 @@ from hetero.io import sha256_path
 @pytest.fixture(scope="session")
 def fixture_file(tiny, tmp_path_factory):
     path = tmp_path_factory.mktemp("fixture") / "fixture.safetensors"
-    assert run_cli("fixture", "create", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--out", path) == 0
+    make_fixture(tiny, path)
     return path
 
 
@@ -30,14 +30,8 @@ def fixture_file(tiny, tmp_path_factory):
 def artifacts(tiny, tmp_path_factory):
     """TFLite int8 and Core ML fp32 of the tiny edge model (ONNX fp32 comes with `tiny`)."""
     root = tmp_path_factory.mktemp("art")
-    _export(tiny, tiny.edge, root, "--formats", "tflite,coreml", "--precisions", "fp32,int8")
+    export_to(tiny, tiny.edge, root, "tflite,coreml", "fp32,int8")
     return root
-
-
-def _export(tiny, checkpoint, out, *formats):
-    """`hetero export` of one checkpoint with the tiny config; `formats` are the --formats/--precisions args."""
-    args = ("--config", tiny.config, "--quiet", "--checkpoint", checkpoint, "--out", out, *formats)
-    assert run_cli("export", *args) == 0
 
 
 def _check(tiny, fixture_file, *extra):
@@ -143,7 +137,7 @@ def test_weight_perturbed_artifact_fails_with_exit_1_and_junit_failures(tiny, fi
 
 
 def test_wrong_space_artifact_is_an_input_error(tiny, fixture_file, tmp_path, capsys):
-    _export(tiny, tiny.independent, tmp_path, *ONNX_FP32)
+    export_to(tiny, tiny.independent, tmp_path, "onnx", "fp32")
     capsys.readouterr()
     assert _check(tiny, fixture_file, "--artifact", tmp_path / "onnx-fp32") == 2
     assert "foreign embedding space" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import run_cli
+from conftest import make_fixture, run_cli
 
 from hetero.errors import InputError
 from hetero.fixture import Fixture
@@ -40,7 +40,7 @@ def _edit_manifest(unit, **changes):
 @pytest.fixture(scope="module")
 def fixture_file(tiny, tmp_path_factory):
     path = tmp_path_factory.mktemp("fx") / "fixture.safetensors"
-    assert run_cli("fixture", "create", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--out", path) == 0
+    make_fixture(tiny, path)
     return path
 
 

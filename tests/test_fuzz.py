@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import make_fixture, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +61,7 @@ def _loads_or_input_error(fn) -> None:
 def valid(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("valid")
     fx = root / "fixture.safetensors"
-    assert run_cli("fixture", "create", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--out", fx) == 0
+    make_fixture(tiny, fx)
     rep = root / "rep"
     assert (
         run_cli(

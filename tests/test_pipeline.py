@@ -1,5 +1,6 @@
 """End to end on a tiny real run: train → ONNX → onnxruntime → report → gate, and the gate's mutation tests."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,34 +13,26 @@ from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import load_config
 from hetero.data import load_split
 from hetero.devices.loader import load
+from hetero.devices.pipeline import check, verify
 from hetero.errors import ParityError
 from hetero.export.artifact import ExportData, export_artifact
 from hetero.report import Report
 
 
-def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path, capsys):
+def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path):
+    """Through the stage API, as a user's script does: verify, then gate the saved report."""
     out = tmp_path / "verify"
-    rc = run_cli(
-        "verify",
-        "--config",
-        tiny.config,
-        "--quiet",
-        "--json",
-        "--cloud",
+    cfg = load_config(tiny.config)
+    result = verify(
+        cfg,
         tiny.cloud,
-        "--candidate",
-        f"edge={tiny.edge}",
-        "--candidate",
-        f"edge.onnx={tiny.onnx}",
-        "--control",
-        f"independent={tiny.independent}",
-        "--out",
-        out,
+        [f"edge={tiny.edge}", f"edge.onnx={tiny.onnx}"],
+        [f"independent={tiny.independent}"],
+        out=out,
     )
-    assert rc == 0
-    payload = json.loads(capsys.readouterr().out)
     report = Report.load(out / "report.json")
-    assert payload["report"]["rows"][0]["name"] == "cloud → cloud"
+    assert report.to_dict() == result.report.to_dict()  # what was saved is what was returned
+    assert report.rows[0].name == "cloud → cloud"
     chance = report.chance["recall_at_1"]
     cloud = report.row("cloud → cloud").recall_at_1
     bct = report.row("edge → cloud").recall_at_1
@@ -55,21 +48,11 @@ def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path, cap
     assert onnx_.recall_at_1 == pytest.approx(bct, abs=1 / onnx_.n_query + 1e-9)
     assert "| edge.onnx → cloud | onnxruntime | candidate |" in (out / "report.md").read_text()
 
-    assert run_cli("check", "--config", tiny.config, "--quiet", "--report", out / "report.json") == 0
+    assert check(thresholds=cfg.check, report=report).passed
     # The same report fails when the bar is raised above what was measured: the threshold can fail.
-    assert (
-        run_cli(
-            "check",
-            "--config",
-            tiny.config,
-            "--quiet",
-            "--report",
-            out / "report.json",
-            "--min-r1",
-            str(min(bct, onnx_.recall_at_1) + 0.01),
-        )
-        == 1
-    )
+    raised = dataclasses.replace(cfg.check, min_recall_at_1=min(bct, onnx_.recall_at_1) + 0.01)
+    gated = check(thresholds=raised, report=report)
+    assert not gated.passed and any(not r.passed and r.rule == "R@1" for r in gated.gate.rules)
 
 
 def test_manifests_carry_space_hash_and_provenance(tiny):

@@ -8,7 +8,7 @@ import json
 
 import jsonschema
 import pytest
-from conftest import run_cli
+from conftest import make_fixture, run_cli
 
 from hetero import schemas
 
@@ -27,7 +27,7 @@ def _fixture_header(path) -> dict:
 def outputs(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("schemas")
     fx = root / "fixture.safetensors"
-    assert run_cli("fixture", "create", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--out", fx) == 0
+    make_fixture(tiny, fx)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert run_cli("check", "--quiet", "--json", "--fixture", fx, "--artifact", tiny.onnx) == 0

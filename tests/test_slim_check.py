@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import make_fixture, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_check_runs_without_torch(tiny, tmp_path, capsys):
     fx = tmp_path / "fixture.safetensors"
-    assert run_cli("fixture", "create", "--config", tiny.config, "--quiet", "--cloud", tiny.cloud, "--out", fx) == 0
+    make_fixture(tiny, fx)
     q = ("--config", tiny.config, "--quiet")
     assert (
         run_cli(
