@@ -6,6 +6,7 @@ ML off macOS) the static contract is checked and the manifest says "not executed
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
 from hetero.export import coreml, onnx, tflite
 from hetero.export.formats import BuildRequest, plan, tolerance
 from hetero.export.metadata import camera_rule
+from hetero.export.prepare import prepare
+from hetero.export.sensitivity import sweep
 from hetero.export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.io import atomic_dir, path_size
 from hetero.manifest import Manifest, load_manifest, write_manifest
@@ -77,14 +80,14 @@ def _validate(
     precision: str,
     model_file: Path,
     m: Manifest,
-    graph: EmbeddingGraph,
+    built: EmbeddingGraph,
     ref: Embeddings,
     data: ExportData,
     cfg: ExportConfig,
 ) -> dict[str, Any]:
     mod = FORMAT_MODULES[fmt]
     tol = tolerance(precision, cfg)
-    static = mod.inspect(model_file, graph, m.space.id, m.space.dim, precision) if hasattr(mod, "inspect") else {}
+    static = mod.inspect(model_file, built, m.space.id, m.space.dim, precision) if hasattr(mod, "inspect") else {}
     try:
         run: Callable[[np.ndarray], np.ndarray] = mod.runner(model_file)
     except NotExecutedError as e:
@@ -100,6 +103,30 @@ def _validate(
     }
 
 
+def weight_bits(fmt: str, cfg: ExportConfig) -> int:
+    return 7 if fmt == "onnx" and cfg.onnx_reduce_range else 8
+
+
+def deployable(
+    graph: EmbeddingGraph,
+    precision: str,
+    cfg: ExportConfig,
+    calibration: np.ndarray,
+    bits: int = 8,
+    keep_float: tuple[str, ...] = (),
+) -> tuple[EmbeddingGraph, dict | None]:
+    """The graph a format serialises at `precision`, and what was done to it: the checkpoint's own graph, or for int8
+    precisions the same network with batch norm folded, optionally equalised, and bias-corrected for `bits`-bit
+    weights on the calibration images (hetero.export.prepare)."""
+    if precision not in ("int8", "int8w"):
+        return graph, None
+    pixels = torch.from_numpy(calibration)
+    calibrate = (lambda m: EmbeddingGraph(m, graph.input_spec).eval()(pixels)) if cfg.bias_correction else None
+    p = prepare(graph.model, equalise=cfg.equalise, calibrate=calibrate, weight_bits=bits, keep_float=keep_float)
+    facts = {"equalise": cfg.equalise, "bias_correction": cfg.bias_correction, **p.to_dict()}
+    return EmbeddingGraph(p.model, graph.input_spec).eval(), facts
+
+
 def export_artifact(
     checkpoint: Path,
     out_dir: Path,
@@ -108,18 +135,71 @@ def export_artifact(
     data: ExportData,
     cfg: ExportConfig,
     *,
+    log: Callable[[str], None] = lambda s: None,
     _loaded: tuple | None = None,
 ) -> Manifest:
-    """Build, validate and write one artifact unit at `out_dir`; raise ParityError (nothing written) on failure."""
+    """Build, validate and write one artifact unit at `out_dir`; raise ParityError (nothing written) on failure.
+
+    int8 with `cfg.auto_keep_float`: a failed validation is retried with the next most sensitive layer kept float,
+    up to that many; the manifest's `quantisation.keep_float` says which were.
+    """
     plan([fmt], [precision])  # unknown or unsupported: InputError listing the matrix
     require_resolvable(tolerance(precision, cfg), data.n_heldout)
     model, ckpt = _loaded[:2] if _loaded else load_checkpoint(checkpoint)
     graph = EmbeddingGraph(model, ckpt.input).eval()
     ref = _loaded[2] if _loaded else _reference(graph, data)
+    mixed = FORMAT_MODULES[fmt].MIXED_PRECISION  # whether the format can keep layers float inside an int8 graph
+    keep = tuple(cfg.keep_float) if mixed else ()
+    build = lambda kept: _build_unit(checkpoint, out_dir, fmt, precision, data, cfg, ckpt, graph, ref, kept)  # noqa: E731
+    if precision != "int8" or not cfg.auto_keep_float or not mixed:
+        return build(keep)
+    try:
+        return build(keep)
+    except ParityError as e:
+        failed = e
+    ranked = [s.layer for s in sweep(graph, data.calibration, data.query.images) if s.layer not in keep]
+    for layer in ranked[: cfg.auto_keep_float]:
+        log(f"  {fmt}-{precision}, {len(keep)} layer(s) kept float: {failed.failures[0]}; keeping {layer} float too")
+        keep += (layer,)
+        try:
+            return build(keep)
+        except ParityError as e:
+            failed = e
+    raise failed
+
+
+def _build_unit(
+    checkpoint: Path,
+    out_dir: Path,
+    fmt: str,
+    precision: str,
+    data: ExportData,
+    cfg: ExportConfig,
+    ckpt: Manifest,
+    graph: EmbeddingGraph,
+    ref: Embeddings,
+    keep: tuple[str, ...],
+) -> Manifest:
     mod = FORMAT_MODULES[fmt]
     t0 = time.perf_counter()
+    bits = weight_bits(fmt, cfg)
+    built, prepared = deployable(graph, precision, cfg, data.calibration, bits, keep)
     with atomic_dir(out_dir) as tmp:
-        facts = mod.build(BuildRequest(graph, ckpt.space.id, precision, tmp, data.calibration, cfg.opset))
+        request = BuildRequest(
+            built,
+            ckpt.space.id,
+            precision,
+            tmp,
+            data.calibration,
+            cfg.opset,
+            calibration_method=cfg.calibration_method,
+            keep_float=keep,
+            weight_bits=bits,
+        )
+        facts = mod.build(request)
+        if prepared is not None:
+            facts["prepared"] = prepared
+            facts["calibration_images"] = len(data.calibration)
         build_seconds = time.perf_counter() - t0
         manifest = Manifest(
             kind="artifact",
@@ -139,7 +219,7 @@ def export_artifact(
                 "size_bytes": path_size(tmp / mod.FILE),
             },
         )
-        manifest.validation = _validate(fmt, precision, tmp / mod.FILE, manifest, graph, ref, data, cfg)
+        manifest.validation = _validate(fmt, precision, tmp / mod.FILE, manifest, built, ref, data, cfg)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -153,7 +233,13 @@ def validate_artifact(artifact: Path, checkpoint: Path, data: ExportData, cfg: E
     if m.source.get("checkpoint_sha256") != ckpt.sha256:
         raise InputError(f"{artifact} was not exported from {checkpoint} (source checkpoint sha256 differs)")
     graph = EmbeddingGraph(model, ckpt.input).eval()
-    return _validate(m.format, m.precision, model_file, m, graph, _reference(graph, data), data, cfg)
+    built = graph
+    if "prepared" in m.extra:  # rebuild the prepared graph as it was built, not as cfg says now (structure check)
+        p, q = m.extra["prepared"], m.extra.get("quantisation", {})
+        as_built = dataclasses.replace(cfg, equalise=p["equalise"], bias_correction=p["bias_correction"])
+        keep = tuple(q.get("keep_float", ()))
+        built, _ = deployable(graph, m.precision, as_built, data.calibration, p["weight_bits"], keep)
+    return _validate(m.format, m.precision, model_file, m, built, _reference(graph, data), data, cfg)
 
 
 def export_matrix(
@@ -186,7 +272,7 @@ def export_matrix(
         log(f"[{i}/{len(todo)}] {fmt} {prec} …")
         t0 = time.perf_counter()
         try:
-            m = export_artifact(checkpoint, out, fmt, prec, data, cfg, _loaded=loaded)
+            m = export_artifact(checkpoint, out, fmt, prec, data, cfg, log=log, _loaded=loaded)
         except GateFailure as e:
             failures += [f"{fmt}-{prec}: {f}" for f in e.failures]
             results.append({"format": fmt, "precision": prec, "status": "FAILED", "path": None, "failures": e.failures})

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hetero.models import EmbeddingGraph
 
 FILE = "model.mlpackage"
+MIXED_PRECISION = False  # int8w compresses every weight
 SPACE_KEY = "hetero.space_id"
 
 

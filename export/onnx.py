@@ -1,7 +1,11 @@
 """ONNX: fp32 (legacy TorchScript exporter, dynamic batch), fp16 (onnxconverter-common), int8 (static QDQ).
 
-Preprocessing (uint8 NHWC pixels) and L2 normalisation are inside the graph. int8 uses per-channel weights and
-`reduce_range=True`: on x86 without VNNI the full range saturates and cosine fell to 0.977 (docs/environment.md).
+Preprocessing (uint8 NHWC pixels) and L2 normalisation are inside the graph. int8 is QDQ with signed 8-bit
+activations and per-channel signed 8-bit weights (S8S8, onnxruntime's recommended QDQ default). Unsigned activations
+with full-range weights (U8S8) saturate on x86 CPUs without VNNI — the digits edge fell to cosine 0.977 on such a
+machine, which is why hetero used 7-bit weights (`reduce_range`) before; `[export] onnx_reduce_range = true` still
+gives them. 7-bit weights cost the real edge family dearly: per-channel int7 alone is mean cosine 0.93 on the emoji
+edge (0.99 with bias correction simulating 7 bits) against 0.985 for int8 (0.997 corrected).
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 
 FILE = "model.onnx"
-_FLOAT_SCOPES = ("/preprocess/", "/head/", "/norm/")  # EmbeddingGraph ends (legacy exporter node scopes)
+# Layers kept float inside an int8 graph: not offered. Built either way (nodes excluded from the quantiser, or
+# quantised with their float weights restored), onnxruntime's graph optimiser computes another function than the
+# QDQ graph states: emoji edge with its first depthwise layer float, mean cosine 0.989 with optimisations off and
+# 0.888 with the default (basic or all) that every device runs.
+MIXED_PRECISION = False
+_FLOAT_SCOPES = ("/preprocess/", "/pool/", "/head/", "/norm/")  # EmbeddingGraph ends (legacy exporter node scopes)
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
@@ -42,11 +51,18 @@ def build(req: BuildRequest) -> dict[str, Any]:
     if precision == "fp16":
         _to_fp16(fp32, dest / FILE)
     elif precision == "int8":
-        _to_int8(fp32, dest / FILE, dest, calibration)
+        _to_int8(fp32, dest / FILE, dest, req)
     if fp32.name != FILE:
         fp32.unlink()
     _stamp(dest / FILE, describe(req.space_id, req.graph.model.head.out_features, req.graph.input_spec, precision))
-    return {"opset": req.opset, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "batch": "dynamic"}
+    facts = {"opset": req.opset, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "batch": "dynamic"}
+    if precision == "int8":
+        facts["quantisation"] = {
+            "calibration_method": req.calibration_method,
+            "keep_float": [],  # MIXED_PRECISION is False: see there
+            "weight_bits": req.weight_bits,
+        }
+    return facts
 
 
 def _stamp(path: Path, meta: dict[str, str]) -> None:
@@ -66,17 +82,25 @@ def _to_fp16(src: Path, dst: Path) -> None:
     from onnxconverter_common import float16
 
     model = onnx.load(str(src))
-    # The converter retypes a Cast's output without changing its `to`: keep the uint8 -> float Cast in fp32.
-    casts = [n.name for n in model.graph.node if n.op_type == "Cast"]
+    # The converter retypes a Cast's output without changing its `to`: keep the uint8 -> float Cast in fp32. The
+    # graph's ends stay fp32 too (pixel scaling, resize, L2 norm). What remains is the backbone computing in fp16
+    # (activations too, unlike TFLite fp16 on CPU): emoji edge min cosine 0.99883 either way (ExportConfig).
+    kept = [n.name for n in model.graph.node if n.op_type == "Cast" or n.name.startswith(_FLOAT_SCOPES)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "1e-12 truncated to 1e-07": the L2 epsilon, harmless
-        half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=casts)
+        half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=kept)
     onnx.save(half, str(dst))
 
 
-def _to_int8(src: Path, dst: Path, workdir: Path, calibration: np.ndarray) -> None:
+def _to_int8(src: Path, dst: Path, workdir: Path, req: BuildRequest) -> None:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = workdir / "pre.onnx"
@@ -84,23 +108,31 @@ def _to_int8(src: Path, dst: Path, workdir: Path, calibration: np.ndarray) -> No
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([{INPUT_NAME: calibration[i : i + 32]} for i in range(0, len(calibration), 32)])
+            cal = req.calibration
+            self._it = iter([{INPUT_NAME: cal[i : i + 32]} for i in range(0, len(cal), 32)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
+    # Keep the pixel scaling, the embedding head (1k of 3M MACs) and the L2 normalisation in float: quantised, the
+    # norm tail left embeddings 4% off unit length. Only the backbone runs in int8, less any layer kept float.
+    names = [n.name for n in onnx.load(str(pre)).graph.node]
+    excluded = [n for n in names if n.startswith(_FLOAT_SCOPES)]
     quantize_static(
         str(pre),
         str(dst),
         Reader(),
         quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
+        activation_type=QuantType.QInt8,  # S8S8: u8 activations x s8 weights saturate on x86 without VNNI
         weight_type=QuantType.QInt8,
         per_channel=True,
-        reduce_range=True,
-        # Keep the pixel scaling, the embedding head (1k of 3M MACs) and the L2 normalisation in float:
-        # quantised, the norm tail left embeddings 4% off unit length. Only the backbone runs in int8.
-        nodes_to_exclude=[n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(_FLOAT_SCOPES)],
+        reduce_range=req.weight_bits == 7,
+        nodes_to_exclude=excluded,
+        calibrate_method={
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy,
+        }[req.calibration_method],
     )
     pre.unlink()
     _drop_unused_opsets(dst)

@@ -22,8 +22,9 @@ from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.export.quiet import native_quiet
 
 FILE = "model.tflite"
+MIXED_PRECISION = True  # int8 with some layers float (`keep_float`): ai-edge-quantizer's no_quantize rules
 
-_FLOAT_SCOPES = ".*(Preprocess_preprocess|Linear_head|L2Normalize_norm).*"  # EmbeddingGraph ends, kept float
+_FLOAT_SCOPES = ".*(Preprocess_preprocess|GlobalPool_pool|Linear_head|L2Normalize_norm).*"  # graph ends, kept float
 
 _FP16_RECIPE = [
     {
@@ -50,11 +51,14 @@ def build(req: BuildRequest) -> dict[str, Any]:
     with native_quiet():
         litert_torch.convert(_named(req.graph).eval(), sample_args=(), sample_kwargs=sample).export(str(fp32))
     if req.precision != "fp32":
-        _quantize(fp32, req.dest / FILE, req.precision, req.calibration)
+        _quantize(fp32, req.dest / FILE, req.precision, req.calibration, req.keep_float)
         fp32.unlink()
     meta = describe(req.space_id, req.graph.model.head.out_features, req.graph.input_spec, req.precision)
     _stamp(req.dest / FILE, meta)
-    return {"batch": 1, "converter": "litert-torch", "signature": {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]}}
+    facts = {"batch": 1, "converter": "litert-torch", "signature": {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]}}
+    if req.precision == "int8":  # ai-edge-quantizer's static recipe calibrates min-max, whatever the config asks
+        facts["quantisation"] = {"calibration_method": "minmax", "keep_float": list(req.keep_float)}
+    return facts
 
 
 def _named(graph: Any) -> Any:
@@ -81,6 +85,12 @@ def _stamp(path: Path, meta: dict[str, str]) -> None:
 
     buf = path.read_bytes()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    for b in model.buffers or []:
+        # ai-edge-quantizer writes large constants after the flatbuffer, addressed by (offset, size); the object API
+        # keeps the numbers but not those bytes, so a re-packed file pointed past its own end. Inline them.
+        if getattr(b, "offset", 0) > 1:
+            b.data = np.frombuffer(buf, dtype=np.uint8, count=b.size, offset=b.offset)
+            b.offset, b.size = 0, 0
     data = schema.BufferT()
     data.data = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     model.buffers.append(data)
@@ -108,7 +118,13 @@ def read_metadata(path: Path) -> dict[str, str]:
     return {}
 
 
-def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray) -> None:
+def module_regex(module_path: str) -> str:
+    """The ai-edge-quantizer regex for the ops of a torch module ("stages.1.0.dw"): litert-torch names an op's
+    output by its module scopes, "<Class>_<attribute>" joined by "/" (fused ops join several names with ";")."""
+    return ".*/" + "/".join(f"[^/;]*_{re.escape(p)}" for p in module_path.split(".")) + "[/;].*"
+
+
+def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray, keep_float: tuple[str, ...] = ()) -> None:
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
 
@@ -118,7 +134,9 @@ def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray) -> 
     # The last op's output tensor carries the signature's name, not the norm's scope: name it explicitly.
     with native_quiet():
         interp = Interpreter(model_path=str(src))
-    float_scopes = f"{_FLOAT_SCOPES}|{re.escape(interp.get_output_details()[0]['name'])}"
+    float_scopes = "|".join(
+        [_FLOAT_SCOPES, re.escape(interp.get_output_details()[0]["name"]), *map(module_regex, keep_float)]
+    )
     chosen = [*chosen, {"regex": float_scopes, "operation": "*", "algorithm_key": "no_quantize"}]
     q = quantizer.Quantizer(str(src), chosen)
     calib = None

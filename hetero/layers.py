@@ -8,6 +8,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class GlobalPool(nn.Module):
+    """Spatial mean, NCHW -> NC. A module of its own so exporters can name it: it feeds the embedding head, and like
+    the head it stays float in int8 artifacts (the pooled features quantised per tensor cost the emoji edge's TFLite
+    int8 most of what activation quantisation costs; see benchmarks/results/quantisation.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class L2Normalize(nn.Module):
     """x / ||x||, written as x * rsqrt(sum(x^2) + eps): `F.normalize` exports to ops that break ONNX quantisation."""
 

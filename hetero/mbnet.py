@@ -137,7 +137,7 @@ class MBNet(nn.Module):
         tf_same: bool,
         bn_eps: float,
     ):
-        from hetero.layers import CosineClassifier, L2Normalize
+        from hetero.layers import CosineClassifier, GlobalPool, L2Normalize
 
         super().__init__()
         kw = {"tf_same": tf_same, "bn_eps": bn_eps}
@@ -151,6 +151,7 @@ class MBNet(nn.Module):
             built.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*built)
         self.head_conv = ConvBN(cin, head_width, 1, **kw)
+        self.pool = GlobalPool()
         self.num_features = head_width
         self.resolution = resolution
         self.head = nn.Linear(head_width, embed_dim)
@@ -158,7 +159,7 @@ class MBNet(nn.Module):
         self.classifier = CosineClassifier(embed_dim, num_classes, scale)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_conv(self.stages(self.stem(x))).mean(dim=(2, 3))
+        return self.pool(self.head_conv(self.stages(self.stem(x))))
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.head(self.forward_features(x)))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hetero.errors import InputError
-from hetero.layers import CosineClassifier, L2Normalize
+from hetero.layers import CosineClassifier, GlobalPool, L2Normalize
 from hetero.spaces import InputSpec
 
 
@@ -101,12 +101,13 @@ class HNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.num_features = cin
         self.resolution = resolution  # None: computes at the space's input size; else the graph resizes to it
+        self.pool = GlobalPool()
         self.head = nn.Linear(cin, embed_dim)
         self.norm = L2Normalize()
         self.classifier = CosineClassifier(embed_dim, num_classes, scale)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+        return self.pool(self.blocks(self.stem(x)))
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.head(self.forward_features(x)))

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from hetero.checkpoint import save_checkpoint
 from hetero.cli import main
-from hetero.config import OBJECTIVES, load_config
+from hetero.config import OBJECTIVES, DataConfig, RunConfig, from_dict, load_config
 from hetero.data import load_split
 from hetero.devices.pipeline import create_fixture
 from hetero.export.artifact import ExportData, export_matrix
+from hetero.models import EmbeddingGraph, create_model
+from hetero.spaces import InputSpec
 from hetero.train import train
 
 # 16 px digits: every stage of the real pipeline, a few seconds of training on 2 cores.
@@ -107,3 +110,65 @@ def make_fixture(run: TinyRun, out: Path) -> Path:
 @pytest.fixture
 def tiny_config(tiny: TinyRun) -> Path:
     return tiny.config
+
+
+LITE_SIZE, LITE_RES = 64, 48  # input pixels, backbone compute size: the graph must resize inside
+
+
+@pytest.fixture(scope="session")
+def lite_edge(tmp_path_factory):
+    """A real-family member (EfficientNet-Lite0 at half width) computing at 48 px inside a 64 px space."""
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0_050", embed_dim=16, num_classes=4, resolution=LITE_RES, pretrained=True)
+    model.eval()
+    split = load_split(DataConfig(image_size=LITE_SIZE))
+    _pca_head(model, EmbeddingGraph(model, InputSpec(LITE_SIZE, LITE_SIZE)).preprocess, split.train.images[::4])
+    root = tmp_path_factory.mktemp("lite")
+    spec = InputSpec(LITE_SIZE, LITE_SIZE)
+    save_checkpoint(
+        root / "edge",
+        model,
+        model_name="efficientnet_lite0_050",
+        input_spec=spec,
+        space=None,
+        space_name="t",
+        seed=0,
+        extra={},
+    )
+    return root, ExportData.from_split(split, 32)  # real held-out digits
+
+
+def _pca_head(model, preprocess, images) -> None:
+    """Untrained, every embedding points the same way and float noise reorders neighbours; a centred PCA head
+    spreads them like a trained one, in milliseconds."""
+    with torch.no_grad():
+        f = model.forward_features(preprocess(torch.from_numpy(images)))
+        mean = f.mean(0)
+        _, _, v = torch.linalg.svd(f - mean, full_matrices=False)
+        model.head.weight.copy_(v[: model.head.out_features])
+        model.head.bias.copy_(-v[: model.head.out_features] @ mean)
+
+
+@pytest.fixture(scope="session")
+def lite_trained(tmp_path_factory):
+    """The same member trained a few epochs on digits (own classification, ImageNet start): embeddings as well
+    conditioned as a real edge's, which quantisation verdicts need — the untrained PCA head above is not."""
+    root = tmp_path_factory.mktemp("lite_trained")
+    cfg = from_dict(
+        RunConfig,
+        {
+            "data": {"image_size": LITE_SIZE},
+            "edge": {
+                "model": "efficientnet_lite0_050",
+                "resolution": LITE_RES,
+                "pretrained": True,
+                "epochs": 4,
+                "lr": 2e-3,
+                "loss_weights": {"classification": 1.0},
+            },
+            "export": {"calibration_images": 128},
+        },
+    )
+    split = load_split(cfg.data)
+    train("edge", cfg, root / "edge", split=split, progress=False)
+    return root, ExportData.from_split(split, cfg.export.calibration_images)

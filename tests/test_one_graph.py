@@ -6,50 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hetero.checkpoint import load_checkpoint, save_checkpoint
-from hetero.config import DataConfig, ExportConfig
-from hetero.data import load_split
+from hetero.checkpoint import load_checkpoint
+from hetero.config import ExportConfig
 from hetero.errors import ArtifactError
 from hetero.export import coreml
-from hetero.export.artifact import ExportData, export_matrix
+from hetero.export.artifact import export_matrix
 from hetero.export.formats import BuildRequest
-from hetero.models import EmbeddingGraph, create_model
-from hetero.spaces import InputSpec
-
-SIZE, RES = 64, 48  # input pixels, backbone compute size: the graph must resize inside
-
-
-@pytest.fixture(scope="module")
-def lite_edge(tmp_path_factory):
-    """A real-family member (EfficientNet-Lite0 at half width) computing at 48 px inside a 64 px space."""
-    torch.manual_seed(0)
-    model = create_model("efficientnet_lite0_050", embed_dim=16, num_classes=4, resolution=RES, pretrained=True).eval()
-    split = load_split(DataConfig(image_size=SIZE))
-    _pca_head(model, EmbeddingGraph(model, InputSpec(SIZE, SIZE)).preprocess, split.train.images[::4])
-    root = tmp_path_factory.mktemp("lite")
-    spec = InputSpec(SIZE, SIZE)
-    save_checkpoint(
-        root / "edge",
-        model,
-        model_name="efficientnet_lite0_050",
-        input_spec=spec,
-        space=None,
-        space_name="t",
-        seed=0,
-        extra={},
-    )
-    return root, ExportData.from_split(split, 32)  # real held-out digits
-
-
-def _pca_head(model, preprocess, images) -> None:
-    """Untrained, every embedding points the same way and float noise reorders neighbours; a centred PCA head
-    spreads them like a trained one, in milliseconds."""
-    with torch.no_grad():
-        f = model.forward_features(preprocess(torch.from_numpy(images)))
-        mean = f.mean(0)
-        _, _, v = torch.linalg.svd(f - mean, full_matrices=False)
-        model.head.weight.copy_(v[: model.head.out_features])
-        model.head.bias.copy_(-v[: model.head.out_features] @ mean)
+from hetero.models import EmbeddingGraph
 
 
 def test_resized_edge_exports_to_every_format_from_one_graph(lite_edge):

@@ -1,0 +1,160 @@
+"""Quantisation of the real edge family: preparation (fold, equalise, bias correction), sensitivity, mixed precision,
+and every precision of an EfficientNet-Lite0 member through every toolchain that executes here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hetero.checkpoint import load_checkpoint
+from hetero.config import ExportConfig
+from hetero.errors import ParityError
+from hetero.export import tflite
+from hetero.export.artifact import export_artifact, export_matrix
+from hetero.export.prepare import prepare, quantise_weight
+from hetero.export.sensitivity import quantisable_layers, sweep
+from hetero.models import EmbeddingGraph
+
+
+def _embed(model, spec, images: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return EmbeddingGraph(model, spec).eval()(torch.from_numpy(images)).numpy()
+
+
+def _rounded(model) -> torch.nn.Module:
+    """`model` with every convolution's weights rounded as the toolchains round them (int8, per channel)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            with torch.no_grad():
+                m.weight.copy_(quantise_weight(m.weight))
+    return model
+
+
+def test_folding_and_equalisation_keep_the_fp32_function(lite_edge):
+    root, data = lite_edge
+    model, ckpt = load_checkpoint(root / "edge")
+    p = prepare(model, equalise=True)
+    assert p.folded > 20 and p.equalised > 10
+    assert p.range_ratio_after < p.range_ratio_before  # the per-channel ranges were actually balanced
+    pre = EmbeddingGraph(model, ckpt.input).preprocess
+    with torch.inference_mode():
+        x = pre(torch.from_numpy(data.query.images[:64]))
+        a, b = model.forward_features(x), p.model.forward_features(x)
+    # Float32 rounding of the folded and rescaled weights only (measured 2e-6 of the largest feature either way).
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+
+
+def test_bias_correction_absorbs_the_weight_rounding_error(lite_trained):
+    root, data = lite_trained
+    model, ckpt = load_checkpoint(root / "edge")
+    spec, pixels = ckpt.input, torch.from_numpy(data.calibration)
+    images = data.query.images
+
+    def cos_to_float(m) -> float:
+        return float(np.sum(_embed(_rounded(m), spec, images) * _embed(model, spec, images), axis=1).mean())
+
+    plain = prepare(model)
+    corrected = prepare(model, calibrate=lambda m: EmbeddingGraph(m, spec).eval()(pixels))
+    assert corrected.bias_corrected == len(quantisable_layers(model))
+    before, after = cos_to_float(plain.model), cos_to_float(corrected.model)
+    # What the rounded network loses to float shrinks by a third at least (measured: 0.926 -> 0.956 on this member).
+    assert 1 - after < (1 - before) * 2 / 3, (before, after)
+
+
+def test_sensitivity_ranks_every_layer_and_restores_the_model(lite_trained):
+    root, data = lite_trained
+    model, ckpt = load_checkpoint(root / "edge")
+    graph = EmbeddingGraph(model, ckpt.input).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ranked = sweep(graph, data.calibration, data.query.images[:64])
+    assert sorted(s.layer for s in ranked) == sorted(quantisable_layers(model))
+    assert [s.mean_cosine for s in ranked] == sorted(s.mean_cosine for s in ranked)
+    assert all(-1.0 <= s.min_cosine <= s.mean_cosine <= 1.0 + 1e-5 for s in ranked), ranked
+    assert ranked[0].mean_cosine < 0.9999  # some layer is hurt by rounding: the sweep can tell layers apart
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# Measure, do not gate: every rule's floor at 0 so each artifact is written with its numbers.
+MEASURE = ExportConfig(
+    min_cosine_fp16=0.0,
+    min_cosine_int8=0.0,
+    min_mean_cosine_int8=0.0,
+    max_r1_drop_float=1.0,
+    max_r1_drop_int8=1.0,
+    min_top10_overlap_float=0.0,
+    min_top10_overlap_int8=0.0,
+)
+
+
+def _mean_cos(result, fmt: str, precision: str) -> float:
+    a = next(a for a in result.artifacts if (a["format"], a["precision"]) == (fmt, precision))
+    assert a["validation"]["status"] == "passed", a
+    return a["validation"]["embedding"]["mean_cosine"]
+
+
+def test_real_family_at_every_precision_and_what_bias_correction_buys(lite_trained, tmp_path):
+    """EfficientNet-Lite0 (half width, 48 px in a 64 px space, 4 epochs on digits): fp16, int8 and int8w through
+    ONNX, TFLite and Core ML, with and without bias correction, through the real toolchains and runtimes.
+
+    This short-trained member is fragile (its held-out embeddings move far under small perturbations: fp16 min
+    cosine 0.993), so the default tolerances refuse its int8 artifacts; the test measures instead, and asserts what
+    must hold on any machine. TFLite int8 of this member is over ai-edge-quantizer's 256 KB threshold, so its
+    constants live outside the flatbuffer; stamping hetero's metadata used to cut them off (LiteRT: "Constant buffer
+    2 specified an out of range offset") — tiny models never showed it."""
+    root, data = lite_trained
+    formats, precisions = ["onnx", "tflite", "coreml"], ["fp16", "int8", "int8w"]
+    corrected = export_matrix(root / "edge", tmp_path / "bc", formats, precisions, data, MEASURE)
+    plain_cfg = dataclasses.replace(MEASURE, bias_correction=False)
+    plain = export_matrix(root / "edge", tmp_path / "plain", ["onnx", "tflite"], ["int8", "int8w"], data, plain_cfg)
+    for fmt, prec in [("onnx", "int8"), ("tflite", "int8"), ("tflite", "int8w")]:
+        gain = _mean_cos(corrected, fmt, prec) - _mean_cos(plain, fmt, prec)
+        assert gain > 0, (fmt, prec, gain)  # bias correction moves the real toolchain's output towards torch
+        extra = json.loads((tmp_path / "bc" / f"{fmt}-{prec}" / "manifest.json").read_text())["extra"]
+        assert extra["prepared"]["bias_corrected"] > 20 and extra["prepared"]["weight_bits"] == 8
+    for fmt in ("onnx", "tflite"):
+        assert _mean_cos(corrected, fmt, "fp16") > 0.999
+    assert tflite.read_metadata(tmp_path / "bc" / "tflite-int8" / "model.tflite")["hetero.space_id"]
+    coreml = {a["precision"]: a for a in corrected.artifacts if a["format"] == "coreml"}
+    assert {coreml[p]["validation"]["status"] for p in ("fp16", "int8w")} <= {"not executed", "passed"}
+
+
+def test_keep_float_reaches_the_tflite_layers_it_names(lite_trained, tmp_path):
+    """Every block kept float: what stays int8 is only the global pool, so the artifact is far closer to torch."""
+    root, data = lite_trained
+    keep = ("stem", "stages", "head_conv")
+    full = export_artifact(root / "edge", tmp_path / "a", "tflite", "int8", data, MEASURE)
+    kept = export_artifact(
+        root / "edge", tmp_path / "b", "tflite", "int8", data, dataclasses.replace(MEASURE, keep_float=keep)
+    )
+    assert kept.extra["quantisation"]["keep_float"] == list(keep)
+    assert 1 - kept.validation["embedding"]["mean_cosine"] < (1 - full.validation["embedding"]["mean_cosine"]) / 4
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_a_too_small_calibration_set_fails_validation(lite_trained, tmp_path, fmt):
+    """Mutation: two calibration images set activation ranges the held-out images overflow. Export must fail."""
+    root, data = lite_trained
+    starved = dataclasses.replace(data, calibration=data.calibration[:2])
+    with pytest.raises(ParityError):
+        export_artifact(root / "edge", tmp_path / fmt, fmt, "int8", starved, ExportConfig())
+    assert not (tmp_path / fmt).exists()
+
+
+def test_auto_keep_float_retries_with_the_most_sensitive_layers_in_order(lite_trained, tmp_path):
+    """A tolerance no int8 artifact meets: the retry keeps the most sensitive layer float, then it fails."""
+    root, data = lite_trained
+    model, ckpt = load_checkpoint(root / "edge")
+    impossible = ExportConfig(min_mean_cosine_int8=1.0, auto_keep_float=1)
+    logs: list[str] = []
+    with pytest.raises(ParityError):
+        export_artifact(root / "edge", tmp_path / "a", "tflite", "int8", data, impossible, log=logs.append)
+    ranked = [s.layer for s in sweep(EmbeddingGraph(model, ckpt.input).eval(), data.calibration, data.query.images)]
+    assert len(logs) == 1 and ranked[0] in logs[0]
+    assert not (tmp_path / "a").exists()
