@@ -64,7 +64,11 @@ def main() -> None:
     ap.add_argument("--edge", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--replot", action="store_true", help="render the Markdown and plot again from the saved JSON")
     args = ap.parse_args()
+    if args.replot:
+        write(json.loads((args.out / "quantisation.json").read_text()), args.out)
+        return
     torch.set_num_threads(2)
     cfg = load_config(args.config)
     split = load_split(cfg.data)
@@ -143,8 +147,42 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quantisation.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "quantisation.md").write_text(render(result))
+    write(result, args.out)
+
+
+def write(result: dict, out: Path) -> None:
+    (out / "quantisation.md").write_text(render(result))
+    plot(result, out / "quantisation.png")
     print(render(result))
+
+
+def plot(r: dict, path: Path) -> None:
+    """Left: what quantising each layer alone costs. Right: each int8 artifact's mean cosine by recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    sens = r["sensitivity"]
+    a.bar(range(len(sens)), [1 - s["mean_cosine"] for s in sens], color="tab:red")
+    a.set_yscale("log")
+    a.set_xticks(range(len(sens)), [s["layer"] for s in sens], rotation=90, fontsize=7)
+    a.set_ylabel("1 − mean cosine to float (log)")
+    a.set_title("one layer quantised at a time (torch simulation)")
+    rows = [x for x in r["rows"] if "int8" in x["precision"]]
+    labels = [f"{x['format']} {x['precision']}\n{x['recipe']}" for x in rows]
+    b.barh(range(len(rows)), [1 - x["mean_cosine"] for x in rows], color="tab:blue")
+    b.axvline(1 - r["tolerance_int8"]["min_mean_cosine"], color="k", ls="--", lw=1, label="validation limit (mean)")
+    b.set_xscale("log")
+    b.set_yticks(range(len(rows)), labels, fontsize=7)
+    b.invert_yaxis()
+    b.set_xlabel("1 − mean cosine to torch, held-out images (log)")
+    b.set_title("int8 artifacts by recipe")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def render(r: dict) -> str:
