@@ -67,10 +67,15 @@ def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = No
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hetero import distributed
-    from hetero.config import OBJECTIVES
+    from hetero.config import OBJECTIVES, override
     from hetero.train import train
 
     cfg = _config(args)
+    table = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr}.items() if v is not None}
+    if args.qat is not None:
+        table |= {"init": str(args.qat), "qat": True}
+    if table:
+        cfg = override(cfg, **{args.role: table})
     weights = OBJECTIVES[args.objective] if args.objective else None
     distributed.setup()
     try:
@@ -385,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  hetero train edge --cloud runs/x/cloud --objective bct_regression --out runs/x/edge_bctreg\n"
         "  hetero train edge --objective independent --out runs/x/edge_ind\n"
         "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct --resume    # after a kill\n"
+        "  hetero train edge --cloud runs/x/cloud --qat runs/x/edge_bct --epochs 5 --lr 1e-4 --out runs/x/edge_qat\n"
         "  torchrun --nproc_per_node=2 -m hetero.cli train cloud --out runs/x/cloud",
     )
     t.add_argument("role", choices=["cloud", "edge"])
@@ -398,6 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="preset loss weights (default: the config's loss_weights for the role)",
     )
     t.add_argument("--resume", action="store_true", help="continue from the state a killed run left beside --out")
+    t.add_argument(
+        "--qat",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="quantisation-aware fine-tuning of this trained checkpoint: weights and conv inputs rounded as int8 in "
+        "every step, batch norm frozen; pair with a short, low-lr schedule (--epochs 5 --lr 1e-4)",
+    )
+    t.add_argument("--epochs", type=int, help="override the role's epochs")
+    t.add_argument("--lr", type=float, help="override the role's learning rate")
     t.set_defaults(func=cmd_train)
 
     e = add(

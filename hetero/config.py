@@ -67,6 +67,8 @@ class TrainConfig:
     share_cloud_head: bool = False  # edge: the cloud checkpoint's embedding head, frozen (equal feature widths)
     transfer: str = ""  # edge: unlabeled images added for the cloud-comparing terms (e.g. "emoji_unlabeled")
     mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
+    init: str = ""  # start from this checkpoint's weights (same model and classes), e.g. to fine-tune it
+    qat: bool = False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.qat); batch norm frozen
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -87,6 +89,8 @@ class TrainConfig:
             raise ConfigError("every loss weight is 0: nothing would be trained")
         if not 0.0 <= self.mix <= 1.0:
             raise ConfigError(f"mix is a share of views, between 0 and 1; got {self.mix}")
+        if self.qat and not self.init:
+            raise ConfigError("qat = true fine-tunes a trained checkpoint: set init (hetero train edge --qat CKPT)")
         if self.cloud_views < 1:
             raise ConfigError(f"cloud_views must be at least 1; got {self.cloud_views}")
 

@@ -7,6 +7,7 @@ member of the cloud's space, otherwise (independent baseline) as a space of its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -22,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from hetero import distributed
-from hetero.checkpoint import save_checkpoint
+from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
@@ -30,6 +31,7 @@ from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
 from hetero.losses import Batch, CompatibilityObjective, build_objective
 from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
+from hetero.qat import FakeQuant, freeze_batchnorm
 from hetero.spaces import InputSpec
 from hetero.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
 from hetero.teacher import CheckpointTeacher, Teacher
@@ -99,6 +101,8 @@ def fit(
     if n_world > 1:
         step = DDP(step, find_unused_parameters=not objective.uses_own_classifier)
     model.train()
+    if cfg.qat:
+        freeze_batchnorm(model)  # normalise as deployed: the rounded weights are learned against running statistics
     bar = tqdm(
         range(len(history), cfg.epochs),
         desc=desc,
@@ -246,6 +250,7 @@ def train(
         resolution=tcfg.resolution or None,
         pretrained=tcfg.pretrained,
     )
+    init_record = _load_init(model, tcfg, cloud_manifest) if tcfg.init else {}
     if tcfg.inherit_cloud:
         _inherit_from_cloud(model, tcfg.model, cloud_model, cloud_manifest)
     if tcfg.share_cloud_head:
@@ -263,19 +268,20 @@ def train(
     if distributed.is_main() and not resume:
         shutil.rmtree(state_dir, ignore_errors=True)  # a fresh run never inherits a stale state
     t0 = time.perf_counter()
-    history = fit(
-        model,
-        objective,
-        train_set,
-        tcfg,
-        spec,
-        targets=targets,
-        state_dir=state_dir,
-        resume=resume,
-        fingerprint=fingerprint,
-        progress=progress,
-        desc=f"{role} {tcfg.model}",
-    )
+    with FakeQuant(model) if tcfg.qat else contextlib.nullcontext():
+        history = fit(
+            model,
+            objective,
+            train_set,
+            tcfg,
+            spec,
+            targets=targets,
+            state_dir=state_dir,
+            resume=resume,
+            fingerprint=fingerprint,
+            progress=progress,
+            desc=f"{role} {tcfg.model}" + (" (QAT)" if tcfg.qat else ""),
+        )
     seconds = time.perf_counter() - t0
     if not distributed.is_main():
         distributed.barrier()
@@ -303,12 +309,27 @@ def train(
             "processes": distributed.world(),
             "pretrained": getattr(model, "pretrained_info", None),
             "cloud_targets": targets_record,
+            "init": init_record,
         },
         files={METRICS_NAME: _jsonl(history)},
     )
     shutil.rmtree(state_dir, ignore_errors=True)
     distributed.barrier()
     return manifest
+
+
+def _load_init(model: nn.Module, tcfg: TrainConfig, cloud: Manifest | None) -> dict[str, str]:
+    """Start from a trained checkpoint of the same model (and, against a cloud, of the same space)."""
+    init, m = load_checkpoint(Path(tcfg.init))
+    if m.model.get("name") != tcfg.model:
+        raise InputError(f"init {tcfg.init} is a {m.model.get('name')}, this run trains a {tcfg.model}")
+    if cloud is not None and m.space.id != cloud.space.id:
+        raise InputError(f"init {tcfg.init} is in space {m.space.id}, not the cloud's {cloud.space.id}")
+    try:
+        model.load_state_dict(init.state_dict())
+    except RuntimeError as e:
+        raise InputError(f"init {tcfg.init} does not fit this model ({str(e).splitlines()[0]})") from None
+    return {"checkpoint": str(tcfg.init), "sha256": m.sha256}
 
 
 def _transfer_images(

@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from hetero.checkpoint import load_checkpoint
-from hetero.config import ExportConfig
-from hetero.errors import ParityError
+from hetero.config import ExportConfig, TrainConfig
+from hetero.errors import ConfigError, ParityError
 from hetero.export import tflite
 from hetero.export.artifact import export_artifact, export_matrix
 from hetero.export.prepare import prepare, quantise_weight
@@ -158,3 +159,48 @@ def test_auto_keep_float_retries_with_the_most_sensitive_layers_in_order(lite_tr
     ranked = [s.layer for s in sweep(EmbeddingGraph(model, ckpt.input).eval(), data.calibration, data.query.images)]
     assert len(logs) == 1 and ranked[0] in logs[0]
     assert not (tmp_path / "a").exists()
+
+
+def test_qat_fine_tunes_a_trained_edge_onto_the_int8_grid(tiny, tmp_path):
+    """`--qat CKPT`: starts from CKPT's weights, trains through int8 rounding, and leaves every conv on the int8 grid
+    (so each toolchain's own per-channel rounding of them is exact)."""
+    out = tmp_path / "qat"
+    rc = run_cli(
+        "train",
+        "edge",
+        "--config",
+        tiny.config,
+        "--cloud",
+        tiny.cloud,
+        "--qat",
+        tiny.edge,
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-4",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert rc == 0
+    model, m = load_checkpoint(out)
+    _, base = load_checkpoint(tiny.edge)
+    assert m.extra["train"]["qat"] and m.extra["init"]["sha256"] == base.sha256
+    assert m.space.id == base.space.id and m.extra["train"]["epochs"] == 2
+    convs = [c for c in model.modules() if isinstance(c, torch.nn.Conv2d)]
+    for c in convs:
+        torch.testing.assert_close(quantise_weight(c.weight), c.weight, atol=1e-6, rtol=0)
+    untouched, _ = load_checkpoint(tiny.edge)
+    assert any(
+        (quantise_weight(c.weight) - c.weight).abs().max() > 1e-4
+        for c in untouched.modules()
+        if isinstance(c, torch.nn.Conv2d)
+    )  # the grid is QAT's doing, not the starting point's
+
+
+def test_qat_needs_a_checkpoint_of_the_same_model(tiny, tmp_path, capsys):
+    argv = ("train", "edge", "--config", tiny.config, "--cloud", tiny.cloud, "--epochs", "1", "--quiet")
+    assert run_cli(*argv, "--qat", tiny.cloud, "--out", tmp_path / "a") == 2  # a cloud model is not this edge
+    assert "init" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="set init"):
+        TrainConfig(qat=True)
