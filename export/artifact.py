@@ -151,11 +151,11 @@ def export_artifact(
     mixed = FORMAT_MODULES[fmt].MIXED_PRECISION  # whether the format can keep layers float inside an int8 graph
     keep = tuple(cfg.keep_float) if mixed else ()
     build = lambda kept: _build_unit(checkpoint, out_dir, fmt, precision, data, cfg, ckpt, graph, ref, kept)  # noqa: E731
-    if precision != "int8" or not cfg.auto_keep_float or not mixed:
-        return build(keep)
     try:
         return build(keep)
     except ParityError as e:
+        if precision != "int8" or not cfg.auto_keep_float or not mixed:
+            raise
         failed = e
     ranked = [s.layer for s in sweep(graph, data.calibration, data.query.images) if s.layer not in keep]
     for layer in ranked[: cfg.auto_keep_float]:
