@@ -65,8 +65,9 @@ def test_bias_correction_absorbs_the_weight_rounding_error(lite_trained):
     corrected = prepare(model, calibrate=lambda m: EmbeddingGraph(m, spec).eval()(pixels))
     assert corrected.bias_corrected == len(quantisable_layers(model))
     before, after = cos_to_float(plain.model), cos_to_float(corrected.model)
-    # What the rounded network loses to float shrinks by a third at least (measured: 0.926 -> 0.956 on this member).
-    assert 1 - after < (1 - before) * 2 / 3, (before, after)
+    # What the rounded network loses to float shrinks by a fifth at least (measured: by 40% at 2 threads, 61% at 1;
+    # 0.926 -> 0.956 and 0.931 -> 0.973).
+    assert 1 - after < (1 - before) * 0.8, (before, after)
 
 
 def test_sensitivity_ranks_every_layer_and_restores_the_model(lite_trained):
