@@ -52,16 +52,9 @@ class BuildRequest:
     dest: Path
     calibration: np.ndarray  # uint8 NHWC training images (int8 calibration; the first ones trace the graph)
     opset: int
-    calibration_method: str = "minmax"  # how int8 activation ranges are set (CALIBRATION_METHODS)
+    calibration_method: str = "minmax"  # how int8 activation ranges are set (ExportConfig)
     keep_float: tuple[str, ...] = ()  # module paths of the network kept float in int8, beyond the graph's ends
     weight_bits: int = 8  # ONNX int8: 7 = reduce_range (x86 without VNNI)
-
-
-CALIBRATION_METHODS: dict[str, str] = {
-    "minmax": "the observed min and max (every toolchain)",
-    "percentile": "ONNX: the 99.999th percentile of |x| (clips rare outliers)",
-    "entropy": "ONNX: the range minimising KL divergence to the float histogram",
-}
 
 
 @dataclass(frozen=True)

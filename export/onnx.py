@@ -115,7 +115,7 @@ def _to_int8(src: Path, dst: Path, workdir: Path, req: BuildRequest) -> None:
             return next(self._it, None)
 
     # Keep the pixel scaling, the embedding head (1k of 3M MACs) and the L2 normalisation in float: quantised, the
-    # norm tail left embeddings 4% off unit length. Only the backbone runs in int8, less any layer kept float.
+    # norm tail left embeddings 4% off unit length. Only the backbone runs in int8 (all of it: MIXED_PRECISION).
     names = [n.name for n in onnx.load(str(pre)).graph.node]
     excluded = [n for n in names if n.startswith(_FLOAT_SCOPES)]
     quantize_static(
