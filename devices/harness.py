@@ -79,9 +79,18 @@ def fixture_from_cloud(
 
 def require_cloud(m: Manifest, where: object) -> None:
     """A cloud is the model whose weights define the space id (`<name>-<model>@<sha256 of its weights>`): an edge
-    trained into that space, an artifact or another cloud's checkpoint would embed the gallery with the wrong model."""
+    trained into that space, an artifact or another cloud's checkpoint would embed the gallery with the wrong model.
+    A cloud imported with `hetero cloud import` defines its space by its user file's hash (hetero.cloud)."""
+    from hetero.cloud import is_imported_cloud, require_imported_cloud
+
+    if is_imported_cloud(m):
+        require_imported_cloud(Path(str(where)))
+        return
     if m.kind != "checkpoint" or m.format != "safetensors":
-        raise InputError(f"{where}: a {m.format} {m.kind} is not a cloud model; pass the cloud's training checkpoint")
+        raise InputError(
+            f"{where}: a {m.format} {m.kind} is not a cloud model; pass the cloud's training checkpoint "
+            "or a unit made by `hetero cloud import`"
+        )
     if not m.space.id.endswith(f"@{m.sha256[:12]}"):
         raise InputError(
             f"{where}: this checkpoint ({m.model.get('name')}) does not define space {m.space.id}: its weights are "

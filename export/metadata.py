@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 
-from hetero.spaces import InputSpec
+from hetero.spaces import INPUT_NAME, OUTPUT_NAME, InputSpec
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "embedding"
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "camera_rule", "describe"]
 
 
 def camera_rule(spec: InputSpec) -> str:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from hetero.errors import ArtifactError
 from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 
@@ -154,19 +153,9 @@ def _drop_unused_opsets(path: Path) -> None:
 
 def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """An onnxruntime session as a batch function; a file it cannot load is an input error."""
-    import onnxruntime as ort
+    from hetero.onnxrun import session_runner
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises several private exception types for a bad file
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{path}: onnxruntime cannot load it ({first})") from None
-    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
-    return lambda batch: session.run([out], {inp: batch})[0]
+    return session_runner(path, threads)
 
 
 def runtime_version() -> str:

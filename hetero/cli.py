@@ -271,6 +271,33 @@ def cmd_fixture(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cloud(args: argparse.Namespace) -> int:
+    """Import the user's cloud model (ONNX or TorchScript) as a cloud unit."""
+    from hetero.cloud import Preprocessing, import_cloud
+
+    def three(text: str, what: str) -> tuple[float, float, float]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise InputError(f"--{what} takes three comma-separated numbers, got {text!r}") from None
+        if len(values) != 3:
+            raise InputError(f"--{what} takes three comma-separated numbers, got {text!r}")
+        return values
+
+    height, width = args.size
+    pre = Preprocessing(
+        height, width, three(args.mean, "mean"), three(args.std, "std"), args.channel_order, args.layout
+    )
+    m = import_cloud(args.model, args.out, pre, name=args.name, normalize=args.normalize)
+    _emit(
+        args,
+        {"path": str(args.out), "space": m.space.to_dict(), "sha256": m.sha256, "source": m.source},
+        f"cloud -> {args.out}  (space {m.space.id}, dim {m.space.dim}, input {height}x{width} RGB uint8"
+        f"{', L2 in the graph' if args.normalize else ''})",
+    )
+    return 0
+
+
 def _gate_text(result) -> str:
     lines = [("PASS  " if r.passed else "FAIL  ") + r.describe() for r in result.rules]
     return "\n".join(lines) + f"\n\ngate: {'PASS' if result.passed else 'FAIL'}"
@@ -517,6 +544,33 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-probes", type=int, default=0, help="keep at most N probes (seeded sample); 0 = all")
     f.set_defaults(func=cmd_fixture)
 
+    cl = add(
+        "cloud",
+        "import your own cloud model (ONNX or TorchScript) as the space's cloud",
+        "Wrap a cloud model hetero did not train in the unit contract (uint8 RGB pixels in, your declared\n"
+        "preprocessing inside the graph, unit-length embedding out) and write it as a cloud unit whose space id is\n"
+        "the sha256 of your file. Then `train edge --cloud`, `verify`, `fixture create` and `check --cloud` take\n"
+        "it like a hetero cloud checkpoint; BCT uses class prototypes from its embeddings (it has no classifier).\n"
+        "The model is run on probe images first: a fixed batch axis, a wrong input size or an output that is not\n"
+        "unit length (without --normalize) is refused and nothing is written.",
+        "examples:\n  hetero cloud import catalogue.onnx --size 224 --normalize --out runs/shop/cloud\n"
+        "  hetero cloud import net.pt --size 96 --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 --out runs/x/cloud\n"
+        "  # a network that takes 0..255 floats: --mean 0,0,0 --std 0.00392157,0.00392157,0.00392157",
+    )
+    cl.add_argument("action", choices=["import"])
+    cl.add_argument("model", type=Path, help="the cloud model: .onnx, or TorchScript (.pt, .ts)")
+    cl.add_argument("--out", type=Path, required=True, help="unit directory to write")
+    cl.add_argument(
+        "--size", type=_size, required=True, metavar="PX|HxW", help="the network's input size, e.g. 224 or 256x192"
+    )
+    cl.add_argument("--mean", default="0.485,0.456,0.406", help="per channel, on x/255 (default: ImageNet)")
+    cl.add_argument("--std", default="0.229,0.224,0.225", help="per channel, on x/255 (default: ImageNet)")
+    cl.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB", help="the network's channel order")
+    cl.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="the network's float input layout")
+    cl.add_argument("--normalize", action="store_true", help="L2-normalise the output inside the graph")
+    cl.add_argument("--name", default="", help="space name (default: the file's stem)")
+    cl.set_defaults(func=cmd_cloud)
+
     d = add(
         "demo",
         "run the whole chain on the default dataset",
@@ -599,6 +653,18 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = [{"name": n, "description": (f.__doc__ or "").strip().splitlines()[0]} for n, f in sorted(DATASETS.items())]
     _emit(args, {"datasets": rows}, "\n".join(f"{r['name']:<15}{r['description']}" for r in rows))
     return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    """`224` or `256x192` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PX or HxW, got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected PX or HxW, got {text!r}")
+    return (values[0], values[-1])
 
 
 def _objectives() -> dict[str, dict[str, float]]:

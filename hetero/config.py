@@ -40,6 +40,16 @@ class DataConfig:
     # Cross-style sets (emoji): queries drawn in one style, gallery in another; empty = split each class by fraction.
     query_style: str = ""
     gallery_style: str = ""
+    # dataset = "folder": your images, a folder root/<class>/... or a .csv/.jsonl manifest (hetero.folder); a
+    # manifest's domains play the part of styles above (e.g. query_style = "phone", gallery_style = "catalogue").
+    path: str = ""
+    max_bad_fraction: float = 0.01  # share of the source's images that may fail to decode (listed) before the run stops
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_bad_fraction) and 0.0 <= self.max_bad_fraction < 1.0):
+            raise ConfigError(f"max_bad_fraction must be in [0, 1); got {self.max_bad_fraction}")
+        if self.path and self.dataset != "folder":
+            raise ConfigError(f'data.path is read only by dataset = "folder" (dataset is {self.dataset!r})')
 
 
 @dataclass(frozen=True)

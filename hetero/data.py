@@ -23,13 +23,27 @@ class ImageSet:
     labels: np.ndarray  # int64 [N]
     styles: np.ndarray | None = None  # int64 [N] index into style_names (cross-style sets such as emoji)
     style_names: tuple[str, ...] = ()
+    ids: np.ndarray | None = None  # str [N] the image ids of a folder or manifest (key embedding files)
+    roles: np.ndarray | None = None  # str [N] "", "query" or "gallery" as a manifest declared them
+    class_names: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, reason) of source images that could not be decoded
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: np.ndarray) -> ImageSet:
-        styles = None if self.styles is None else self.styles[idx]
-        return ImageSet(self.images[idx], self.labels[idx], styles, self.style_names)
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
+        return ImageSet(
+            self.images[idx],
+            self.labels[idx],
+            pick(self.styles),
+            self.style_names,
+            pick(self.ids),
+            pick(self.roles),
+            self.class_names,
+        )
 
 
 @dataclass(frozen=True)
@@ -44,8 +58,12 @@ class OpenSetSplit:
     def num_train_classes(self) -> int:
         return len(self.train_classes)
 
+    skipped: tuple[tuple[str, str], ...] = ()  # source images that could not be decoded
+
     def describe(self) -> dict:
+        skipped = {"skipped_images": len(self.skipped), "skipped": [list(s) for s in self.skipped[:20]]}
         return {
+            **(skipped if self.skipped else {}),
             "train_images": len(self.train),
             "train_classes": list(self.train_classes),
             "heldout_classes": list(self.heldout_classes),
@@ -158,12 +176,25 @@ def with_unlabeled(train: ImageSet, images: np.ndarray) -> ImageSet:
     return ImageSet(np.concatenate([train.images, images]), labels)
 
 
-def load_dataset(name: str, image_size: int) -> ImageSet:
+def load_dataset(name: str, image_size: int, cfg: DataConfig | None = None) -> ImageSet:
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r} (available: {', '.join(sorted(DATASETS))})")
     if image_size < 8:
         raise InputError(f"image_size must be >= 8, got {image_size}")
+    if name == "folder":
+        return load_folder(cfg or DataConfig(dataset="folder", image_size=image_size))
     return DATASETS[name](image_size)
+
+
+@register_dataset("folder")
+def load_folder(cfg: DataConfig) -> ImageSet:
+    """Your images: data.path is a folder root/<class>/... or a .csv/.jsonl manifest (path, label, role, domain, id)."""
+    from hetero.folder import load_images
+
+    if not cfg.path:
+        raise InputError('dataset "folder" needs data.path: a folder root/<class>/... or a .csv/.jsonl manifest')
+    d = load_images(Path(cfg.path), cfg.image_size, max_bad_fraction=cfg.max_bad_fraction)
+    return ImageSet(d.images, d.labels, d.domains, d.domain_names, d.ids, d.roles, d.class_names, skipped=d.skipped)
 
 
 def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
@@ -175,31 +206,76 @@ def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
         )
     if not 0.0 < cfg.query_fraction < 1.0:
         raise InputError(f"query_fraction must be in (0, 1), got {cfg.query_fraction}")
+    # Only a class that can give a query and a gallery image may be held out; the others always train.
+    pairable = _pairable(data, classes, cfg)
+    if len(pairable) < cfg.heldout_classes:
+        raise InputError(
+            f"{cfg.dataset}: only {len(pairable)} of {len(classes)} classes can give both a query and a gallery "
+            f"image ({_pair_rule(cfg)}); heldout_classes is {cfg.heldout_classes}"
+        )
     rng = np.random.default_rng(cfg.seed)
-    perm = rng.permutation(classes)
+    perm = rng.permutation(pairable)
     heldout = np.sort(perm[: cfg.heldout_classes])
-    train_classes = np.sort(perm[cfg.heldout_classes :])
+    train_classes = np.sort(np.setdiff1d(classes, heldout))
 
     train_idx = np.flatnonzero(np.isin(data.labels, train_classes))
     remap = {int(c): i for i, c in enumerate(train_classes)}
     train = ImageSet(data.images[train_idx], np.array([remap[int(y)] for y in data.labels[train_idx]], np.int64))
 
+    kept = (tuple(int(c) for c in train_classes), tuple(int(c) for c in heldout))
     if cfg.query_style or cfg.gallery_style:
         query, gallery = _style_split(data, heldout, cfg)
-        return OpenSetSplit(train, query, gallery, tuple(int(c) for c in train_classes), tuple(int(c) for c in heldout))
+        return OpenSetSplit(train, query, gallery, *kept, skipped=data.skipped)
     q_idx, g_idx = [], []
     for c in heldout:
         idx = rng.permutation(np.flatnonzero(data.labels == c))
-        n_q = max(1, round(len(idx) * cfg.query_fraction))
-        q_idx.append(idx[:n_q])
-        g_idx.append(idx[n_q:])
+        if data.roles is not None and (data.roles[idx] != "").any():  # the manifest's roles first, then by fraction
+            r = data.roles[idx]
+            free, n_declared_q = idx[r == ""], int((r == "query").sum())
+            n_q = max(0 if n_declared_q else 1, round(len(idx) * cfg.query_fraction) - n_declared_q)
+            n_q = min(n_q, len(free) - (0 if (r == "gallery").any() else 1))  # leave the gallery an image
+            q = np.concatenate([idx[r == "query"], free[:n_q]])
+            g = np.concatenate([idx[r == "gallery"], free[n_q:]])
+        else:
+            n_q = max(1, round(len(idx) * cfg.query_fraction))
+            q, g = idx[:n_q], idx[n_q:]
+        q_idx.append(q)
+        g_idx.append(g)
     return OpenSetSplit(
         train=train,
         query=data.subset(np.sort(np.concatenate(q_idx))),
         gallery=data.subset(np.sort(np.concatenate(g_idx))),
-        train_classes=tuple(int(c) for c in train_classes),
-        heldout_classes=tuple(int(c) for c in heldout),
+        train_classes=kept[0],
+        heldout_classes=kept[1],
+        skipped=data.skipped,
     )
+
+
+def _pair_rule(cfg: DataConfig) -> str:
+    if cfg.query_style or cfg.gallery_style:
+        return f"an image in {cfg.query_style!r} and one in {cfg.gallery_style!r}"
+    return "at least two images; a manifest's roles count"
+
+
+def _pairable(data: ImageSet, classes: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Classes that can be held out: two images at least (or, for a style split, one in each of the two styles;
+    for manifest roles, a query and a gallery image once the free ones are shared out)."""
+    if (cfg.query_style or cfg.gallery_style) and data.styles is not None:
+        names = data.style_names
+        if cfg.query_style in names and cfg.gallery_style in names:
+            qs, gs = names.index(cfg.query_style), names.index(cfg.gallery_style)
+            has_q = set(data.labels[data.styles == qs].tolist())
+            has_g = set(data.labels[data.styles == gs].tolist())
+            return np.array([c for c in classes if c in has_q and c in has_g], dtype=classes.dtype)
+        return classes  # a bad style name is reported by _style_split
+    counts = np.bincount(data.labels, minlength=int(classes.max()) + 1)
+    ok = counts[classes] >= 2
+    if data.roles is not None:
+        for i, c in enumerate(classes):
+            r = data.roles[data.labels == c]
+            free = int((r == "").sum())
+            ok[i] &= bool((r == "query").any() or free) and bool((r == "gallery").any() or free)
+    return classes[ok]
 
 
 def _style_split(data: ImageSet, heldout: np.ndarray, cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
@@ -221,4 +297,4 @@ def _style_split(data: ImageSet, heldout: np.ndarray, cfg: DataConfig) -> tuple[
 
 
 def load_split(cfg: DataConfig) -> OpenSetSplit:
-    return open_set_split(load_dataset(cfg.dataset, cfg.image_size), cfg)
+    return open_set_split(load_dataset(cfg.dataset, cfg.image_size, cfg), cfg)

@@ -67,6 +67,7 @@ class LossTerm(nn.Module):
     needs_cloud: bool = False
     needs_cloud_embedding: bool = False
     needs_cloud_features: bool = False
+    needs_prototypes: bool = False  # reads the cloud's class prototypes (classifier, or means of its embeddings)
     aligns_space: bool = False
 
     def __init__(self, teacher: Teacher | None):
@@ -99,6 +100,7 @@ class BCTInfluence(LossTerm):
 
     name = "bct"
     needs_cloud = True
+    needs_prototypes = True
     aligns_space = True
 
     def __init__(self, teacher: Teacher | None):
@@ -178,6 +180,7 @@ class LogitDistillation(_CloudTerm):
 
     name = "distillation"
     aligns_space = False
+    needs_prototypes = True
     temperature = 4.0
 
     def __init__(self, teacher: Teacher | None):
@@ -240,7 +243,8 @@ class CompatibilityObjective(nn.Module):
         return total, {n: float(v.detach()) for n, v in parts.items()}
 
 
-def build_objective(weights: dict[str, float], teacher: Teacher | None) -> CompatibilityObjective:
+def check_weights(weights: dict[str, float]) -> dict[str, float]:
+    """The non-zero terms of `weights`, after refusing unknown names and bad values (before any data loads)."""
     unknown = [k for k in weights if k not in LOSS_TERMS]
     if unknown:
         raise ConfigError(f"unknown loss term {unknown[0]!r} (available: {', '.join(sorted(LOSS_TERMS))})")
@@ -250,4 +254,13 @@ def build_objective(weights: dict[str, float], teacher: Teacher | None) -> Compa
     active = {k: w for k, w in weights.items() if w != 0.0}
     if not active:
         raise ConfigError("loss_weights has no non-zero term")
+    return active
+
+
+def needs_prototypes(weights: dict[str, float]) -> bool:
+    return any(LOSS_TERMS[k].needs_prototypes for k in check_weights(weights))
+
+
+def build_objective(weights: dict[str, float], teacher: Teacher | None) -> CompatibilityObjective:
+    active = check_weights(weights)
     return CompatibilityObjective({k: LOSS_TERMS[k](teacher) for k in active}, active)

@@ -11,6 +11,10 @@ from typing import Any
 
 from hetero.errors import ManifestError, SpaceMismatchError
 
+# The graph's input and output names in every format (and in an imported cloud): what an app binds to.
+INPUT_NAME = "image"
+OUTPUT_NAME = "embedding"
+
 
 @dataclass(frozen=True)
 class InputSpec:

@@ -3,8 +3,9 @@
 Edge training never needs the cloud's code: it needs the cloud's embedding (and, for some terms, pooled features) of
 each training view, optionally its class prototypes (BCT scores edge embeddings against them), and the space and
 input spec those live in. A `Teacher` provides exactly that; loss terms receive tensors (`ClassPrototypes`, the
-cached embeddings in a `Batch`), never a model. A user's ONNX/TorchScript cloud or a file of embeddings can be a
-teacher too (not yet implemented): only these members need to exist.
+cached embeddings in a `Batch`), never a model. A user's ONNX/TorchScript cloud imported with `hetero cloud import`
+is one too (`hetero.cloud.ImportedCloudTeacher`: no features, prototypes from its embeddings);
+`hetero.cloud.load_teacher` picks.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ClassPrototypes:
 
 
 class Teacher(Protocol):
+    manifest: Manifest  # the cloud unit's manifest (checkpoint or imported model)
     space: EmbeddingSpace
     input: InputSpec
     sha256: str  # identity of the cloud: part of every cache key

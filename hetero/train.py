@@ -24,17 +24,18 @@ from tqdm.auto import tqdm
 
 from hetero import distributed
 from hetero.checkpoint import load_checkpoint, save_checkpoint
+from hetero.cloud import load_teacher
 from hetero.config import RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
-from hetero.losses import Batch, CompatibilityObjective, build_objective
+from hetero.losses import LOSS_TERMS, Batch, CompatibilityObjective, build_objective, check_weights, needs_prototypes
 from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
 from hetero.qat import FakeQuant, freeze_batchnorm
 from hetero.spaces import InputSpec
 from hetero.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
-from hetero.teacher import CheckpointTeacher, Teacher
+from hetero.teacher import CheckpointTeacher, ClassPrototypes, Teacher
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -224,22 +225,31 @@ def train(
     ensure_writable_dir(out)
     tcfg = cfg.cloud if role == "cloud" else cfg.edge
     weights = dict(loss_weights if loss_weights is not None else tcfg.loss_weights)
-    teacher = CheckpointTeacher.load(cloud) if cloud is not None else None
-    cloud_model, cloud_manifest = (teacher.model, teacher.manifest) if teacher is not None else (None, None)
-    objective = build_objective(weights, teacher)  # bad weights or a missing --cloud fail before any data loads
-    if objective.needs_cloud_features and not tcfg.share_cloud_head:
+    check_weights(weights)  # bad names or values fail before the cloud or any data loads
+    teacher = load_teacher(cloud) if cloud is not None else None
+    cloud_manifest = teacher.manifest if teacher is not None else None
+    cloud_model = teacher.model if isinstance(teacher, CheckpointTeacher) else None
+    if teacher is None or teacher.prototypes() is not None or not needs_prototypes(weights):
+        objective = build_objective(weights, teacher)  # a missing --cloud fails before any data loads
+    if any(LOSS_TERMS[k].needs_cloud_features for k in check_weights(weights)) and not tcfg.share_cloud_head:
         raise ConfigError(
             "regression_features trains the backbone only: set share_cloud_head = true so the embedding is the "
             "cloud's head applied to those features"
         )
     if tcfg.share_cloud_head and role != "edge":
         raise ConfigError("share_cloud_head is for an edge model (the cloud defines the head)")
-    if tcfg.share_cloud_head and cloud_model is None:
-        raise InputError("share_cloud_head = true needs the cloud checkpoint: pass --cloud")
+    if (tcfg.share_cloud_head or tcfg.inherit_cloud) and cloud_model is None:
+        what = "share_cloud_head" if tcfg.share_cloud_head else "inherit_cloud"
+        raise InputError(f"{what} = true needs the cloud checkpoint: pass --cloud (hetero's, of the same family)")
     split = split or load_split(cfg.data)
-    if cloud_manifest is not None:
+    if isinstance(teacher, CheckpointTeacher):
         _require_cloud_matches(cloud_manifest, cfg, split)
+    elif teacher is not None:
+        _require_imported_cloud_fits(teacher, cfg)
     spec = input_spec_for(cfg, cloud_manifest.input if cloud_manifest else None)
+    if teacher is not None and teacher.prototypes() is None and needs_prototypes(weights):
+        teacher = teacher.with_prototypes(_prototypes_from_teacher(teacher, split.train, spec, tcfg.scale, progress))
+        objective = build_objective(weights, teacher)
 
     torch.manual_seed(tcfg.seed)  # weight init is part of the run: same seed, same checkpoint
     model = create_model(
@@ -396,6 +406,28 @@ def _fingerprint(role: str, cfg: RunConfig, tcfg: TrainConfig, weights: dict, cl
         "world": distributed.world(),
     }
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def _require_imported_cloud_fits(teacher: Teacher, cfg: RunConfig) -> None:
+    """An imported cloud has no training config to compare; its dim and input size must be the run's."""
+    if teacher.space.dim != cfg.space.dim:
+        raise SpaceMismatchError(f"the cloud embeds in {teacher.space.dim} dims, config space.dim is {cfg.space.dim}")
+    size = (teacher.input.height, teacher.input.width)
+    if size != (cfg.data.image_size, cfg.data.image_size):
+        raise InputError(f"the cloud takes {size[0]}x{size[1]} pixels; set data.image_size = {size[0]}")
+
+
+def _prototypes_from_teacher(
+    teacher: Teacher, train_set: ImageSet, spec: InputSpec, scale: float, progress: bool
+) -> ClassPrototypes:
+    """BCT's class prototypes from the cloud's embeddings of the clean labelled training images (no classifier)."""
+    from hetero.cloud import prototypes_from_embeddings
+
+    pre, x_all, out = Preprocess(spec, teacher.resolution), torch.from_numpy(np.asarray(train_set.images)), []
+    with torch.no_grad():
+        for s in tqdm(range(0, len(train_set), 64), desc="cloud prototypes", disable=not progress, leave=False):
+            out.append(teacher.features_and_embedding(pre(x_all[s : s + 64]))[1])
+    return prototypes_from_embeddings(torch.cat(out), torch.from_numpy(train_set.labels), scale)
 
 
 def _require_cloud_matches(manifest: Manifest, cfg: RunConfig, split: OpenSetSplit) -> None:

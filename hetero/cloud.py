@@ -1,0 +1,308 @@
+"""Your cloud model as hetero's cloud: import an ONNX or TorchScript file hetero did not write.
+
+`import_cloud` wraps the user's network in the deployable contract every hetero unit has — uint8 RGB NHWC pixels in,
+their declared preprocessing ((x / 255 - mean) / std, channel order, layout) inside the graph, optionally L2
+normalisation at the end — and writes it as a unit (model.onnx + manifest) whose space id is the sha256 of *the
+user's file*: `<name>@<12 hex digits>`. A different file (retrained, re-exported) is a different space, so edges
+trained against one are refused against the other. Everything that takes a cloud (`train edge --cloud`, `verify`,
+`fixture create`, `check --cloud`) takes this unit as it takes a hetero checkpoint.
+
+The import runs the wrapped graph on a few probe images and refuses (exit 2, nothing written) a model whose batch
+axis is fixed, whose output is not [N, D], not finite or not unit length (declare `normalize` to L2-normalise in
+the graph: cosine retrieval needs unit vectors, and silently normalising would hide a wrong output).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hetero.errors import InputError
+from hetero.io import atomic_dir, ensure_writable_dir, sha256_path
+from hetero.manifest import Manifest, load_manifest, write_manifest
+from hetero.spaces import INPUT_NAME, OUTPUT_NAME, EmbeddingSpace, InputSpec
+from hetero.teacher import CheckpointTeacher, ClassPrototypes, Teacher
+
+MODEL_NAME = "model.onnx"
+ROLE = "cloud"  # extra["role"] of an imported cloud unit
+_INNER_PREFIX = "user_"  # names of the user's graph inside the wrapped one
+SPACE_KEY = "hetero.space_id"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the user's network expects as float input, declared by the user (it is not in an ONNX file)."""
+
+    height: int
+    width: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # in the network's channel order, on x / 255
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: str = "RGB"  # RGB | BGR: what the network's channels are
+    layout: str = "NCHW"  # NCHW | NHWC: the network's float input
+
+    def __post_init__(self) -> None:
+        if self.height < 8 or self.width < 8:
+            raise InputError(f"input size must be at least 8x8; got {self.height}x{self.width}")
+        if self.channel_order not in ("RGB", "BGR") or self.layout not in ("NCHW", "NHWC"):
+            raise InputError(f"channel order RGB|BGR and layout NCHW|NHWC; got {self.channel_order}, {self.layout}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise InputError("mean and std take three numbers each (one per channel)")
+        if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise InputError(f"mean must be finite and std positive; got mean {self.mean}, std {self.std}")
+
+    def input_spec(self) -> InputSpec:
+        """The unit's contract: RGB pixels; mean/std in RGB order (what an edge network's preprocessing applies)."""
+        flip = self.channel_order == "BGR"
+        mean, std = (self.mean[::-1], self.std[::-1]) if flip else (self.mean, self.std)
+        return InputSpec(height=self.height, width=self.width, mean=tuple(mean), std=tuple(std))
+
+
+def _to_onnx(model: Path, workdir: Path, pre: Preprocessing) -> Path:
+    """ONNX as given; TorchScript (.pt/.ts/.torchscript) through torch's TorchScript exporter, batch axis dynamic."""
+    if model.suffix.lower() == ".onnx":
+        return model
+    if model.suffix.lower() not in (".pt", ".pth", ".ts", ".torchscript"):
+        raise InputError(f"{model}: a cloud model is an .onnx file or a TorchScript file (.pt, .ts)")
+    try:
+        scripted = torch.jit.load(str(model), map_location="cpu").eval()
+    except Exception as e:  # torch raises RuntimeError/ValueError/pickle errors for a non-TorchScript file
+        raise InputError(f"{model}: not TorchScript ({type(e).__name__}); save it with torch.jit.save") from None
+    shape = (1, 3, pre.height, pre.width) if pre.layout == "NCHW" else (1, pre.height, pre.width, 3)
+    out = workdir / "torchscript.onnx"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            scripted, (torch.zeros(shape),), str(out), dynamo=False, opset_version=17,
+            input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+        )  # fmt: skip
+    return out
+
+
+def _wrap(user: Any, pre: Preprocessing, normalize: bool, space_id: str) -> Any:
+    """uint8 NHWC pixels -> float, channel order, (x/255 - mean)/std, layout -> the user's graph -> [L2]."""
+    import onnx
+    from onnx import TensorProto, compose, helper, numpy_helper
+
+    if len(user.graph.input) - len({i.name for i in user.graph.initializer} & {i.name for i in user.graph.input}) != 1:
+        raise InputError("the cloud model must have exactly one input (the image batch)")
+    if len(user.graph.output) != 1:
+        raise InputError(f"the cloud model must have one output (the embedding); it has {len(user.graph.output)}")
+    inits = {i.name for i in user.graph.initializer}
+    user_in = next(i for i in user.graph.input if i.name not in inits)
+    dims = user_in.type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise InputError(f"the cloud model's input {user_in.name!r} has rank {len(dims)}; an image batch has rank 4")
+    dims[0].ClearField("dim_value")
+    dims[0].dim_param = "n"  # try a dynamic batch; the probe run tells whether the graph allows it
+    want = (3, pre.height, pre.width) if pre.layout == "NCHW" else (pre.height, pre.width, 3)
+    have = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
+    if any(h is not None and h != w for h, w in zip(have, want, strict=True)):
+        raise InputError(f"the cloud model takes {list(have)} per image; the declared preprocessing gives {list(want)}")
+    out_dims = user.graph.output[0].type.tensor_type.shape.dim
+    if out_dims:
+        out_dims[0].ClearField("dim_value")
+        out_dims[0].dim_param = "n"
+    mean = np.array(pre.mean, np.float32)
+    std = np.array(pre.std, np.float32)
+    c = (1, 3, 1, 1) if pre.layout == "NCHW" else (1, 1, 1, 3)
+    nodes = [helper.make_node("Cast", [INPUT_NAME], ["px"], to=TensorProto.FLOAT)]
+    x = "px"
+    if pre.channel_order == "BGR":
+        nodes.append(helper.make_node("Gather", [x, "bgr"], ["px_bgr"], axis=3))
+        x = "px_bgr"
+    if pre.layout == "NCHW":
+        nodes.append(
+            helper.make_node(
+                "Transpose",
+                [
+                    x,
+                ],
+                ["px_nchw"],
+                perm=[0, 3, 1, 2],
+            )
+        )
+        x = "px_nchw"
+    nodes += [
+        helper.make_node("Sub", [x, "mean255"], ["centred"]),
+        helper.make_node("Div", ["centred", "std255"], ["net_in"]),
+    ]
+    inits_pre = [
+        numpy_helper.from_array((mean * 255).reshape(c), "mean255"),
+        numpy_helper.from_array((std * 255).reshape(c), "std255"),
+        numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr"),
+    ]
+    pixels = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", pre.height, pre.width, 3])
+    net_in = helper.make_tensor_value_info("net_in", TensorProto.FLOAT, None)
+    opset = next((o.version for o in user.opset_import if o.domain in ("", "ai.onnx")), 17)
+    pre_graph = helper.make_model(
+        helper.make_graph(nodes, "hetero_preprocess", [pixels], [net_in], inits_pre),
+        opset_imports=[helper.make_opsetid("", opset)],
+        ir_version=user.ir_version,
+    )
+    user = compose.add_prefix(user, _INNER_PREFIX)
+    merged = compose.merge_models(pre_graph, user, io_map=[("net_in", _INNER_PREFIX + user_in.name)])
+    emb = merged.graph.output[0].name
+    if normalize:
+        merged.graph.node.append(helper.make_node("LpNormalization", [emb], [OUTPUT_NAME], axis=1, p=2))
+    else:
+        merged.graph.node.append(helper.make_node("Identity", [emb], [OUTPUT_NAME]))
+    del merged.graph.output[:]
+    merged.graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", None]))
+    del merged.metadata_props[:]
+    merged.metadata_props.add(key=SPACE_KEY, value=space_id)  # binds the manifest's claim to the hashed file
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def _probe(path: Path, pre: Preprocessing, normalize: bool, model: Path) -> int:
+    """Run the wrapped graph on seeded noise and a flat image, batch of 3: the output must be [3, D], finite, unit."""
+    from hetero.onnxrun import session_runner
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, pre.height, pre.width, 3), dtype=np.uint8)
+    pixels[2] = 128
+    try:
+        out = np.asarray(session_runner(path)(pixels))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise InputError(
+            f"{model}: the model does not run on a batch of 3 images ({first}); export it with a dynamic batch axis "
+            "and check the declared input size and layout"
+        ) from None
+    if out.ndim != 2 or out.shape[0] != 3:
+        raise InputError(f"{model}: output shape per batch of 3 is {list(out.shape)}; an embedding model gives [3, D]")
+    if not np.isfinite(out).all():
+        raise InputError(f"{model}: the model's output is not finite on probe images")
+    norms = np.linalg.norm(out, axis=1)
+    if not normalize and np.abs(norms - 1).max() > 1e-3:
+        raise InputError(
+            f"{model}: the output is not unit length (norms {norms.min():.3g}..{norms.max():.3g}); cosine retrieval "
+            "needs unit vectors: declare normalize (--normalize) to L2-normalise inside the graph"
+        )
+    return int(out.shape[1])
+
+
+def import_cloud(model: Path, out: Path, pre: Preprocessing, *, name: str = "", normalize: bool = False) -> Manifest:
+    """Wrap and check the user's cloud model; write the unit at `out` atomically and return its manifest."""
+    import onnx
+
+    model = Path(model)
+    if not model.is_file():
+        raise InputError(f"cloud model not found: {model}")
+    ensure_writable_dir(Path(out).parent)
+    digest = sha256_path(model)
+    name = name or model.stem
+    with tempfile.TemporaryDirectory() as work:
+        src = _to_onnx(model, Path(work), pre)
+        try:
+            user = onnx.load(str(src))
+        except Exception as e:  # protobuf DecodeError and friends
+            raise InputError(f"{model}: not an ONNX model ({type(e).__name__})") from None
+        space_id = f"{name}@{digest[:12]}"
+        wrapped = _wrap(user, pre, normalize, space_id)
+        with atomic_dir(Path(out)) as tmp:
+            onnx.save(wrapped, str(tmp / MODEL_NAME))
+            dim = _probe(tmp / MODEL_NAME, pre, normalize, model)
+            spec = pre.input_spec()
+            manifest = Manifest(
+                kind="artifact",
+                file=MODEL_NAME,
+                sha256="",
+                format="onnx",
+                precision="fp32",
+                space=EmbeddingSpace(id=space_id, dim=dim, input=spec),
+                input=spec,
+                model={"name": f"imported:{name}", "embed_dim": dim, "imported": True},
+                source={"model_file": model.name, "model_sha256": digest},
+                extra={
+                    "role": ROLE,
+                    "declared_preprocessing": {**pre.__dict__, "mean": list(pre.mean), "std": list(pre.std)},
+                    "normalize_in_graph": normalize,
+                },
+            )
+            write_manifest(tmp, manifest)
+    return load_manifest(out)[0]
+
+
+def is_imported_cloud(m: Manifest) -> bool:
+    return m.extra.get("role") == ROLE and m.format == "onnx"
+
+
+def require_imported_cloud(path: Path) -> Manifest:
+    """An imported cloud defines its space: the id names the user's file's hash, and the wrapped graph (whose sha256
+    the manifest verifies) carries the same id, so a manifest edited to claim another space is refused."""
+    import onnx
+
+    m, model_file = load_manifest(path)
+    if not is_imported_cloud(m):
+        raise InputError(f"{path}: not an imported cloud unit (hetero cloud import)")
+    src = str(m.source.get("model_sha256", ""))
+    stamped = {p.key: p.value for p in onnx.load(str(model_file), load_external_data=False).metadata_props}
+    if len(src) != 64 or not m.space.id.endswith(f"@{src[:12]}") or stamped.get(SPACE_KEY) != m.space.id:
+        raise InputError(
+            f"{path}: space {m.space.id} is not the one this imported model was wrapped for "
+            f"({stamped.get(SPACE_KEY)!r}); import the cloud model again"
+        )
+    return m
+
+
+class ImportedCloudTeacher:
+    """An imported cloud as a teacher: embeddings of any view (through onnxruntime), no pooled features, and class
+    prototypes only once computed from its embeddings of labelled images (`with_prototypes`)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        from hetero.onnxrun import session_runner
+
+        self.manifest = require_imported_cloud(path)
+        model_file = Path(load_manifest(path)[1])
+        self.space, self.input, self.sha256 = self.manifest.space, self.manifest.input, self.manifest.sha256
+        self.resolution = None
+        self.embed_dim, self.feature_dim = self.space.dim, None
+        self._run = session_runner(model_file, threads)
+        self._prototypes: ClassPrototypes | None = None
+        self.mean = torch.tensor(self.input.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.input.std).view(1, 3, 1, 1)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        from hetero.embed import embed_batches
+
+        return embed_batches(self._run, pixels, batch_size=64)
+
+    def features_and_embedding(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
+        """Views arrive preprocessed (NCHW, normalised); the graph takes pixels, so they are mapped back to uint8 —
+        the rounding a camera frame has anyway."""
+        px = ((x * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return None, torch.from_numpy(self.embed_pixels(np.ascontiguousarray(px.numpy())))
+
+    def prototypes(self) -> ClassPrototypes | None:
+        return self._prototypes
+
+    def with_prototypes(self, prototypes: ClassPrototypes) -> ImportedCloudTeacher:
+        self._prototypes = prototypes
+        return self
+
+
+def prototypes_from_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, scale: float) -> ClassPrototypes:
+    """BCT without the cloud's classifier: each class's direction is the normalised mean of the cloud's embeddings
+    of its images (the BCT paper's rule for classes the old classifier never saw). Unlabelled rows (-1) are ignored."""
+    keep = labels >= 0
+    emb, y = embeddings[keep], labels[keep]
+    n = int(y.max()) + 1
+    sums = torch.zeros(n, emb.shape[1]).index_add_(0, y, emb.float())
+    return ClassPrototypes(torch.nn.functional.normalize(sums, dim=1), float(scale))
+
+
+def load_teacher(path: Path) -> Teacher:
+    """The teacher a `--cloud` path names: a hetero cloud checkpoint, or a cloud imported by `hetero cloud import`."""
+    manifest, _ = load_manifest(path)
+    if is_imported_cloud(manifest):
+        return ImportedCloudTeacher(path)
+    return CheckpointTeacher.load(path)
