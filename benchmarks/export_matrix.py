@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +21,12 @@ from hetero.config import DEFAULT_CONFIG, load_config
 from hetero.data import load_split
 from hetero.devices.loader import load
 from hetero.export.artifact import ExportData, export_matrix
+from hetero.timing import median_ms
 
 
 def latency_ms(path: Path, images: np.ndarray, threads: int = 1) -> float:
     rt = load(path, threads=threads) if path.name != "edge_bct" else load(path)
-    rt.embed(images[:5])  # warm-up
-    times = []
-    for img in images:
-        t0 = time.perf_counter()
-        rt.embed(img[None])
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return median_ms(lambda img: rt.embed(img[None]), images, warmup=5)
 
 
 def main() -> None:

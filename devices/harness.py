@@ -11,7 +11,6 @@ cannot execute here (Core ML off macOS) is a row with status "not executed": ski
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from hetero.manifest import Manifest, load_manifest
 from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.report import Report, Row
 from hetero.stats import PairedChange, mean_interval
+from hetero.timing import per_item_ms
 
 
 @dataclass
@@ -102,12 +102,7 @@ def timed_embed(rt: base.Runtime, images: np.ndarray) -> tuple[np.ndarray, float
     """Embed one image per call, as a device does; returns embeddings and the median latency in ms."""
     if hasattr(rt, "embed_timed"):
         return rt.embed_timed(images)
-    rt.embed(images[:1])  # warm-up (session init, first-call allocation)
-    rows, times = [], []
-    for img in images:
-        t0 = time.perf_counter()
-        rows.append(rt.embed(img[None])[0])
-        times.append((time.perf_counter() - t0) * 1e3)
+    rows, times = per_item_ms(lambda img: rt.embed(img[None])[0], images)
     return np.stack(rows), statistics.median(times)
 
 
