@@ -169,14 +169,16 @@ def decode(path: Path, size: int) -> np.ndarray:
         return np.asarray(im.crop((left, top_, left + size, top_ + size)), dtype=np.uint8)
 
 
-def _try_decode(rec: Record, size: int) -> np.ndarray | str:
+def try_decode(rec: Record, size: int) -> np.ndarray | str:
+    """The decoded pixels, or why they could not be decoded (one line)."""
     try:
         return decode(rec.path, size)
     except Exception as e:
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
 
 
-def _cache_key(records: list[Record], size: int) -> str:
+def records_key(records: list[Record], size: int) -> str:
+    """What decoded pixels depend on: every record (path, label, role, domain, id, size, mtime) and the input size."""
     h = hashlib.sha256(f"v{_CACHE_VERSION} size={size}\n".encode())
     for r in records:
         try:
@@ -204,7 +206,7 @@ def load_images(
     from hetero.io import atomic_write, atomic_write_text, cache_root
 
     records = scan(source)
-    key = _cache_key(records, size)
+    key = records_key(records, size)
     base = (cache_dir or cache_root()) / "images" / key
     pixels_path, meta_path = base.with_suffix(".u8"), base.with_suffix(".json")
     if not (pixels_path.is_file() and meta_path.is_file()):
@@ -218,7 +220,7 @@ def load_images(
             ):
                 for s in range(0, len(records), batch):
                     chunk = records[s : s + batch]
-                    for i, res in enumerate(pool.map(lambda r: _try_decode(r, size), chunk), start=s):
+                    for i, res in enumerate(pool.map(lambda r: try_decode(r, size), chunk), start=s):
                         if isinstance(res, str):
                             skipped.append((str(records[i].path), res))
                         else:

@@ -1,0 +1,266 @@
+"""`hetero embed`: a folder or manifest through any producer (cloud, checkpoint, artifact) into sharded embeddings.
+
+The records of the source (sorted, so every machine sees the same list) are cut into shards of `shard_size`; shard
+k always holds records [k * shard_size, (k + 1) * shard_size), so its content does not depend on who computes it or
+when. Each shard is written atomically (`shard-00007.npz`: embeddings, ids, the images it could not decode), so a
+killed run resumes by skipping the shards that exist and ends with files identical to an uninterrupted run. A plan
+file pins what the shards were computed from (the producer's sha256, every record's path/size/mtime, the input
+size, the shard size): a different plan in the same directory is refused instead of mixed.
+
+Scale-out: `workers` processes on this machine take shards from one queue (each with its own runtime); `part=(k, m)`
+makes this invocation compute only shards with index % m == k, so m machines sharing the output directory (or
+copying their shards together) split the work; any run that finds every shard present writes `embeddings.json`,
+the manifest that marks the set complete. With `index`, the complete set is indexed with faiss (hetero.index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hetero.errors import InputError
+from hetero.folder import Record, records_key, scan, try_decode
+from hetero.io import atomic_write, atomic_write_json, read_json, sha256_path
+from hetero.manifest import load_manifest
+
+SCHEMA = "hetero.embeddings/1"
+PLAN_NAME, MANIFEST_NAME = "plan.json", "embeddings.json"
+
+
+@dataclass
+class EmbedResult:
+    out: Path
+    complete: bool
+    rows: int  # embedded images in the shards present
+    dim: int
+    shards_total: int
+    shards_computed: int  # by this run
+    shards_reused: int  # found from an earlier (killed or other-machine) run
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0  # of the shards this run computed
+    space: dict[str, Any] = field(default_factory=dict)
+    index: dict[str, Any] | None = None
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.npz"
+
+
+class ShardEmbedder:
+    """Decode (threads) and embed (one runtime) the records of a shard, batch by batch."""
+
+    def __init__(self, producer: Path, threads: int | None, batch_size: int, decode_threads: int):
+        from hetero.devices.loader import load
+
+        self.runtime = load(producer, threads)
+        spec = self.runtime.manifest.input
+        if spec.height != spec.width:
+            raise InputError(f"{producer}: input {spec.height}x{spec.width}; the camera rule crops square inputs")
+        self.size, self.batch_size = spec.height, batch_size
+        self.pool = ThreadPoolExecutor(decode_threads)
+
+    def __call__(self, records: list[Record]) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+        rows, ids, skipped = [], [], []
+        pending = self.pool.map(lambda r: try_decode(r, self.size), records)
+        batch: list[np.ndarray] = []
+        for rec, img in zip(records, pending, strict=True):
+            if isinstance(img, str):
+                skipped.append((str(rec.path), img))
+                continue
+            batch.append(img)
+            ids.append(rec.id)
+            if len(batch) == self.batch_size:
+                rows.append(self.runtime.embed(np.stack(batch)))
+                batch = []
+        if batch:
+            rows.append(self.runtime.embed(np.stack(batch)))
+        dim = self.runtime.manifest.space.dim
+        emb = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+        return emb, ids, skipped
+
+
+def _write_shard(path: Path, emb: np.ndarray, ids: list[str], skipped: list[tuple[str, str]]) -> None:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            embeddings=emb,
+            ids=np.array(ids, dtype=str),
+            skipped=np.array([json.dumps(s) for s in skipped], dtype=str),
+        )
+
+
+def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            return d["embeddings"], d["ids"], [tuple(json.loads(s)) for s in d["skipped"]]
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{path}: unreadable shard ({type(e).__name__}); delete it and run again") from None
+
+
+_WORKER: ShardEmbedder | None = None
+
+
+def _worker_init(producer: str, threads: int | None, batch_size: int, decode_threads: int) -> None:
+    global _WORKER
+    _WORKER = ShardEmbedder(Path(producer), threads, batch_size, decode_threads)
+
+
+def _worker_shard(path: str, records: list[Record]) -> int:
+    assert _WORKER is not None
+    emb, ids, skipped = _WORKER(records)
+    _write_shard(Path(path), emb, ids, skipped)
+    return len(records)
+
+
+def embed_source(
+    source: Path,
+    producer: Path,
+    out: Path,
+    *,
+    batch_size: int = 64,
+    shard_size: int = 10_000,
+    workers: int = 1,
+    part: tuple[int, int] = (0, 1),
+    threads: int | None = None,
+    max_bad_fraction: float = 0.01,
+    index: str = "",
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed `source` with `producer` into shards under `out`; resumable, splittable, optionally indexed."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1 or shard_size < 1 or workers < 1:
+        raise InputError(f"batch_size, shard_size and workers must be >= 1; got {batch_size}, {shard_size}, {workers}")
+    k, m = part
+    if not (m >= 1 and 0 <= k < m):
+        raise InputError(f"part must be K/M with 0 <= K < M; got {k}/{m}")
+    manifest, _ = load_manifest(producer)
+    records = scan(source)
+    size = manifest.input.height
+    plan = {
+        "schema": SCHEMA,
+        "producer": {"path": str(producer), "sha256": manifest.sha256, "space": manifest.space.id},
+        "source": str(source),
+        "records": len(records),
+        "records_key": records_key(records, size),
+        "input_size": size,
+        "shard_size": shard_size,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / PLAN_NAME
+    if plan_path.is_file():
+        old = read_json(plan_path, "embedding plan")
+        if old != plan:
+            changed = sorted(key for key in plan if old.get(key) != plan[key])
+            raise InputError(
+                f"{out} holds shards of another run (differs in {', '.join(changed)}); use a new --out or delete it"
+            )
+    else:
+        atomic_write_json(plan_path, plan)
+    n_shards = (len(records) + shard_size - 1) // shard_size
+    mine = [s for s in range(n_shards) if s % m == k]
+    todo = [s for s in mine if not (out / shard_name(s)).is_file()]
+    reused = len(mine) - len(todo)
+    t0 = time.perf_counter()
+
+    def chunk(s: int) -> list[Record]:
+        return records[s * shard_size : (s + 1) * shard_size]
+
+    decode_threads = max(1, min(8, (os.cpu_count() or 1) // workers))
+    bar = tqdm(total=sum(len(chunk(s)) for s in todo), desc="embed", unit="img", disable=not progress)
+    if todo and workers == 1:
+        embedder = ShardEmbedder(Path(producer), threads, batch_size, decode_threads)
+        for s in todo:
+            emb, ids, skipped = embedder(chunk(s))
+            _write_shard(out / shard_name(s), emb, ids, skipped)
+            bar.update(len(chunk(s)))
+    elif todo:
+        import multiprocessing as mp
+
+        per = threads or max(1, (os.cpu_count() or 1) // workers)
+        init = (str(producer), per, batch_size, decode_threads)
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=init
+        ) as ex:
+            futures = [ex.submit(_worker_shard, str(out / shard_name(s)), chunk(s)) for s in todo]
+            for f in futures:
+                bar.update(f.result())
+    bar.close()
+    seconds = time.perf_counter() - t0
+    computed = sum(len(chunk(s)) for s in todo)
+    result = EmbedResult(
+        out, False, 0, manifest.space.dim, n_shards, len(todo), reused,
+        seconds=round(seconds, 2), images_per_second=round(computed / seconds, 1) if todo and seconds > 0 else 0.0,
+        space=manifest.space.to_dict(),
+    )  # fmt: skip
+    present = [s for s in range(n_shards) if (out / shard_name(s)).is_file()]
+    if len(present) < n_shards:
+        return result  # other parts still to come: a later run finalises
+    return _finalise(result, plan, max_bad_fraction, index)
+
+
+def load_embeddings(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """All rows of a complete embedding set, in record order, with their ids and the set's manifest."""
+    out = Path(out)
+    if not (out / MANIFEST_NAME).is_file():
+        raise InputError(f"{out}: no {MANIFEST_NAME}; the embedding set is incomplete (run hetero embed again)")
+    doc = read_json(out / MANIFEST_NAME, "embedding manifest")
+    for s in doc["shards"]:
+        if sha256_path(out / s["file"]) != s["sha256"]:
+            raise InputError(f"{out / s['file']}: sha256 differs from {MANIFEST_NAME}; the shard was changed")
+    return *_rows(out, doc["shards"]), doc
+
+
+def _finalise(result: EmbedResult, plan: dict[str, Any], max_bad_fraction: float, index: str) -> EmbedResult:
+    out = result.out
+    shards, skipped, rows = [], [], 0
+    h = hashlib.sha256()
+    for s in range(result.shards_total):
+        path = out / shard_name(s)
+        emb, ids, bad = read_shard(path)
+        if emb.ndim != 2 or emb.shape[1] != result.dim or len(ids) != len(emb):
+            raise InputError(f"{path}: shard shape {list(emb.shape)} does not match dim {result.dim}")
+        if not np.isfinite(emb).all():
+            raise InputError(f"{path}: {int((~np.isfinite(emb).all(1)).sum())} embeddings are not finite")
+        digest = sha256_path(path)
+        h.update(digest.encode())
+        shards.append({"file": path.name, "rows": len(emb), "sha256": digest})
+        skipped += bad
+        rows += len(emb)
+    result.rows, result.skipped = rows, skipped
+    if skipped and len(skipped) > max_bad_fraction * plan["records"]:
+        first = "; ".join(f"{Path(p).name} ({why})" for p, why in skipped[:3])
+        raise InputError(
+            f"{plan['source']}: {len(skipped)} of {plan['records']} images cannot be decoded "
+            f"(max_bad_fraction {max_bad_fraction:g}): {first}"
+        )
+    doc = {**plan, "rows": rows, "dim": result.dim, "space": result.space, "shards": shards,
+           "skipped": [list(s) for s in skipped], "sha256": h.hexdigest()}  # fmt: skip
+    if index:
+        from hetero import index as gallery_index
+
+        x, _ = _rows(out, shards)
+        built = gallery_index.build(x, gallery_index.IndexSpec(kind=index))
+        gallery_index.save(
+            built, out / "index.faiss", {"space": result.space["id"], "embeddings_sha256": doc["sha256"]}
+        )
+        result.index = built.describe()
+        doc["index"] = {"file": "index.faiss", **built.describe()}
+    atomic_write_json(out / MANIFEST_NAME, doc)
+    result.complete = True
+    return result
+
+
+def _rows(out: Path, shards: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    parts = [read_shard(out / s["file"]) for s in shards]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
