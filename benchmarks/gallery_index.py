@@ -33,10 +33,10 @@ def gallery(n: int, dim: int, per_id: int, queries: int, seed: int) -> tuple[np.
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     def noise(k: int, scale: float) -> np.ndarray:
-        return (scale / np.sqrt(dim)) * rng.standard_normal((k, dim)).astype(np.float32)
+        return rng.standard_normal((k, dim), dtype=np.float32) * np.float32(scale / np.sqrt(dim))
 
     n_ids = n // per_id
-    families = unit(rng.standard_normal((max(1, n_ids // 20), dim)).astype(np.float32))  # look-alike identities
+    families = unit(rng.standard_normal((max(1, n_ids // 20), dim), dtype=np.float32))  # look-alike identities
     centres = unit(families[np.arange(n_ids) % len(families)] + noise(n_ids, 0.45))
 
     def draw(labels: np.ndarray) -> np.ndarray:

@@ -79,6 +79,9 @@ class TrainConfig:
     mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
     init: str = ""  # start from this checkpoint's weights (same model and classes), e.g. to fine-tune it
     qat: bool = False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.qat); batch norm frozen
+    # BCT's class prototypes: "classifier" (the cloud checkpoint's own) or "embeddings" (normalised class means of
+    # the cloud's embeddings of the training images: what a cloud without a classifier, e.g. an imported one, gives)
+    prototypes: str = "classifier"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -101,6 +104,8 @@ class TrainConfig:
             raise ConfigError(f"mix is a share of views, between 0 and 1; got {self.mix}")
         if self.qat and not self.init:
             raise ConfigError("qat = true fine-tunes a trained checkpoint: set init (hetero train edge --qat CKPT)")
+        if self.prototypes not in ("classifier", "embeddings"):
+            raise ConfigError(f"prototypes must be classifier or embeddings; got {self.prototypes!r}")
         if self.cloud_views < 1:
             raise ConfigError(f"cloud_views must be at least 1; got {self.cloud_views}")
 

@@ -51,6 +51,8 @@ class Teacher(Protocol):
 
     def prototypes(self) -> ClassPrototypes | None: ...
 
+    def with_prototypes(self, prototypes: ClassPrototypes) -> Teacher: ...
+
 
 class CheckpointTeacher:
     """A hetero cloud checkpoint as a teacher (frozen, eval mode). `model` stays reachable for what only a checkpoint
@@ -75,6 +77,15 @@ class CheckpointTeacher:
 
         return features_and_embedding(self.model, x)
 
+    _override: ClassPrototypes | None = None
+
     def prototypes(self) -> ClassPrototypes | None:
+        if self._override is not None:
+            return self._override
         classifier = getattr(self.model, "classifier", None)
         return None if classifier is None else ClassPrototypes.from_classifier(classifier)
+
+    def with_prototypes(self, prototypes: ClassPrototypes) -> CheckpointTeacher:
+        """Use these prototypes instead of the classifier's (TrainConfig.prototypes = "embeddings")."""
+        self._override = prototypes
+        return self

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from hetero import distributed
 from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.cloud import load_teacher
-from hetero.config import RunConfig, TrainConfig, to_dict
+from hetero.config import DataConfig, RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
@@ -229,7 +229,10 @@ def train(
     teacher = load_teacher(cloud) if cloud is not None else None
     cloud_manifest = teacher.manifest if teacher is not None else None
     cloud_model = teacher.model if isinstance(teacher, CheckpointTeacher) else None
-    if teacher is None or teacher.prototypes() is not None or not needs_prototypes(weights):
+    from_embeddings = teacher is not None and needs_prototypes(weights) and (
+        teacher.prototypes() is None or tcfg.prototypes == "embeddings"
+    )
+    if not from_embeddings:
         objective = build_objective(weights, teacher)  # a missing --cloud fails before any data loads
     if any(LOSS_TERMS[k].needs_cloud_features for k in check_weights(weights)) and not tcfg.share_cloud_head:
         raise ConfigError(
@@ -247,7 +250,7 @@ def train(
     elif teacher is not None:
         _require_imported_cloud_fits(teacher, cfg)
     spec = input_spec_for(cfg, cloud_manifest.input if cloud_manifest else None)
-    if teacher is not None and teacher.prototypes() is None and needs_prototypes(weights):
+    if from_embeddings:
         teacher = teacher.with_prototypes(_prototypes_from_teacher(teacher, split.train, spec, tcfg.scale, progress))
         objective = build_objective(weights, teacher)
 
@@ -436,7 +439,9 @@ def _require_cloud_matches(manifest: Manifest, cfg: RunConfig, split: OpenSetSpl
         raise SpaceMismatchError(
             f"cloud checkpoint has embedding dim {manifest.space.dim}, config space.dim is {cfg.space.dim}"
         )
-    if manifest.extra.get("data") != to_dict(cfg.data):
+    recorded = manifest.extra.get("data")
+    # keys added since the cloud was trained took their defaults then: fill them in before comparing
+    if not isinstance(recorded, dict) or {**to_dict(DataConfig()), **recorded} != to_dict(cfg.data):
         raise InputError(
             "cloud checkpoint was trained on a different data config (dataset/split); retrain or align [data]"
         )
