@@ -326,3 +326,39 @@ def test_edge_trains_into_an_imported_cloud_from_a_folder(tmp_path: Path) -> Non
     cos = (load(tmp_path / "edge").embed(np.asarray(held)) * cloud_emb).sum(1)
     print(f"edge-cloud cosine mean {cos.mean():.3f}, R@1 {rows['candidate'].recall_at_1:.3f}")
     assert cos.mean() > 0.7  # an untrained edge: about 0 (its own random space)
+
+
+def test_the_readme_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
+    """docs/examples/own_data.sh as the README shows it (fewer epochs): folder + foreign ONNX cloud -> import,
+    train, export, verify, embed + index, all through the CLI."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(tmp_path / "own"), "EPOCHS": "3"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the test's interpreter, wherever its venv is
+    done = subprocess.run(["sh", "docs/examples/own_data.sh"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "own" / "report.json").read_text())
+    assert report["space"]["id"].startswith("catalogue@") and {r["runtime"] for r in report["rows"]} >= {
+        "onnxruntime",
+        "litert",
+    }
+    gallery = json.loads((tmp_path / "own" / "gallery" / "embeddings.json").read_text())
+    assert gallery["rows"] == 1797 and gallery["index"]["factory"] == "Flat"
+
+
+def test_a_cloud_trained_before_new_data_keys_still_matches(tiny) -> None:
+    """Data keys added later (path, max_bad_fraction) were at their defaults for an older cloud: still the same data."""
+    from hetero.checkpoint import load_checkpoint
+    from hetero.train import _require_cloud_matches
+
+    cfg = load_config(tiny.config)
+    _, m = load_checkpoint(tiny.cloud)
+    split = load_split(cfg.data)
+    old = {k: v for k, v in m.extra["data"].items() if k not in ("path", "max_bad_fraction")}
+    m.extra["data"] = old
+    _require_cloud_matches(m, cfg, split)  # accepted
+    m.extra["data"] = {**old, "seed": old["seed"] + 1}
+    with pytest.raises(InputError, match="different data config"):
+        _require_cloud_matches(m, cfg, split)
