@@ -27,7 +27,8 @@ EXACT_UP_TO = 200_000  # auto: exact search below this many vectors (a brute-for
 class IndexSpec:
     kind: str = "auto"
     nlist: int = 0  # IVF cells; 0 = 4 * sqrt(n), the faiss guideline
-    pq_bytes: int = 0  # PQ code size per vector (8-bit sub-quantisers); 0 = dim / 4
+    pq_bytes: int = 0  # PQ sub-quantisers per vector (one byte each at 8 bits); 0 = dim / 4
+    pq_bits: int = 8  # bits per sub-quantiser (4 trains much faster on small galleries, at lower recall)
     nprobe: int = 32  # IVF cells visited per query
     rerank: int = 0  # > 0: keep fp16 copies and re-rank this many x k PQ candidates exactly (memory for recall)
     hnsw_m: int = 32
@@ -38,6 +39,8 @@ class IndexSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"index kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
+        if not 1 <= self.pq_bits <= 16:
+            raise InputError(f"pq_bits must be in 1..16; got {self.pq_bits}")
         for name in ("nlist", "pq_bytes", "nprobe", "rerank", "hnsw_m", "ef_search", "train_size"):
             if getattr(self, name) < 0:
                 raise InputError(f"index {name} must be >= 0; got {getattr(self, name)}")
@@ -93,7 +96,8 @@ def factory_string(n: int, dim: int, spec: IndexSpec) -> tuple[str, str]:
     m = spec.pq_bytes or max(1, dim // 4)
     if dim % m:
         raise InputError(f"pq_bytes {m} must divide the dimension {dim}")
-    return kind, f"IVF{nlist},PQ{m}" + (",Refine(SQfp16)" if spec.rerank else "")
+    bits = "" if spec.pq_bits == 8 else f"x{spec.pq_bits}"
+    return kind, f"IVF{nlist},PQ{m}{bits}" + (",Refine(SQfp16)" if spec.rerank else "")
 
 
 def build(x: np.ndarray, spec: IndexSpec = IndexSpec(), *, measure_queries: int = 1000) -> IndexResult:

@@ -107,11 +107,13 @@ def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def test_ivfpq_recall_is_measured_against_exact_search() -> None:
-    x = _clustered(6000)
+    x = _clustered(3000)
     exact = gallery_index.build(x, gallery_index.IndexSpec(kind="exact"))
-    coarse = gallery_index.build(x, gallery_index.IndexSpec(kind="ivfpq", nprobe=1, pq_bytes=4), measure_queries=300)
+    coarse = gallery_index.build(
+        x, gallery_index.IndexSpec(kind="ivfpq", nprobe=1, pq_bytes=4, pq_bits=4), measure_queries=300
+    )
     fine = gallery_index.build(
-        x, gallery_index.IndexSpec(kind="ivfpq", nprobe=64, pq_bytes=8, rerank=8), measure_queries=300
+        x, gallery_index.IndexSpec(kind="ivfpq", nprobe=64, pq_bytes=8, pq_bits=4, rerank=8), measure_queries=300
     )
     assert exact.recall["recall_10_at_10"] == 1.0 and coarse.factory.startswith("IVF")
     # Probing 1 cell with 4-byte codes loses neighbours; probing all with exact re-ranking finds them: the measure
@@ -121,8 +123,10 @@ def test_ivfpq_recall_is_measured_against_exact_search() -> None:
 
 
 def test_index_save_and_load_keep_search_settings(tmp_path: Path) -> None:
-    x = _clustered(3000)
-    built = gallery_index.build(x, gallery_index.IndexSpec(kind="ivfpq", nprobe=7, pq_bytes=8), measure_queries=50)
+    x = _clustered(1500)
+    built = gallery_index.build(
+        x, gallery_index.IndexSpec(kind="ivfpq", nprobe=7, pq_bytes=8, pq_bits=4), measure_queries=50
+    )
     gallery_index.save(built, tmp_path / "g.faiss", {"space": "s@0"})
     index, meta = gallery_index.load(tmp_path / "g.faiss")
     import faiss
