@@ -311,7 +311,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     r = embed_source(
         args.source, args.unit, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
         workers=args.workers, part=part, threads=args.threads, max_bad_fraction=args.max_bad_fraction,
-        index="" if args.index == "none" else args.index, progress=not args.json,
+        index="" if args.index == "none" else args.index, progress=not args.quiet,
     )  # fmt: skip
     doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in r.__dict__.items()}
     status = "complete" if r.complete else f"partial: {r.shards_total} shards planned, run the other parts"
