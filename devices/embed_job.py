@@ -223,7 +223,7 @@ def load_embeddings(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 def _finalise(result: EmbedResult, plan: dict[str, Any], max_bad_fraction: float, index: str) -> EmbedResult:
     out = result.out
-    shards, skipped, rows = [], [], 0
+    shards, skipped, rows, kept = [], [], 0, []
     h = hashlib.sha256()
     for s in range(result.shards_total):
         path = out / shard_name(s)
@@ -237,6 +237,8 @@ def _finalise(result: EmbedResult, plan: dict[str, Any], max_bad_fraction: float
         shards.append({"file": path.name, "rows": len(emb), "sha256": digest})
         skipped += bad
         rows += len(emb)
+        if index:
+            kept.append(emb)  # read once: the index is built from the same arrays
     result.rows, result.skipped = rows, skipped
     if skipped and len(skipped) > max_bad_fraction * plan["records"]:
         first = "; ".join(f"{Path(p).name} ({why})" for p, why in skipped[:3])
@@ -249,8 +251,7 @@ def _finalise(result: EmbedResult, plan: dict[str, Any], max_bad_fraction: float
     if index:
         from hetero import index as gallery_index
 
-        x, _ = _rows(out, shards)
-        built = gallery_index.build(x, gallery_index.IndexSpec(kind=index))
+        built = gallery_index.build(np.concatenate(kept), gallery_index.IndexSpec(kind=index))
         gallery_index.save(
             built, out / "index.faiss", {"space": result.space["id"], "embeddings_sha256": doc["sha256"]}
         )

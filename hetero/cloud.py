@@ -236,7 +236,7 @@ def is_imported_cloud(m: Manifest) -> bool:
     return m.extra.get("role") == ROLE and m.format == "onnx"
 
 
-def require_imported_cloud(path: Path) -> Manifest:
+def require_imported_cloud(path: Path) -> tuple[Manifest, Path]:
     """An imported cloud defines its space: the id names the user's file's hash, and the wrapped graph (whose sha256
     the manifest verifies) carries the same id, so a manifest edited to claim another space is refused."""
     import onnx
@@ -251,7 +251,7 @@ def require_imported_cloud(path: Path) -> Manifest:
             f"{path}: space {m.space.id} is not the one this imported model was wrapped for "
             f"({stamped.get(SPACE_KEY)!r}); import the cloud model again"
         )
-    return m
+    return m, model_file
 
 
 class ImportedCloudTeacher:
@@ -261,8 +261,7 @@ class ImportedCloudTeacher:
     def __init__(self, path: Path, threads: int | None = None):
         from hetero.onnxrun import session_runner
 
-        self.manifest = require_imported_cloud(path)
-        model_file = Path(load_manifest(path)[1])
+        self.manifest, model_file = require_imported_cloud(path)  # sha256 verified once
         self.space, self.input, self.sha256 = self.manifest.space, self.manifest.input, self.manifest.sha256
         self.resolution = None
         self.embed_dim, self.feature_dim = self.space.dim, None

@@ -185,5 +185,5 @@ def load(path: Path, spec: IndexSpec | None = None) -> tuple[Any, dict[str, Any]
         raise InputError(f"index {path} or its record {sidecar.name} is missing")
     meta = json.loads(sidecar.read_text())
     index = faiss.read_index(str(path))
-    configure(index, meta["kind"], spec or IndexSpec(**{k: v for k, v in meta["params"].items()}))
+    configure(index, meta["kind"], spec or IndexSpec(**meta["params"]))
     return index, meta

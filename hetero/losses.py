@@ -257,10 +257,6 @@ def check_weights(weights: dict[str, float]) -> dict[str, float]:
     return active
 
 
-def needs_prototypes(weights: dict[str, float]) -> bool:
-    return any(LOSS_TERMS[k].needs_prototypes for k in check_weights(weights))
-
-
 def build_objective(weights: dict[str, float], teacher: Teacher | None) -> CompatibilityObjective:
     active = check_weights(weights)
     return CompatibilityObjective({k: LOSS_TERMS[k](teacher) for k in active}, active)

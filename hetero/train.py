@@ -29,7 +29,7 @@ from hetero.config import DataConfig, RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
-from hetero.losses import LOSS_TERMS, Batch, CompatibilityObjective, build_objective, check_weights, needs_prototypes
+from hetero.losses import LOSS_TERMS, Batch, CompatibilityObjective, build_objective, check_weights
 from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
 from hetero.qat import FakeQuant, freeze_batchnorm
@@ -225,16 +225,18 @@ def train(
     ensure_writable_dir(out)
     tcfg = cfg.cloud if role == "cloud" else cfg.edge
     weights = dict(loss_weights if loss_weights is not None else tcfg.loss_weights)
-    check_weights(weights)  # bad names or values fail before the cloud or any data loads
+    active = check_weights(weights)  # bad names or values fail before the cloud or any data loads
     teacher = load_teacher(cloud) if cloud is not None else None
     cloud_manifest = teacher.manifest if teacher is not None else None
     cloud_model = teacher.model if isinstance(teacher, CheckpointTeacher) else None
-    from_embeddings = teacher is not None and needs_prototypes(weights) and (
-        teacher.prototypes() is None or tcfg.prototypes == "embeddings"
+    from_embeddings = (
+        teacher is not None
+        and any(LOSS_TERMS[k].needs_prototypes for k in active)
+        and (teacher.prototypes() is None or tcfg.prototypes == "embeddings")
     )
     if not from_embeddings:
         objective = build_objective(weights, teacher)  # a missing --cloud fails before any data loads
-    if any(LOSS_TERMS[k].needs_cloud_features for k in check_weights(weights)) and not tcfg.share_cloud_head:
+    if any(LOSS_TERMS[k].needs_cloud_features for k in active) and not tcfg.share_cloud_head:
         raise ConfigError(
             "regression_features trains the backbone only: set share_cloud_head = true so the embedding is the "
             "cloud's head applied to those features"
