@@ -26,6 +26,7 @@ from hetero.manifest import Manifest, load_manifest
 from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.report import Report, Row
 from hetero.stats import PairedChange, mean_interval
+from hetero.table import EmbeddingTable, is_embedding_cloud
 from hetero.timing import per_item_ms
 
 
@@ -55,22 +56,38 @@ def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | No
         return Producer(name, kind, manifest, None, str(e))
 
 
+def open_cloud(path: Path) -> base.Runtime | EmbeddingTable:
+    """The cloud a `--cloud` path names: a model on its runtime, or an imported embedding file (looked up by id)."""
+    manifest, _ = load_manifest(path)
+    if is_embedding_cloud(manifest):
+        return EmbeddingTable(path)  # verifies that the space names the imported file
+    require_cloud(manifest, path)
+    return load(path)
+
+
+def cloud_embeddings(cloud: base.Runtime | EmbeddingTable, images: ImageSet, what: str) -> np.ndarray:
+    """The cloud's embeddings of `images`: computed by its model, or its stored rows for their ids."""
+    if isinstance(cloud, EmbeddingTable):
+        return cloud.lookup(images.ids, what)
+    return cloud.embed(images.images)
+
+
 def fixture_from_cloud(
-    cloud: base.Runtime,
+    cloud: base.Runtime | EmbeddingTable,
     query: ImageSet,
     gallery: ImageSet,
     thresholds: dict[str, float],
     source: dict[str, Any],
     keep_gallery_images: bool = False,
 ) -> Fixture:
-    require_cloud(cloud.manifest, getattr(cloud, "path", "cloud"))
+    """`cloud` from `open_cloud`, which refused anything that does not define its space."""
     return Fixture(
         space=cloud.manifest.space,
         probe_images=query.images,
         probe_labels=query.labels,
-        gallery_embeddings=cloud.embed(gallery.images),
+        gallery_embeddings=cloud_embeddings(cloud, gallery, "gallery images"),
         gallery_labels=gallery.labels,
-        reference_queries=cloud.embed(query.images),
+        reference_queries=cloud_embeddings(cloud, query, "query images"),
         thresholds=thresholds,
         source={"cloud_sha256": cloud.manifest.sha256, "cloud_model": cloud.manifest.model.get("name"), **source},
         gallery_images=gallery.images if keep_gallery_images else None,

@@ -29,4 +29,6 @@ def load(path: Path, threads: int | None = None) -> Runtime:
         from hetero.devices.coreml import CoreMLRuntime
 
         return CoreMLRuntime(path, threads)
+    if manifest.format == "embeddings":
+        raise InputError(f"{path}: an embedding-file cloud has no model to run; it is a cloud, not a producer")
     raise InputError(f"{path}: no runtime for format {manifest.format!r}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
 from hetero.data import OpenSetSplit, load_split
-from hetero.devices.harness import Producer, compatibility_report, fixture_from_cloud, open_producer
+from hetero.devices.harness import Producer, compatibility_report, fixture_from_cloud, open_cloud, open_producer
 from hetero.errors import InputError, NotExecutedError
 from hetero.fixture import Fixture
 from hetero.gate import GateResult, evaluate
@@ -42,9 +42,8 @@ class DemoResult:
 
 
 def cloud_fixture(cfg: RunConfig, cloud: Path, split: OpenSetSplit | None = None, *, keep_gallery: bool = False):
-    """The config's held-out split embedded by the cloud checkpoint, with the config's thresholds frozen in."""
-    from hetero.devices.loader import load
-
+    """The config's held-out split embedded by the cloud (or looked up in its embedding file), with the config's
+    thresholds frozen in."""
     split = split or load_split(cfg.data)
     source = {
         "dataset": cfg.data.dataset,
@@ -52,7 +51,7 @@ def cloud_fixture(cfg: RunConfig, cloud: Path, split: OpenSetSplit | None = None
         "heldout_classes": list(split.heldout_classes),
     }
     return fixture_from_cloud(
-        load(cloud), split.query, split.gallery, to_dict(cfg.check), source, keep_gallery_images=keep_gallery
+        open_cloud(cloud), split.query, split.gallery, to_dict(cfg.check), source, keep_gallery_images=keep_gallery
     )
 
 

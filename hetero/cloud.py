@@ -300,8 +300,13 @@ def prototypes_from_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, s
 
 
 def load_teacher(path: Path) -> Teacher:
-    """The teacher a `--cloud` path names: a hetero cloud checkpoint, or a cloud imported by `hetero cloud import`."""
+    """The teacher a `--cloud` path names: a hetero cloud checkpoint, or a cloud model or embedding file imported by
+    `hetero cloud import`."""
+    from hetero.table import EmbeddingTable, is_embedding_cloud
+
     manifest, _ = load_manifest(path)
     if is_imported_cloud(manifest):
         return ImportedCloudTeacher(path)
+    if is_embedding_cloud(manifest):
+        return EmbeddingTable(path)
     return CheckpointTeacher.load(path)

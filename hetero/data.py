@@ -8,7 +8,7 @@ literature: held-out classes, never seen in training, are split into queries and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +183,10 @@ def load_dataset(name: str, image_size: int, cfg: DataConfig | None = None) -> I
         raise InputError(f"image_size must be >= 8, got {image_size}")
     if name == "folder":
         return load_folder(cfg or DataConfig(dataset="folder", image_size=image_size))
-    return DATASETS[name](image_size)
+    data = DATASETS[name](image_size)
+    if data.ids is None:  # stable ids for the built-in sets, so an embedding file can key their images too
+        data = replace(data, ids=np.char.add(f"{name}:", np.arange(len(data)).astype(str)))
+    return data
 
 
 @register_dataset("folder")
@@ -220,7 +223,11 @@ def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
 
     train_idx = np.flatnonzero(np.isin(data.labels, train_classes))
     remap = {int(c): i for i, c in enumerate(train_classes)}
-    train = ImageSet(data.images[train_idx], np.array([remap[int(y)] for y in data.labels[train_idx]], np.int64))
+    train = ImageSet(
+        data.images[train_idx],
+        np.array([remap[int(y)] for y in data.labels[train_idx]], np.int64),
+        ids=None if data.ids is None else data.ids[train_idx],
+    )
 
     kept = (tuple(int(c) for c in train_classes), tuple(int(c) for c in heldout))
     if cfg.query_style or cfg.gallery_style:

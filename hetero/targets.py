@@ -105,6 +105,12 @@ class CloudTargets:
         self.embeddings = embeddings  # [V, N, D]
         self.features = features  # [V, N, F] or None
 
+    @classmethod
+    def clean(cls, embeddings: torch.Tensor) -> CloudTargets:
+        """One view per image, the image itself: targets from stored embeddings (a cloud known only by its file)."""
+        n = len(embeddings)
+        return cls(torch.zeros(1, n, 3), torch.arange(n)[None], torch.ones(1, n), embeddings[None])
+
     @property
     def views(self) -> int:
         return self.affine.shape[0]

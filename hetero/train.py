@@ -34,6 +34,7 @@ from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
 from hetero.qat import FakeQuant, freeze_batchnorm
 from hetero.spaces import InputSpec
+from hetero.table import EmbeddingTable
 from hetero.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
 from hetero.teacher import CheckpointTeacher, ClassPrototypes, Teacher
 
@@ -250,7 +251,7 @@ def train(
     if isinstance(teacher, CheckpointTeacher):
         _require_cloud_matches(cloud_manifest, cfg, split)
     elif teacher is not None:
-        _require_imported_cloud_fits(teacher, cfg)
+        _require_imported_cloud_fits(teacher, cfg, tcfg, active)
     spec = input_spec_for(cfg, cloud_manifest.input if cloud_manifest else None)
     if from_embeddings:
         teacher = teacher.with_prototypes(_prototypes_from_teacher(teacher, split.train, spec, tcfg.scale, progress))
@@ -385,7 +386,11 @@ def _share_cloud_head(model: nn.Module, name: str, cloud: nn.Module) -> None:
 
 
 def _cloud_targets(teacher: Teacher, train_set, spec, tcfg, features, progress):
-    """Rank 0 builds (or finds) the cache; the other ranks then read the same file."""
+    """Rank 0 builds (or finds) the cache; the other ranks then read the same file. An embedding-file cloud gives
+    each image's stored row instead (one clean view; `_require_imported_cloud_fits` refused more)."""
+    if isinstance(teacher, EmbeddingTable):
+        emb = torch.from_numpy(teacher.lookup(train_set.ids, "training images"))
+        return CloudTargets.clean(emb), {"cached": False, "source": "embedding file", "views": 1}
     if not tcfg.cache_cloud:
         pixels = torch.from_numpy(train_set.images)
         return OnlineTargets(teacher, spec, pixels, tcfg.augment, tcfg.mix, features), {"cached": False}
@@ -413,13 +418,20 @@ def _fingerprint(role: str, cfg: RunConfig, tcfg: TrainConfig, weights: dict, cl
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
-def _require_imported_cloud_fits(teacher: Teacher, cfg: RunConfig) -> None:
-    """An imported cloud has no training config to compare; its dim and input size must be the run's."""
+def _require_imported_cloud_fits(teacher: Teacher, cfg: RunConfig, tcfg: TrainConfig, active: set[str]) -> None:
+    """An imported cloud has no training config to compare; its dim and input size must be the run's. An embedding
+    file has one stored row per image: no augmented or blended views, no unlabeled transfer images to embed."""
     if teacher.space.dim != cfg.space.dim:
         raise SpaceMismatchError(f"the cloud embeds in {teacher.space.dim} dims, config space.dim is {cfg.space.dim}")
     size = (teacher.input.height, teacher.input.width)
     if size != (cfg.data.image_size, cfg.data.image_size):
         raise InputError(f"the cloud takes {size[0]}x{size[1]} pixels; set data.image_size = {size[0]}")
+    uses_rows = any(LOSS_TERMS[k].needs_cloud_embedding for k in active)
+    if isinstance(teacher, EmbeddingTable) and uses_rows and (tcfg.cloud_views > 1 or tcfg.mix > 0 or tcfg.transfer):
+        raise ConfigError(
+            "an embedding-file cloud has one stored embedding per image: set cloud_views = 1, mix = 0 and no "
+            f"transfer set (got cloud_views {tcfg.cloud_views}, mix {tcfg.mix:g}, transfer {tcfg.transfer!r})"
+        )
 
 
 def _prototypes_from_teacher(
@@ -428,11 +440,15 @@ def _prototypes_from_teacher(
     """BCT's class prototypes from the cloud's embeddings of the clean labelled training images (no classifier)."""
     from hetero.cloud import prototypes_from_embeddings
 
+    labels = torch.from_numpy(train_set.labels)
+    if isinstance(teacher, EmbeddingTable):
+        rows = torch.from_numpy(teacher.lookup(train_set.ids, "training images"))
+        return prototypes_from_embeddings(rows, labels, scale)
     pre, x_all, out = Preprocess(spec, teacher.resolution), torch.from_numpy(np.asarray(train_set.images)), []
     with torch.no_grad():
         for s in tqdm(range(0, len(train_set), 64), desc="cloud prototypes", disable=not progress, leave=False):
             out.append(teacher.features_and_embedding(pre(x_all[s : s + 64]))[1])
-    return prototypes_from_embeddings(torch.cat(out), torch.from_numpy(train_set.labels), scale)
+    return prototypes_from_embeddings(torch.cat(out), labels, scale)
 
 
 def _require_cloud_matches(manifest: Manifest, cfg: RunConfig, split: OpenSetSplit) -> None:

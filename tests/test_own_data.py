@@ -312,9 +312,10 @@ def test_edge_trains_into_an_imported_cloud_from_a_folder(tmp_path: Path) -> Non
         edge={"epochs": 20, "batch_size": 32, "resolution": 0, "loss_weights": weights},
     )
     m = train("edge", cfg, tmp_path / "edge", cloud=tmp_path / "cloud", progress=False)
-    assert m.space.id.startswith("cloud@") and m.source["cloud_sha256"] == json.loads(
-        (tmp_path / "cloud" / "manifest.json").read_text()
-    )["sha256"]
+    assert (
+        m.space.id.startswith("cloud@")
+        and m.source["cloud_sha256"] == json.loads((tmp_path / "cloud" / "manifest.json").read_text())["sha256"]
+    )
     result = verify(cfg, tmp_path / "cloud", [f"edge={tmp_path / 'edge'}"])
     from hetero.devices.loader import load
 
