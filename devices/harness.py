@@ -22,6 +22,7 @@ from hetero.data import ImageSet
 from hetero.devices.loader import load
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
 from hetero.fixture import Fixture
+from hetero.index import DENSE, GallerySearch, IndexSpec
 from hetero.manifest import Manifest, load_manifest
 from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.report import Report, Row
@@ -141,11 +142,20 @@ def _check_producers(fx: Fixture, producers: list[Producer]) -> None:
             raise InputError(f"{p.name} expects input {list(want)}, the probes are {list(fx.probe_images.shape[1:])}")
 
 
-def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[str, Any] | None = None) -> Report:
+def compatibility_report(
+    fx: Fixture,
+    producers: list[Producer],
+    dataset: dict[str, Any] | None = None,
+    index: IndexSpec | None = None,
+) -> Report:
+    """Every producer's probes against the cloud gallery. `index`: search that gallery through a faiss index built
+    over it (as a deployed search would, and what a million-item gallery needs) instead of ranking it densely; the
+    report records which (dataset.gallery_search). X → X rows always rank densely: they are diagnostics."""
     _check_producers(fx, producers)
     labels = (fx.probe_labels, fx.gallery_labels)
     if not np.isfinite(fx.reference_queries).all() or not np.isfinite(fx.gallery_embeddings).all():
         raise InputError("the fixture's cloud embeddings are not finite")
+    search = GallerySearch(fx.gallery_embeddings, index) if index is not None else None
 
     def metrics(
         q: np.ndarray, g: np.ndarray | None = None, g_labels: np.ndarray | None = None
@@ -159,6 +169,7 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
             fx.gallery_embeddings if g is None else np.nan_to_num(g),
             labels[1] if g_labels is None else g_labels,
             per_query=True,
+            search=search if g is None else None,
         )
         iv = mean_interval(m["ap"])
         fields = {
@@ -244,7 +255,12 @@ def compatibility_report(fx: Fixture, producers: list[Producer], dataset: dict[s
                 )
     return Report(
         space=fx.space.to_dict(),
-        dataset={**(dataset or fx.source), "query_images": len(labels[0]), "gallery_images": len(labels[1])},
+        dataset={
+            **(dataset or fx.source),
+            "query_images": len(labels[0]),
+            "gallery_images": len(labels[1]),
+            "gallery_search": search.describe() if search is not None else DENSE,
+        },
         chance=chance_levels(*labels),
         rows=rows,
         producers={p.name: _describe(p) for p in producers},

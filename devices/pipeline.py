@@ -19,6 +19,7 @@ from hetero.devices.harness import Producer, compatibility_report, fixture_from_
 from hetero.errors import InputError, NotExecutedError
 from hetero.fixture import Fixture
 from hetero.gate import GateResult, evaluate
+from hetero.index import IndexSpec
 from hetero.io import ensure_writable_dir
 from hetero.manifest import Manifest
 from hetero.report import Report
@@ -88,15 +89,21 @@ class FixtureResult:
 
 
 def verify(
-    cfg: RunConfig, cloud: Path, candidates: list[str], controls: list[str] = (), out: Path | None = None
+    cfg: RunConfig,
+    cloud: Path,
+    candidates: list[str],
+    controls: list[str] = (),
+    out: Path | None = None,
+    index: IndexSpec | None = None,
 ) -> VerifyResult:
-    """Every producer's queries against the cloud gallery, plus X → X rows; saved to `out` when given."""
+    """Every producer's queries against the cloud gallery (densely, or through a faiss `index` built over it), plus
+    X → X rows; saved to `out` when given."""
     if not candidates and not controls:
         raise InputError("give at least one candidate or control to verify against the cloud gallery")
     if out is not None:
         ensure_writable_dir(out)
     fx = cloud_fixture(cfg, cloud, keep_gallery=True)
-    report = compatibility_report(fx, open_producers(candidates, controls))
+    report = compatibility_report(fx, open_producers(candidates, controls), index=index)
     return VerifyResult(report, report.save(out) if out is not None else {})
 
 
@@ -136,14 +143,19 @@ def check(
     previous: str | None = None,
     rows: list[str] | None = None,
     remote: Any = None,
+    index: IndexSpec | None = None,
 ) -> CheckResult:
-    """The release gate on a saved report, or on artifacts run against a fixture. `thresholds=None`: the fixture's."""
+    """The release gate on a saved report, or on artifacts run against a fixture (its gallery searched densely, or
+    through a faiss `index` built over it). `thresholds=None`: the fixture's."""
     if (report is None) == (fixture is None) or (report is not None and artifacts) or (fixture and not artifacts):
         raise InputError("check needs a report, or a fixture with artifacts")
     if fixture is not None:
         if thresholds is None:
             thresholds = from_dict(CheckConfig, fixture.thresholds, prefix="fixture thresholds.")
-        report = compatibility_report(fixture, open_producers(list(artifacts), previous=previous, remote=remote))
+        producers = open_producers(list(artifacts), previous=previous, remote=remote)
+        report = compatibility_report(fixture, producers, index=index)
+    elif index is not None:
+        raise InputError("a saved report was searched when it was made; --index applies to a fixture or a cloud")
     if thresholds is None:
         raise InputError("check of a saved report needs thresholds")
     try:

@@ -178,7 +178,7 @@ def export_table(results: list[dict]) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     from hetero.devices.pipeline import verify
 
-    result = verify(_config(args), args.cloud, args.candidate, args.control, args.out)
+    result = verify(_config(args), args.cloud, args.candidate, args.control, args.out, _index_spec(args))
     report, paths = result.report, result.paths
     _emit(
         args,
@@ -186,6 +186,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report.to_text() + f"\n\nreport: {paths['json']}  {paths['markdown']}",
     )
     return 0
+
+
+def _index_spec(args: argparse.Namespace):
+    """--index KIND [--nprobe N]: search the cloud gallery through a faiss index; none: rank it densely."""
+    if args.index == "none":
+        return None
+    from hetero.index import IndexSpec
+
+    return IndexSpec(kind=args.index, nprobe=args.nprobe)
+
+
+def _add_index_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index",
+        choices=["none", "auto", "exact", "ivfpq", "hnsw"],
+        default="none",
+        help="search the cloud gallery through a faiss index built over it, as a deployed search would "
+        "(auto: exact up to 200k items, IVF-PQ above; the report records which and its recall vs exact); "
+        "none: rank every gallery item densely (default)",
+    )
+    parser.add_argument("--nprobe", type=int, default=32, help="IVF cells probed per query (--index ivfpq)")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -209,7 +230,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         remote = SSHHost.from_args(args)
     if args.report:
-        result = check(thresholds=_check_config(args), report=Report.load(args.report), rows=args.row)
+        result = check(
+            thresholds=_check_config(args), report=Report.load(args.report), rows=args.row, index=_index_spec(args)
+        )
     else:
         if args.fixture:
             from hetero.fixture import Fixture
@@ -224,6 +247,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             previous=args.previous,
             rows=args.row,
             remote=remote,
+            index=_index_spec(args),
         )
     _write_check_outputs(args, result.report, result.gate, atomic_write_text)
     if result.not_executed:
@@ -523,10 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  hetero verify --cloud runs/x/cloud --candidate edge=runs/x/edge_bct \\\n"
         "      --candidate edge.tflite=runs/x/export/tflite-int8 --control runs/x/edge_ind --out runs/x",
     )
-    v.add_argument("--cloud", type=Path, required=True, help="cloud checkpoint that embeds the gallery")
+    v.add_argument(
+        "--cloud", type=Path, required=True, help="cloud checkpoint or imported cloud (model or embedding file)"
+    )
     v.add_argument("--candidate", action="append", default=[], metavar="[NAME=]PATH", help="gated query producer")
     v.add_argument("--control", action="append", default=[], metavar="[NAME=]PATH", help="ungated baseline producer")
     v.add_argument("--out", type=Path, required=True, help="directory for report.json and report.md")
+    _add_index_flags(v)
     v.set_defaults(func=cmd_verify)
 
     c = add(
@@ -568,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_threshold_flags(c, hidden=False)
     _add_remote_flags(c)
+    _add_index_flags(c)
     c.set_defaults(func=cmd_check)
 
     f = add(

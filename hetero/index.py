@@ -128,6 +128,37 @@ def build(x: np.ndarray, spec: IndexSpec = IndexSpec(), *, measure_queries: int 
     return result
 
 
+SEARCH_DEPTH = 100  # results a verdict's index search returns per query (mAP counts relevant items within them)
+
+
+class GallerySearch:
+    """A verdict's gallery searched through an index, as a deployed search would: `metrics.retrieval_metrics(...,
+    search=GallerySearch(gallery, spec))`. `describe()` says which index, its measured recall and the depth, so a
+    report always states how its gallery was searched."""
+
+    def __init__(self, gallery: np.ndarray, spec: IndexSpec, depth: int = SEARCH_DEPTH):
+        self.built = build(gallery, spec)
+        self.depth = min(depth, self.built.ntotal)
+
+    def __call__(self, queries: np.ndarray) -> np.ndarray:
+        return self.built.index.search(np.ascontiguousarray(queries, np.float32), self.depth)[1]
+
+    def describe(self) -> dict[str, Any]:
+        b = self.built
+        return {
+            "search": "faiss",
+            "kind": b.kind,
+            "factory": b.factory,
+            "depth": self.depth,
+            "recall_vs_exact": b.recall,
+            "params": b.params,
+            "bytes": b.bytes,
+        }
+
+
+DENSE = {"search": "dense", "kind": "exact", "depth": None}  # every gallery item ranked (numpy), no index
+
+
 def configure(index: Any, kind: str, spec: IndexSpec) -> None:
     """Search-time settings (IVF cells probed, re-rank factor, HNSW breadth): change recall and speed, not the data."""
     faiss = _faiss()

@@ -204,6 +204,7 @@ class Report:
         lines.append(
             f"chance R@1 = {self.chance['recall_at_1']:.3f}   space = {self.space['id']} (dim {self.space['dim']})"
         )
+        lines.append(search_line(self.dataset.get("gallery_search")))
         lines += [f"SKIP  {r.name}: not executed — {r.note}" for r in self.rows if not r.executed]
         return "\n".join(lines)
 
@@ -217,6 +218,8 @@ class Report:
             f"{self.dataset.get('gallery_images')} gallery images from held-out classes "
             f"{self.dataset.get('heldout_classes')}. Chance R@1 = {self.chance['recall_at_1']:.3f}.",
             "",
+            search_line(self.dataset.get("gallery_search")).capitalize() + ".",
+            "",
             "| " + " | ".join(head) + " |",
             "|" + "|".join("---" for _ in head) + "|",
         ]
@@ -228,6 +231,17 @@ class Report:
             "(prev: vs the previous release). ms/img: median per probe at batch 1.",
         ]
         return "\n".join(lines) + "\n"
+
+
+def search_line(record: dict[str, Any] | None) -> str:
+    """How the cloud gallery was searched, in one line (a report from before indexes: dense)."""
+    if not record or record.get("search") != "faiss":
+        return "gallery search: dense (every gallery item ranked exactly)"
+    text = f"gallery search: faiss {record['factory']} ({record['kind']}), top {record['depth']} per query"
+    r = record.get("recall_vs_exact") or {}
+    if record["kind"] != "exact" and "recall_1_at_10" in r:
+        text += f", recall vs exact 1-R@10 {r['recall_1_at_10']:.3f} / 10-R@10 {r['recall_10_at_10']:.3f}"
+    return text + "; mAP counts relevant items within the top results (a lower bound of the full-ranking mAP)"
 
 
 def content_sha256(d: dict[str, Any]) -> str:

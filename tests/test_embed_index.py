@@ -146,3 +146,66 @@ def test_index_save_and_load_keep_search_settings(tmp_path: Path) -> None:
 def test_bad_gallery_vectors_are_refused(rows: np.ndarray, message: str) -> None:
     with pytest.raises(InputError, match=message):
         gallery_index.build(rows)
+
+
+# ---- verdicts searched through an index ------------------------------------------------------------------------------
+
+
+def _labelled(n_gallery: int = 400, n_query: int = 60, classes: int = 40, seed: int = 0):
+    """Queries near their class centre in a 16-d space: a ranking with realistic ties-free scores."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, 16))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, classes, n)
+        x = centres[y] + 0.9 * rng.normal(size=(n, 16))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
+
+    return (*draw(n_query), *draw(n_gallery))
+
+
+def test_metrics_through_an_exact_index_equal_dense_and_a_short_list_bounds_map() -> None:
+    from hetero.metrics import retrieval_metrics
+
+    q, ql, g, gl = _labelled()
+    dense = retrieval_metrics(q, ql, g, gl, per_query=True)
+    everything = gallery_index.GallerySearch(g, gallery_index.IndexSpec(kind="exact"), depth=len(g))
+    full = retrieval_metrics(q, ql, g, gl, per_query=True, search=everything)
+    for key in ("recall_at_1", "recall_at_5", "map"):
+        assert full[key] == pytest.approx(dense[key], abs=1e-9)
+    top5 = gallery_index.GallerySearch(g, gallery_index.IndexSpec(kind="exact"), depth=5)
+    short = retrieval_metrics(q, ql, g, gl, per_query=True, search=top5)
+    assert short["recall_at_5"] == pytest.approx(dense["recall_at_5"]) and short["map"] < dense["map"]
+    assert (short["ap"] <= dense["ap"] + 1e-12).all()  # per query a lower bound of the full-ranking AP
+    assert short["map"] > 0.4 * dense["map"]  # ~10 relevant items per class, 5 returned: not vacuous
+
+
+def test_check_searches_the_fixture_gallery_through_an_index_and_says_so(tiny, tmp_path: Path, capsys) -> None:
+    from tests.conftest import make_fixture
+
+    fx = make_fixture(tiny, tmp_path / "fx.safetensors")
+    args = ("check", "--fixture", fx, "--artifact", tiny.onnx, "--json")
+    assert run_cli(*args) in (0, 1)
+    dense = json.loads(capsys.readouterr().out)
+    assert run_cli(*args, "--index", "hnsw") in (0, 1)
+    out = capsys.readouterr().out
+    hnsw = json.loads(out)
+    search = hnsw["report"]["dataset"]["gallery_search"]
+    assert search["search"] == "faiss" and search["kind"] == "hnsw" and search["recall_vs_exact"]["queries"] > 0
+    assert dense["report"]["dataset"]["gallery_search"]["search"] == "dense"
+    rows = {r["name"]: r for r in dense["report"]["rows"]}
+    for r in hnsw["report"]["rows"]:  # a small gallery: HNSW finds what dense ranking finds
+        assert r["recall_at_1"] == pytest.approx(rows[r["name"]]["recall_at_1"], abs=0.02)
+    assert run_cli("check", "--fixture", fx, "--artifact", tiny.onnx, "--index", "exact") in (0, 1)
+    assert "gallery search: faiss Flat (exact), top 100 per query" in capsys.readouterr().out
+
+
+def test_a_saved_report_cannot_be_searched_again(tiny, tmp_path: Path, capsys) -> None:
+    from hetero.devices.pipeline import check
+    from hetero.fixture import Fixture
+    from tests.conftest import make_fixture
+
+    fx = Fixture.load(make_fixture(tiny, tmp_path / "fx.safetensors"))
+    check(fixture=fx, artifacts=[str(tiny.onnx)]).report.save(tmp_path / "r")
+    assert run_cli("check", "--report", tmp_path / "r" / "report.json", "--index", "exact") == 2
+    assert "--index applies to a fixture or a cloud" in capsys.readouterr().err
