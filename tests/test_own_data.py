@@ -210,8 +210,12 @@ class PlainNet(torch.nn.Module):
 
 
 def _export(net: torch.nn.Module, path: Path, shape: tuple[int, ...], dynamic: bool = True) -> Path:
+    import warnings
+
     kw = {"dynamic_axes": {"x": {0: "n"}}} if dynamic else {}
-    torch.onnx.export(net.eval(), (torch.rand(shape),), str(path), dynamo=False, input_names=["x"], **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the TorchScript exporter's constant-folding notes
+        torch.onnx.export(net.eval(), (torch.rand(shape),), str(path), dynamo=False, input_names=["x"], **kw)
     return path
 
 
@@ -363,3 +367,46 @@ def test_a_cloud_trained_before_new_data_keys_still_matches(tiny) -> None:
     m.extra["data"] = {**old, "seed": old["seed"] + 1}
     with pytest.raises(InputError, match="different data config"):
         _require_cloud_matches(m, cfg, split)
+
+
+class RealFamilyNet(torch.nn.Module):
+    """What a team exports from its own code: a real-family network (EfficientNet-Lite0 at half width, ImageNet
+    weights) on normalised float NCHW input, its own resize to the compute size inside, raw (unnormalised) output."""
+
+    def __init__(self, model: torch.nn.Module, compute: int):
+        super().__init__()
+        self.model, self.compute = model.eval(), compute
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x, size=(self.compute, self.compute), mode="bilinear", align_corners=False)
+        return self.model.head(self.model.forward_features(x))
+
+
+def test_a_real_family_cloud_imports_and_computes_what_torch_does(lite_edge, tmp_path: Path) -> None:
+    """The imported path on the model family we ship, on real digits: the unit's embeddings match torch running the
+    user's network with the declared preprocessing and L2, and retrieval among them is the torch ranking's."""
+    from hetero.checkpoint import load_checkpoint
+    from hetero.metrics import retrieval_metrics
+    from tests.conftest import LITE_RES, LITE_SIZE
+
+    root, data = lite_edge
+    model, _ = load_checkpoint(root / "edge")
+    net = RealFamilyNet(model, LITE_RES)
+    src = _export(net, tmp_path / "lite.onnx", (1, 3, LITE_SIZE, LITE_SIZE))
+    pre = Preprocessing(LITE_SIZE, LITE_SIZE)  # ImageNet mean/std, RGB, NCHW
+    import_cloud(src, tmp_path / "cloud", pre, name="lite", normalize=True)
+    teacher = ImportedCloudTeacher(tmp_path / "cloud")
+
+    def torch_side(pixels: np.ndarray) -> np.ndarray:
+        x = (torch.from_numpy(pixels).float() / 255 - torch.tensor(pre.mean)) / torch.tensor(pre.std)
+        with torch.no_grad():
+            return torch.nn.functional.normalize(net(x.permute(0, 3, 1, 2)), dim=1).numpy()
+
+    q, g = data.query, data.gallery
+    got = [teacher.embed_pixels(s.images) for s in (q, g)]
+    want = [torch_side(s.images) for s in (q, g)]
+    cos = np.concatenate([(a * b).sum(axis=1) for a, b in zip(got, want, strict=True)])
+    assert cos.min() > 0.99999, cos.min()
+    r_got = retrieval_metrics(got[0], q.labels, got[1], g.labels)["recall_at_1"]
+    r_want = retrieval_metrics(want[0], q.labels, want[1], g.labels)["recall_at_1"]
+    assert r_got == pytest.approx(r_want, abs=2 / len(q.labels)) and r_want > 0.3  # a real ranking, not chance
