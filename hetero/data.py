@@ -15,6 +15,7 @@ import numpy as np
 
 from hetero.config import DataConfig
 from hetero.errors import InputError
+from hetero.io import take_rows
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ImageSet:
             return None if a is None else a[idx]
 
         return ImageSet(
-            self.images[idx],
+            take_rows(self.images, idx),
             self.labels[idx],
             pick(self.styles),
             self.style_names,
@@ -224,7 +225,7 @@ def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
     train_idx = np.flatnonzero(np.isin(data.labels, train_classes))
     remap = {int(c): i for i, c in enumerate(train_classes)}
     train = ImageSet(
-        data.images[train_idx],
+        take_rows(data.images, train_idx),
         np.array([remap[int(y)] for y in data.labels[train_idx]], np.int64),
         ids=None if data.ids is None else data.ids[train_idx],
     )

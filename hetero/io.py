@@ -210,3 +210,29 @@ def read_json(path: Path, what: str = "file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{what} is not valid JSON: {path} ({e})") from None
+
+
+def take_rows(images: Any, idx: Any, chunk: int = 1024) -> Any:
+    """`images[idx]` for a numpy array. Rows of a whole memory-mapped cache file (an image folder decoded by
+    `hetero.folder.load_images`) come back memory-mapped too — copied chunk by chunk into a file beside it, named by
+    the source file and the rows taken — so splitting a large folder into train/query/gallery never holds its
+    pixels in RAM. Copy-on-write mode: training may wrap the rows in a tensor without touching the file."""
+    import numpy as np
+
+    idx = np.asarray(idx, dtype=np.int64)
+    name = getattr(images, "filename", None)
+    whole = isinstance(images, np.memmap) and name is not None and images.nbytes == os.path.getsize(name)
+    if not whole or len(idx) == 0:
+        return images[idx]
+    src = Path(name)
+    key = hashlib.sha256(f"{src.name}:{images.shape}:{images.dtype}".encode() + idx.tobytes()).hexdigest()[:20]
+    path = src.with_name(f"{src.stem}.rows-{key}{src.suffix}")
+    shape = (len(idx), *images.shape[1:])
+    if not (path.is_file() and path.stat().st_size == int(np.prod(shape)) * images.itemsize):
+        with atomic_write(path) as tmp:
+            out = np.memmap(tmp, mode="w+", dtype=images.dtype, shape=shape)
+            for s in range(0, len(idx), chunk):
+                out[s : s + chunk] = images[idx[s : s + chunk]]
+            out.flush()
+            del out
+    return np.memmap(path, dtype=images.dtype, mode="c", shape=shape)

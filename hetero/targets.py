@@ -149,7 +149,8 @@ class OnlineTargets:
 def _fingerprint(cloud_sha256: str, train: ImageSet, spec: InputSpec, settings: dict) -> str:
     """Everything the cached numbers depend on: cloud weights, images, labels, input spec and view settings."""
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(train.images).tobytes())
+    for s in range(0, len(train.images), 1024):  # in chunks: the images may be a memory-mapped folder
+        h.update(np.ascontiguousarray(train.images[s : s + 1024]).tobytes())
     h.update(np.ascontiguousarray(train.labels).tobytes())
     meta = {"cloud": cloud_sha256, "spec": spec.to_dict(), **settings, "v": 2}
     h.update(json.dumps(meta, sort_keys=True).encode())

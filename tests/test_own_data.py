@@ -97,6 +97,22 @@ def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path: Path
     assert (changed.images[0] == 0).all() and not (first.images[0] == 0).all()
 
 
+def test_a_folder_split_stays_on_disk(tmp_path: Path, monkeypatch) -> None:
+    """Train, query and gallery of a decoded folder are memory-mapped row files beside the cache (never copies in
+    RAM), hold exactly the rows a plain in-memory split would, and are written once."""
+    monkeypatch.setenv("HETERO_CACHE", str(tmp_path / "cache"))
+    cfg = DataConfig(dataset="folder", path=str(_folder(tmp_path / "imgs", classes=6)), image_size=8, heldout_classes=2)
+    whole = load_images(Path(cfg.path), 8, progress=False)
+    s = load_split(cfg)
+    for part in (s.train, s.query, s.gallery):
+        assert isinstance(part.images, np.memmap) and Path(part.images.filename).parent == tmp_path / "cache" / "images"
+        rows = [int(np.flatnonzero(whole.ids == i)[0]) for i in part.ids]
+        assert np.array_equal(part.images, whole.images[rows])
+    files = sorted((tmp_path / "cache" / "images").iterdir())
+    load_split(cfg)
+    assert sorted((tmp_path / "cache" / "images").iterdir()) == files  # the same rows: the same files, reused
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
