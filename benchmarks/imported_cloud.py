@@ -14,30 +14,25 @@ classifier), so the only difference is the teacher: edge → cloud R@1 and the p
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from emoji_setup import emoji_run
 
 from hetero.checkpoint import load_checkpoint
 from hetero.cloud import Preprocessing, import_cloud
-from hetero.config import load_config, override
-from hetero.data import load_split
+from hetero.config import override
 from hetero.devices.harness import open_cloud
 from hetero.devices.loader import load
 from hetero.devices.pipeline import cloud_fixture
 from hetero.metrics import retrieval_metrics
 from hetero.stats import PairedChange, proportion
 from hetero.train import train
-
-CONFIG = Path(__file__).resolve().parents[1] / "hetero" / "configs" / "emoji.toml"
 
 
 class TeamExport(torch.nn.Module):
@@ -78,18 +73,8 @@ def throughput(unit: Path, images: np.ndarray, repeats: int = 3) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cloud", type=Path, required=True, help="emoji cloud checkpoint (hetero train cloud)")
-    ap.add_argument("--config", type=Path, default=CONFIG)
-    ap.add_argument("--epochs", type=int, help="override the edge's epochs (smoke runs: not comparable)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="imported-cloud-"))
-    os.environ.setdefault("HETERO_CACHE", str(work / "cache"))
-    cfg = load_config(args.config)
-    if args.epochs:
-        cfg = override(cfg, edge={"epochs": args.epochs})
-    split = load_split(cfg.data)
+    run = emoji_run(__doc__, "imported-cloud-")
+    args, work, cfg, split = run.args, run.work, run.cfg, run.split
     src, pre = export_plain(args.cloud, work / "team_cloud.onnx")
     imported = work / "imported"
     import_cloud(src, imported, pre, name="team", normalize=True)

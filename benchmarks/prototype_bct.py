@@ -20,25 +20,21 @@ classifier arm on the same probes with its exact 95% interval (hetero.stats).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from emoji_setup import emoji_run
 
-from hetero.config import load_config, override
-from hetero.data import load_split
+from hetero.config import override
 from hetero.devices.loader import load
 from hetero.devices.pipeline import cloud_fixture
 from hetero.metrics import retrieval_metrics
 from hetero.stats import PairedChange, proportion
 from hetero.train import train
 
-CONFIG = Path(__file__).resolve().parents[1] / "hetero" / "configs" / "emoji.toml"
 BCT = {"classification": 1.0, "bct": 1.0}
 # arm -> (edge overrides, loss weights, whether the cloud is the embedding file)
 ARMS = {
@@ -66,19 +62,9 @@ def embedding_file(cfg, cloud: Path, work: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cloud", type=Path, required=True, help="emoji cloud checkpoint (hetero train cloud)")
-    ap.add_argument("--config", type=Path, default=CONFIG)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--epochs", type=int, help="override the edge's epochs (smoke runs: not comparable)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="proto-bct-"))
-    os.environ.setdefault("HETERO_CACHE", str(work / "cache"))
-    cfg = load_config(args.config)
-    if args.epochs:
-        cfg = override(cfg, edge={"epochs": args.epochs})
-    split = load_split(cfg.data)
+    seeds = lambda ap: ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])  # noqa: E731
+    run = emoji_run(__doc__, "proto-bct-", seeds)
+    args, work, cfg, split = run.args, run.work, run.cfg, run.split
     fx = cloud_fixture(cfg, args.cloud, split)
     cloud_ok = retrieval_metrics(
         fx.reference_queries, fx.probe_labels, fx.gallery_embeddings, fx.gallery_labels, per_query=True

@@ -4,8 +4,8 @@ Edge training never needs the cloud's code: it needs the cloud's embedding (and,
 each training view, optionally its class prototypes (BCT scores edge embeddings against them), and the space and
 input spec those live in. A `Teacher` provides exactly that; loss terms receive tensors (`ClassPrototypes`, the
 cached embeddings in a `Batch`), never a model. A user's ONNX/TorchScript cloud imported with `hetero cloud import`
-is one too (`hetero.cloud.ImportedCloudTeacher`: no features, prototypes from its embeddings);
-`hetero.cloud.load_teacher` picks.
+is one too (`hetero.cloud.ImportedCloudTeacher`: no features, prototypes from its embeddings), and so is a file of
+the cloud's embeddings (`hetero.table.EmbeddingTable`: stored rows by image id); `hetero.cloud.load_teacher` picks.
 """
 
 from __future__ import annotations
