@@ -239,10 +239,11 @@ def compatibility_report(
                 **extra,
             )
         )
+    own: dict[str, np.ndarray] = {}  # producers' own embeddings of the gallery (when the gallery images are here)
     if fx.gallery_images is not None:  # X → X: a model can be excellent in its own space and still incompatible
         for p in producers:
             if p.name in queries and p.kind != "previous":
-                g_self = p.runtime.embed(fx.gallery_images)
+                own[p.name] = p.runtime.embed(fx.gallery_images)
                 rows.append(
                     Row(
                         name=f"{p.name} → {p.name}",
@@ -250,7 +251,7 @@ def compatibility_report(
                         gallery=p.name,
                         runtime=p.runtime.name,
                         kind="self",
-                        **metrics(queries[p.name], g_self, labels[1])[0],
+                        **metrics(queries[p.name], own[p.name], labels[1])[0],
                     )
                 )
     return Report(
@@ -264,7 +265,21 @@ def compatibility_report(
         chance=chance_levels(*labels),
         rows=rows,
         producers={p.name: _describe(p) for p in producers},
+        matrix=_matrix(rows, {"cloud": fx.reference_queries, **queries}, own, labels[1], metrics),
     )
+
+
+def _matrix(rows: list[Row], queries: dict, own: dict, gallery_labels: np.ndarray, metrics: Any) -> dict[str, Any]:
+    """R@1 of every query producer against every gallery producer: the cloud column and the diagonal are the rows'
+    (cloud column searched as they were); the cross pairs (edge A's queries in edge B's gallery) are ranked here."""
+    r1 = {(r.query, r.gallery): r.recall_at_1 for r in rows if r.recall_at_1 is not None}
+    galleries = ["cloud", *own]
+    for g in own:
+        for q, emb in queries.items():
+            if (q, g) not in r1:
+                r1[q, g] = metrics(emb, own[g], gallery_labels)[0]["recall_at_1"]
+    names = [q for q in queries if (q, "cloud") in r1]
+    return {"queries": names, "galleries": galleries, "recall_at_1": [[r1[q, g] for g in galleries] for q in names]}
 
 
 def _parity(p: Producer, producers: list[Producer], queries: dict[str, np.ndarray]) -> float | None:

@@ -153,7 +153,11 @@ def check(
         if thresholds is None:
             thresholds = from_dict(CheckConfig, fixture.thresholds, prefix="fixture thresholds.")
         producers = open_producers(list(artifacts), previous=previous, remote=remote)
-        report = compatibility_report(fixture, producers, index=index)
+        try:
+            report = compatibility_report(fixture, producers, index=index)
+        finally:  # remote runtimes keep their uploaded unit for the whole report; remove it now
+            for p in producers:
+                getattr(p.runtime, "close", lambda: None)()
     elif index is not None:
         raise InputError("a saved report was searched when it was made; --index applies to a fixture or a cloud")
     if thresholds is None:

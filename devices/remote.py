@@ -1,13 +1,15 @@
 """Remote runtime: run an artifact on another host over SSH (a phone bridge, a board, a Mac for Core ML).
 
-Copies the artifact unit and the probe images, runs `hetero.devices.remote_worker` there with the remote's python (which
-must have hetero installed), fetches embeddings and per-image timings, and removes its remote temp directory.
+Copies the artifact unit once and the probe images per call, runs `hetero.devices.remote_worker` there with the
+remote's python (which must have hetero installed), fetches embeddings and per-image timings, and removes its remote
+temp directory when closed.
 Commands are argument lists; the one string ssh sends to the remote shell is built only from `shlex.quote`d parts,
 and the host must look like a host (it can never be read as an ssh option).
 """
 
 from __future__ import annotations
 
+import atexit
 import re
 import shlex
 import subprocess
@@ -76,6 +78,9 @@ class SSHHost:
 
 
 class RemoteRuntime:
+    """An artifact on a remote host. The unit is uploaded once, on first use, into a remote temp directory that
+    `close()` (or interpreter exit) removes; each call then uploads only its images."""
+
     def __init__(self, host: SSHHost, path: Path):
         self.host = host
         self.path = Path(path)
@@ -83,30 +88,42 @@ class RemoteRuntime:
         self.unit = model_file.parent
         self.name = f"remote:{host.label}"
         self._info: dict[str, Any] = {}
+        self._remote_dir: str | None = None
+
+    def _workdir(self) -> str:
+        if self._remote_dir is None:
+            remote_dir = self.host.run("mktemp", "-d").strip()
+            if not remote_dir.startswith("/"):
+                raise InputError(f"remote {self.host.label}: mktemp returned {remote_dir!r}")
+            self._remote_dir = remote_dir
+            atexit.register(self.close)
+            self.host.put(self.unit, f"{remote_dir}/unit")
+        return self._remote_dir
+
+    def close(self) -> None:
+        """Remove the remote temp directory (idempotent)."""
+        if self._remote_dir is not None:
+            remote_dir, self._remote_dir = self._remote_dir, None
+            atexit.unregister(self.close)
+            self.host.run("rm", "-rf", "--", remote_dir)
 
     def embed_timed(self, images: np.ndarray) -> tuple[np.ndarray, float]:
-        remote_dir = self.host.run("mktemp", "-d").strip()
-        if not remote_dir.startswith("/"):
-            raise InputError(f"remote {self.host.label}: mktemp returned {remote_dir!r}")
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                np.save(Path(tmp) / "probes.npy", np.ascontiguousarray(images))
-                self.host.put(self.unit, f"{remote_dir}/unit")
-                self.host.put(Path(tmp) / "probes.npy", f"{remote_dir}/probes.npy")
-                self.host.run(
-                    self.host.python,
-                    "-m",
-                    "hetero.devices.remote_worker",
-                    f"{remote_dir}/unit",
-                    f"{remote_dir}/probes.npy",
-                    f"{remote_dir}/out.npz",
-                )
-                self.host.get(f"{remote_dir}/out.npz", Path(tmp) / "out.npz")
-                with np.load(Path(tmp) / "out.npz") as out:
-                    emb, latency = out["embeddings"], float(out["latency_ms"])
-                    self._info = {"remote_runtime": str(out["runtime"]), "remote_version": str(out["version"])}
-        finally:
-            self.host.run("rm", "-rf", "--", remote_dir)
+        remote_dir = self._workdir()
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "probes.npy", np.ascontiguousarray(images))
+            self.host.put(Path(tmp) / "probes.npy", f"{remote_dir}/probes.npy")
+            self.host.run(
+                self.host.python,
+                "-m",
+                "hetero.devices.remote_worker",
+                f"{remote_dir}/unit",
+                f"{remote_dir}/probes.npy",
+                f"{remote_dir}/out.npz",
+            )
+            self.host.get(f"{remote_dir}/out.npz", Path(tmp) / "out.npz")
+            with np.load(Path(tmp) / "out.npz") as out:
+                emb, latency = out["embeddings"], float(out["latency_ms"])
+                self._info = {"remote_runtime": str(out["runtime"]), "remote_version": str(out["version"])}
         return emb, latency
 
     def embed(self, images: np.ndarray) -> np.ndarray:

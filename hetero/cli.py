@@ -268,7 +268,47 @@ def _write_check_outputs(args: argparse.Namespace, report, result, write) -> Non
     if args.markdown:
         gate = [f"- {'PASS' if r.passed else '**FAIL**'} {r.describe()}" for r in result.rules]
         verdict = "PASS" if result.passed and result.rules else ("FAIL" if result.rules else "NOT EXECUTED")
-        write(Path(args.markdown), report.to_markdown() + "\n## Gate: " + verdict + "\n\n" + "\n".join(gate) + "\n")
+        md = Path(args.markdown)
+        write(
+            md,
+            report.to_markdown()
+            + _heatmap_markdown(report, md)
+            + "\n## Gate: "
+            + verdict
+            + "\n\n"
+            + "\n".join(gate)
+            + "\n",
+        )
+
+
+def _heatmap_markdown(report, md: Path) -> str:
+    """The compatibility heatmap as a PNG beside the Markdown file, linked from it (matplotlib: hetero[all])."""
+    if not report.matrix:
+        return ""
+    from hetero.plots import heatmap
+
+    try:
+        heatmap(report.matrix, md.with_name(md.stem + "_heatmap.png"))
+    except ImportError:  # the slim `hetero[check]` install has no matplotlib
+        return "\n(heatmap not drawn: matplotlib is not installed; pip install hetero[all])\n"
+    return f"\n![compatibility heatmap]({md.stem}_heatmap.png)\n"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render the plots of saved results again: accuracy vs latency and the heatmap of a report, latency
+    distributions of a bench result."""
+    from hetero.io import read_json
+    from hetero.plots import render
+
+    made = {}
+    for path in args.result:
+        stem = Path(path).stem if len(args.result) == 1 else f"{Path(path).parent.name}_{Path(path).stem}"
+        made[str(path)] = {
+            k: {n: str(p) for n, p in v.items()} for k, v in render(read_json(path, "result"), args.out, stem).items()
+        }
+    lines = [f"{src}: {plot} -> {files['png']}" for src, plots in made.items() for plot, files in plots.items()]
+    _emit(args, {"plots": made}, "\n".join(lines))
+    return 0
 
 
 def cmd_fixture(args: argparse.Namespace) -> int:
@@ -333,6 +373,35 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         {"path": str(args.out), "space": m.space.to_dict(), "sha256": m.sha256, "source": m.source},
         f"cloud -> {args.out}  (space {m.space.id}, dim {m.space.dim}, {what})",
     )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Latency percentiles, load time, memory, size and distance to the compute limit of units on their runtimes."""
+    from hetero.devices.bench import bench
+    from hetero.io import atomic_write_text, ensure_writable_dir
+
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        raise InputError(f"--threads takes comma-separated counts, e.g. 1,2; got {args.threads!r}") from None
+    for out in (args.markdown, args.csv):
+        if out is not None:
+            ensure_writable_dir(Path(out).parent)
+    remote = None
+    if args.remote:
+        from hetero.devices.remote import SSHHost
+
+        remote = SSHHost.from_args(args)
+    result = bench(
+        args.unit, threads, runs=args.runs, seconds=args.seconds, warmup=args.warmup, batch=args.batch,
+        remote=remote, progress=lambda m: _log(args, f"bench {m}"),
+    )  # fmt: skip
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), result.to_markdown())
+    if args.csv:
+        atomic_write_text(Path(args.csv), result.to_csv())
+    _emit(args, result.to_dict(), result.to_text())
     return 0
 
 
@@ -613,6 +682,45 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, help="fixture file to write (create)")
     f.add_argument("--max-probes", type=int, default=0, help="keep at most N probes (seeded sample); 0 = all")
     f.set_defaults(func=cmd_fixture)
+
+    b = add(
+        "bench",
+        "time units on their runtimes: latency percentiles, load time, memory, size, distance to the compute limit",
+        "Each UNIT (checkpoint or exported artifact, [NAME=]PATH) at each --threads count runs in a fresh process:\n"
+        "cold load timed, --warmup calls, then at least --runs timed calls and at least --seconds, one call per\n"
+        "iteration with nothing else in the loop. Reports p50/p90/p99, mean and spread, load time, peak RSS, size on\n"
+        "disk, MACs (from the manifest) and achieved GFLOP/s, and 'x limit': p50 over the time those MACs take at\n"
+        "a 256^3 float32 GEMM rate measured in the same process (1.0 = as fast as dense matrix products allow).\n"
+        "A runtime that cannot execute here (Core ML off macOS) is a row marked not executed. --remote runs the\n"
+        "same worker on another host over SSH, each unit uploaded once.",
+        "examples:\n  hetero bench runs/x/export/onnx-fp32 runs/x/export/tflite-int8 --threads 1,2\n"
+        "  hetero bench edge=runs/x/export/tflite-fp32 --seconds 10 --markdown bench.md --csv bench.csv --json\n"
+        "  hetero bench runs/x/export/tflite-int8 --remote pi@board.local --remote-python /opt/hetero/bin/python",
+    )
+    b.add_argument("unit", nargs="+", metavar="[NAME=]PATH", help="checkpoint or artifact units")
+    b.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
+    b.add_argument("--runs", type=int, default=100, help="at least this many timed calls per row (default 100)")
+    b.add_argument("--seconds", type=float, default=0.0, help="and at least this long per row (default 0)")
+    b.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
+    b.add_argument("--batch", type=int, default=1, help="images per call (default 1, as on a device)")
+    b.add_argument("--markdown", type=Path, help="write the table as Markdown here")
+    b.add_argument("--csv", type=Path, help="write one CSV row per (unit, host, threads) here")
+    _add_remote_flags(b)
+    b.set_defaults(func=cmd_bench)
+
+    r = add(
+        "report",
+        "plot saved results: accuracy vs latency, compatibility heatmap, latency distributions",
+        "Render the plots of saved results as PNG, each with a CSV of the numbers it shows: from a report.json\n"
+        "(verify, demo, check --json's report) the R@1-vs-latency scatter of every producer against the cloud with\n"
+        "its Pareto front marked, and the heatmap of query producer x gallery producer; from a bench --json\n"
+        "result the latency distribution of every row.",
+        "examples:\n  hetero report runs/x/report.json --out runs/x/plots\n"
+        "  hetero bench runs/x/export/* --json > bench.json && hetero report bench.json --out plots",
+    )
+    r.add_argument("result", type=Path, nargs="+", help="report.json or a saved bench --json document")
+    r.add_argument("--out", type=Path, required=True, help="directory for the PNG and CSV files")
+    r.set_defaults(func=cmd_report)
 
     e = add(
         "embed",

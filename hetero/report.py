@@ -58,6 +58,8 @@ class Report:
     producers: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     schema: str = REPORT_SCHEMA
+    # R@1 of query producer x gallery producer: {"queries": [...], "galleries": [...], "recall_at_1": [[...]]}
+    matrix: dict[str, Any] | None = None
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -78,6 +80,7 @@ class Report:
             "chance": self.chance,
             "producers": self.producers,
             "rows": [asdict(r) for r in self.rows],
+            **({"matrix": self.matrix} if self.matrix is not None else {}),
         }
         return {**d, "content_sha256": content_sha256(d)}
 
@@ -101,6 +104,9 @@ class Report:
                 raise InputError(f"{where}: producers must be an object")
             if not isinstance(d["rows"], list) or not all(isinstance(r, dict) for r in d["rows"]):
                 raise InputError(f"{where}: rows must be a list of objects")
+            matrix = d.get("matrix")
+            if matrix is not None and not _valid_matrix(matrix):
+                raise InputError(f"{where}: matrix must list queries, galleries and an R@1 per pair in [0, 1]")
             rows = [Row(**r) for r in d["rows"]]
             for r in rows:
                 _check_row_types(r, where)
@@ -114,6 +120,7 @@ class Report:
                 rows=rows,
                 producers=d.get("producers", {}),
                 created=d.get("created", ""),
+                matrix=matrix,
             )
         except (KeyError, TypeError) as e:
             raise InputError(f"{where}: malformed report ({e})") from None
@@ -231,6 +238,18 @@ class Report:
             "(prev: vs the previous release). ms/img: median per probe at batch 1.",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _valid_matrix(m: Any) -> bool:
+    try:
+        q, g, v = m["queries"], m["galleries"], m["recall_at_1"]
+        return (
+            all(isinstance(x, str) for x in [*q, *g])
+            and len(v) == len(q)
+            and all(len(row) == len(g) and all(_number(x) and 0 <= x <= 1 for x in row) for row in v)
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 def search_line(record: dict[str, Any] | None) -> str:

@@ -270,3 +270,29 @@ def test_unreachable_remote_is_one_clear_input_error(tiny, fixture_file, capsys)
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hetero: error: remote 127.0.0.1: ssh mktemp failed") and "\n" not in err
+
+
+def test_bench_over_loopback_ssh_uploads_each_unit_once(artifacts, sshd, monkeypatch):
+    from hetero.devices.bench import bench
+    from hetero.devices.remote import SSHHost
+
+    puts, real_put = [], SSHHost.put
+    monkeypatch.setattr(
+        SSHHost, "put", lambda self, local, remote: (puts.append(remote), real_put(self, local, remote))
+    )
+    opts = ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null")
+    host = SSHHost(sshd["target"], sshd["port"], sshd["key"], sys.executable, opts)
+    result = bench([str(artifacts / "tflite-int8")], (1, 2), runs=3, warmup=1, remote=host)
+    far = [r for r in result.rows if r.host == "127.0.0.1"]
+    assert [r.threads for r in far] == [1, 2] and all(r.status == "ok" and r.runtime == "litert" for r in far)
+    assert len(puts) == 1 and all(r.latency.n >= 3 for r in far)
+
+
+def test_bench_marks_core_ml_not_executed_here(artifacts):
+    from hetero.devices.bench import bench
+
+    (row,) = bench([str(artifacts / "coreml-fp32")], (1,), runs=2, warmup=0).rows
+    if row.status == "ok":  # pragma: no cover - a Mac executes Core ML
+        assert row.runtime == "coreml"
+    else:
+        assert row.status == "not executed" and row.latency is None and row.note

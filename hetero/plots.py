@@ -1,0 +1,134 @@
+"""Plots of saved results (matplotlib, PNG), each written with the data it shows beside it (CSV).
+
+- accuracy vs latency: every executed producer → cloud row of a compatibility report, R@1 against batch-1 latency,
+  with the Pareto front (no other row is both faster and more accurate) marked;
+- compatibility heatmap: R@1 of query producer × gallery producer (`Report.matrix`);
+- latency distributions: the per-call samples of every `hetero bench` row.
+`hetero report` renders them again from saved JSON; `check --markdown` embeds the heatmap.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hetero.io import atomic_write, atomic_write_text
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, accuracy) no other point beats on both (lower latency and higher accuracy,
+    one strictly), ordered by latency."""
+    keep = []
+    for i, (t, a) in enumerate(points):
+        beaten = any((t2 <= t and a2 >= a) and (t2 < t or a2 > a) for j, (t2, a2) in enumerate(points) if j != i)
+        if not beaten:
+            keep.append(i)
+    return sorted(keep, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, png: Path, rows: list[dict[str, Any]]) -> dict[str, Path]:
+    """PNG and CSV, each atomically; the figure is closed."""
+    png = Path(png)
+    with atomic_write(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    _figure().close(fig)
+    data = png.with_suffix(".csv")
+    if rows:
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(data, buf.getvalue())
+    return {"png": png, "data": data}
+
+
+def accuracy_latency(report: Any, png: Path) -> tuple[Any, dict[str, Path]]:
+    """R@1 vs batch-1 latency of every executed row whose gallery is the cloud (reference excluded: no latency)."""
+    plt = _figure()
+    rows = [r for r in report.rows if r.gallery == "cloud" and r.latency_ms is not None and r.recall_at_1 is not None]
+    pts = [(float(r.latency_ms), float(r.recall_at_1)) for r in rows]
+    front = pareto_front(pts)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if pts:
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label="producer → cloud", zorder=3)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="C3", label="Pareto front")
+        for r, (t, a) in zip(rows, pts, strict=True):
+            ax.annotate(r.query, (t, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ref = report.reference
+    if ref is not None and ref.recall_at_1 is not None:
+        ax.axhline(ref.recall_at_1, color="grey", lw=1, label="cloud → cloud")
+    ax.set_xlabel("batch-1 latency (ms, median)")
+    ax.set_ylabel("R@1 against the cloud gallery")
+    ax.set_title(f"Accuracy vs latency — space {report.space.get('id')}")
+    ax.legend(loc="lower right", fontsize=8)
+    data = [
+        {"producer": r.query, "runtime": r.runtime, "latency_ms": t, "recall_at_1": a, "pareto": i in front}
+        for i, (r, (t, a)) in enumerate(zip(rows, pts, strict=True))
+    ]
+    return fig, _save(fig, png, data)
+
+
+def heatmap(matrix: dict[str, Any], png: Path) -> tuple[Any, dict[str, Path]]:
+    """R@1 of each query producer (rows) against each gallery producer (columns)."""
+    plt = _figure()
+    queries, galleries, values = matrix["queries"], matrix["galleries"], matrix["recall_at_1"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(galleries) + 2.5, 0.6 * len(queries) + 1.8))
+    im = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(galleries)), labels=galleries, rotation=30, ha="right")
+    ax.set_yticks(range(len(queries)), labels=queries)
+    ax.set_xlabel("gallery embedded by")
+    ax.set_ylabel("queries embedded by")
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label="R@1")
+    ax.set_title("Compatibility: R@1 of query producer × gallery producer")
+    data = [{"query": q, **{g: values[i][j] for j, g in enumerate(galleries)}} for i, q in enumerate(queries)]
+    return fig, _save(fig, png, data)
+
+
+def latency_distributions(bench: dict[str, Any], png: Path) -> tuple[Any, dict[str, Path]]:
+    """Box plots of every executed bench row's per-call latencies (a saved `hetero bench --json` document)."""
+    plt = _figure()
+    rows = [r for r in bench["rows"] if r.get("samples_ms")]
+    labels = [f"{r['name']}@{r['host']}\n{r['runtime']} ×{r['threads']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4.5))
+    if rows:
+        ax.boxplot([r["samples_ms"] for r in rows], tick_labels=labels, whis=(1, 99), showfliers=False)
+    ax.set_ylabel("latency per call (ms); whiskers p1–p99")
+    ax.set_title(f"Latency distributions (batch {bench.get('settings', {}).get('batch', 1)})")
+    ax.tick_params(axis="x", labelsize=7)
+    data = [{"row": lab.replace("\n", " "), "sample_ms": v} for lab, r in zip(labels, rows, strict=True)
+            for v in r["samples_ms"]]  # fmt: skip
+    return fig, _save(fig, png, data)
+
+
+def render(doc: dict[str, Any], out: Path, stem: str) -> dict[str, dict[str, Path]]:
+    """Every plot a saved result supports, into `out` as `<stem>_<plot>.png` (+ .csv)."""
+    from hetero.errors import InputError
+    from hetero.report import REPORT_SCHEMA, Report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if doc.get("schema") == REPORT_SCHEMA:
+        report = Report.from_dict(doc)
+        made = {"accuracy_latency": accuracy_latency(report, out / f"{stem}_accuracy_latency.png")[1]}
+        if report.matrix:
+            made["heatmap"] = heatmap(report.matrix, out / f"{stem}_heatmap.png")[1]
+        return made
+    if doc.get("schema") == "hetero.bench/1":
+        return {"latency": latency_distributions(doc, out / f"{stem}_latency.png")[1]}
+    raise InputError(f"{stem}: not a hetero report or bench result (schema {doc.get('schema')!r})")

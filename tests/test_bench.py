@@ -1,0 +1,161 @@
+"""`hetero bench`: latency statistics, MAC counting, the distance to the compute limit, rendering, real runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hetero.devices.bench import BenchRow, LatencyStats, bench
+from hetero.errors import InputError
+from hetero.manifest import load_manifest
+from hetero.models import model_cost
+from hetero.spaces import InputSpec
+from tests.conftest import run_cli
+
+
+def test_percentiles_of_known_timings() -> None:
+    s = LatencyStats.from_ms(list(range(100, 0, -1)))  # 1..100 ms, in any order
+    got = (s.n, s.p50, s.p90, s.p99, s.mean, s.min, s.max)
+    assert got == pytest.approx((100, 50.5, 90.1, 99.01, 50.5, 1.0, 100.0), abs=1e-9)
+    assert s.std == pytest.approx(29.0115, abs=1e-4)  # sample standard deviation (n - 1)
+    one = LatencyStats.from_ms([3.0])
+    assert one.p50 == one.p99 == 3.0 and one.std == 0.0
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")], [1.0, -0.5]])
+def test_impossible_timings_are_refused(bad: list[float]) -> None:
+    with pytest.raises(InputError, match="latency samples"):
+        LatencyStats.from_ms(bad)
+
+
+class Known(torch.nn.Module):
+    """3x3 conv 3 -> 8 (padding 1) on 8x8, pooled, then a linear 8 -> 4 head: 8*8*8 * 3*3*3 + 4*8 MACs."""
+
+    resolution = None
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, 4)
+        self.classifier = torch.nn.Linear(4, 10)  # not part of the deployed graph: not counted
+
+    def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+def test_macs_and_params_of_a_known_model() -> None:
+    cost = model_cost(Known(), InputSpec(8, 8))
+    assert cost["macs"] == 8 * 8 * 8 * 27 + 4 * 8
+    assert cost["params"] == (8 * 27 + 8) + (4 * 8 + 4)
+
+
+def test_limit_ratio_is_gemm_rate_over_achieved_rate() -> None:
+    row = BenchRow("m", "p", "local", "onnx", "fp32", 1, 1, latency=LatencyStats.from_ms([2.0] * 3), macs=1_000_000,
+                   gemm_gflops=10.0)  # fmt: skip
+    assert row.achieved_gflops == pytest.approx(1.0)  # 2e6 FLOPs in 2 ms
+    assert row.limit_ratio == pytest.approx(10.0)
+
+
+def test_bench_runs_units_in_fresh_processes_and_renders(tiny, tmp_path: Path) -> None:
+    result = bench([f"edge={tiny.onnx}", str(tiny.edge)], (1,), runs=5, warmup=1)
+    onnx, torch_row = result.rows
+    assert [r.runtime for r in result.rows] == ["onnxruntime", "torch"] and onnx.name == "edge"
+    m, model_file = load_manifest(tiny.onnx)
+    assert onnx.file_bytes == model_file.stat().st_size and onnx.macs == m.model["macs"] > 0
+    for r in result.rows:
+        assert r.latency.n >= 5 and 0 < r.latency.p50 <= r.latency.p90 <= r.latency.p99 <= r.latency.max
+        assert r.load_ms > 0 and r.peak_rss_mb >= r.rss_before_load_mb > 10 and r.gemm_gflops > 0.1
+    assert torch_row.peak_rss_mb > onnx.peak_rss_mb  # torch itself is loaded only in the checkpoint's process
+    rows = list(csv.DictReader(io.StringIO(result.to_csv())))
+    assert len(rows) == 2 and float(rows[0]["latency_p99"]) == pytest.approx(onnx.latency.p99)
+    md = result.to_markdown()
+    assert md.count("\n| edge | local | onnxruntime | 1 |") == 1 and "x limit" in md
+    json.dumps(result.to_dict())
+
+
+def test_bench_cli_bad_input_is_one_line(tiny, tmp_path: Path, capsys) -> None:
+    assert run_cli("bench", tiny.onnx, "--threads", "0") == 2
+    assert "thread counts must be >= 1" in capsys.readouterr().err
+    assert run_cli("bench", tiny.onnx, "--threads", "one") == 2
+    assert run_cli("bench", tmp_path / "missing") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("hetero: error:") for e in err)
+    assert run_cli("bench", tiny.onnx, "--runs", "3", "--warmup", "0", "--quiet", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "hetero.bench/1" and doc["rows"][0]["latency"]["n"] >= 3
+    assert not np.isnan(doc["rows"][0]["limit_ratio"])
+
+
+# ---- plots: accuracy vs latency with its Pareto front, the compatibility heatmap, latency distributions -------------
+
+
+def test_pareto_front_of_known_points() -> None:
+    from hetero.plots import pareto_front
+
+    pts = [(1.0, 0.5), (2.0, 0.6), (3.0, 0.55), (0.5, 0.2), (1.5, 0.4)]
+    assert pareto_front(pts) == [3, 0, 1]  # (3, .55) loses to (2, .6); (1.5, .4) to (1, .5)
+
+
+@pytest.fixture(scope="module")
+def verified(tiny, tmp_path_factory):
+    from hetero.config import load_config
+    from hetero.devices.pipeline import verify
+
+    out = tmp_path_factory.mktemp("verified")
+    cands = [f"edge={tiny.edge}", f"onnx={tiny.onnx}"]
+    return verify(load_config(tiny.config), tiny.cloud, cands, [f"ind={tiny.independent}"], out).report, out
+
+
+def test_the_matrix_holds_every_query_producer_in_every_gallery(verified) -> None:
+    report, _ = verified
+    m = report.matrix
+    assert m["queries"] == ["cloud", "edge", "onnx", "ind"] and m["galleries"] == ["cloud", "edge", "onnx", "ind"]
+    cell = {(q, g): m["recall_at_1"][i][j] for i, q in enumerate(m["queries"]) for j, g in enumerate(m["galleries"])}
+    for r in report.rows:
+        assert cell[r.query, r.gallery] == r.recall_at_1  # the rows' numbers, not recomputed differently
+    assert cell["edge", "onnx"] == pytest.approx(cell["edge", "edge"], abs=0.01)  # one model on two runtimes
+    assert cell["ind", "cloud"] < 0.5 * cell["edge", "cloud"]  # the independent edge is not in the cloud's space
+
+
+def test_report_renders_plots_with_the_right_series(verified, tmp_path: Path) -> None:
+    from hetero.plots import accuracy_latency, heatmap
+
+    report, out = verified
+    fig, files = accuracy_latency(report, tmp_path / "al.png")
+    rows = [r for r in report.rows if r.gallery == "cloud" and r.latency_ms is not None]
+    offsets = fig.axes[0].collections[0].get_offsets()
+    assert np.allclose(offsets, [[r.latency_ms, r.recall_at_1] for r in rows])
+    assert files["png"].stat().st_size > 1000 and len(files["data"].read_text().splitlines()) == len(rows) + 1
+    fig, _ = heatmap(report.matrix, tmp_path / "hm.png")
+    assert np.allclose(fig.axes[0].images[0].get_array(), report.matrix["recall_at_1"])
+    assert run_cli("report", out / "report.json", "--out", tmp_path / "plots", "--quiet") == 0
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {
+        "report_accuracy_latency.png", "report_accuracy_latency.csv", "report_heatmap.png", "report_heatmap.csv",
+    }  # fmt: skip
+
+
+def test_check_markdown_embeds_the_heatmap(tiny, tmp_path: Path) -> None:
+    from tests.conftest import make_fixture
+
+    fx = make_fixture(tiny, tmp_path / "fx.safetensors")
+    md = tmp_path / "ci" / "report.md"
+    assert run_cli("check", "--fixture", fx, "--artifact", tiny.onnx, "--markdown", md, "--quiet") in (0, 1)
+    assert "![compatibility heatmap](report_heatmap.png)" in md.read_text()
+    assert (tmp_path / "ci" / "report_heatmap.png").stat().st_size > 1000
+
+
+def test_bench_results_plot_their_latency_distributions(tiny, tmp_path: Path, capsys) -> None:
+    assert run_cli("bench", tiny.onnx, "--runs", "20", "--warmup", "1", "--threads", "1,2", "--json", "--quiet") == 0
+    (tmp_path / "bench.json").write_text(capsys.readouterr().out)
+    assert run_cli("report", tmp_path / "bench.json", "--out", tmp_path / "p", "--quiet") == 0
+    data = (tmp_path / "p" / "bench_latency.csv").read_text().splitlines()
+    assert len(data) >= 1 + 2 * 20  # every timed call of both rows
+    from hetero.plots import latency_distributions
+
+    fig, _ = latency_distributions(json.loads((tmp_path / "bench.json").read_text()), tmp_path / "l.png")
+    assert len(fig.axes[0].get_xticklabels()) == 2
