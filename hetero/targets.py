@@ -34,14 +34,25 @@ def sample_affine(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(n, 3, generator=generator) * 2 - 1
 
 
-def apply_affine(x: torch.Tensor, u: torch.Tensor, max_shift: float = 0.1, max_scale: float = 0.1) -> torch.Tensor:
-    """Resolution-independent (normalised coordinates), so the cloud and a low-res edge model see the same view."""
+def apply_affine(
+    x: torch.Tensor,
+    u: torch.Tensor,
+    max_shift: float = 0.1,
+    max_scale: float = 0.1,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Resolution-independent (normalised coordinates), so the cloud and a low-res edge model see the same view.
+
+    `size`: sample the view straight at this output size — the resize to a model's compute resolution and the
+    transform in one bilinear pass (with u = 0 it is exactly `F.interpolate(..., "bilinear", align_corners=False)`:
+    both sample source pixel (i + 0.5) * in / out - 0.5)."""
     s = 1 + max_scale * u[:, 0]
     theta = torch.zeros(len(u), 2, 3)
     theta[:, 0, 0] = s
     theta[:, 1, 1] = s
     theta[:, :, 2] = max_shift * u[:, 1:]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = [x.shape[0], x.shape[1], *(size or x.shape[2:])]
+    grid = F.affine_grid(theta, out, align_corners=False)
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
@@ -82,12 +93,17 @@ def render(pre: Preprocess, pixels: torch.Tensor, idx: torch.Tensor, views: View
     """The model input for `views` of images `idx` of `pixels` (uint8 NHWC): blend, then the affine transform.
 
     The one place views become tensors, for the cloud cache, the online cloud and the model being trained alike.
+    Blends happen at the input size (bilinear resizing is linear: the same as blending resized images, one resize
+    fewer), and an augmented view is sampled straight at the compute resolution; a clean view takes the deployed
+    graph's resize exactly.
     """
-    x = pre(pixels[idx])
+    x = pre.normalise(pixels[idx])
     if views.blended:
         lam = views.lam.view(-1, 1, 1, 1)
-        x = lam * x + (1 - lam) * pre(pixels[views.partner])
-    return apply_affine(x, views.affine) if bool(views.affine.any()) else x
+        x = lam * x + (1 - lam) * pre.normalise(pixels[views.partner])
+    if bool(views.affine.any()):
+        return apply_affine(x, views.affine, size=pre.resize_to)
+    return pre.resize(x)
 
 
 class CloudTargets:
