@@ -72,6 +72,14 @@ class BenchRow:
     macs: int | None = None  # per image, from the manifest
     gemm_gflops: float | None = None
     samples_ms: list[float] | None = None  # every timed call (JSON only: `hetero report` plots their distribution)
+    bare_latency: LatencyStats | None = None  # ONNX: the network alone, without pixel scaling, resize and L2
+
+    @property
+    def extras_share(self) -> float | None:
+        """What the in-graph extras (uint8 -> float, resize, L2) add, as a share of the bare network's p50."""
+        if self.latency is None or self.bare_latency is None or self.bare_latency.p50 <= 0:
+            return None
+        return (self.latency.p50 - self.bare_latency.p50) / self.bare_latency.p50
 
     @property
     def achieved_gflops(self) -> float | None:
@@ -88,6 +96,7 @@ class BenchRow:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["achieved_gflops"], d["limit_ratio"] = self.achieved_gflops, self.limit_ratio
+        d["extras_share"] = self.extras_share
         return d
 
 
@@ -101,7 +110,7 @@ class BenchResult:
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         head = ["unit", "host", "runtime", "threads", "p50 ms", "p90 ms", "p99 ms", "load ms", "peak RSS MB",
-                "MB on disk", "MMACs", "GFLOP/s", "x limit"]  # fmt: skip
+                "MB on disk", "MMACs", "GFLOP/s", "x limit", "extras"]  # fmt: skip
 
         def f(v: float | None, spec: str) -> str:
             return "" if v is None else format(v, spec)
@@ -110,12 +119,12 @@ class BenchResult:
         for r in self.rows:
             lat = r.latency
             if lat is None:
-                body.append([r.name, r.host, r.format, str(r.threads), "not executed", "", "", "", "", "", "", "", ""])
+                body.append([r.name, r.host, r.format, str(r.threads), "not executed", *[""] * 9])
                 continue
             body.append([r.name, r.host, r.runtime, str(r.threads), f(lat.p50, ".3f"), f(lat.p90, ".3f"),
                          f(lat.p99, ".3f"), f(r.load_ms, ".0f"), f(r.peak_rss_mb, ".0f"), f(r.file_bytes / 1e6, ".2f"),
                          f(r.macs / 1e6 if r.macs else None, ".1f"), f(r.achieved_gflops, ".2f"),
-                         f(r.limit_ratio, ".2f")])  # fmt: skip
+                         f(r.limit_ratio, ".2f"), f(r.extras_share, "+.1%")])  # fmt: skip
         return head, body
 
     def to_text(self) -> str:
@@ -134,7 +143,8 @@ class BenchResult:
             "",
             f"Batch {s.get('batch')}, {s.get('warmup')} warm-up calls, at least {s.get('runs')} timed calls and "
             f"{s.get('seconds')} s per row, each row in a fresh process. x limit: p50 over the time the model's MACs "
-            "take at the same process's 256³ float32 GEMM rate.",
+            "take at the same process's 256³ float32 GEMM rate. extras: what pixel scaling, resize and L2 add to the "
+            "bare network's p50 (ONNX: the network cut out of the same graph, timed by the same loop).",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "|".join("---" for _ in head) + "|",
@@ -147,9 +157,10 @@ class BenchResult:
         flat = []
         for r in self.rows:
             d = r.to_dict()
-            lat = d.pop("latency") or {}
+            lat, bare = d.pop("latency") or {}, d.pop("bare_latency") or {}
             d.pop("samples_ms")
-            flat.append({**d, **{f"latency_{k}": v for k, v in lat.items()}})
+            flat.append({**d, **{f"latency_{k}": v for k, v in lat.items()},
+                         **{f"bare_latency_{k}": v for k, v in bare.items()}})  # fmt: skip
         keys = sorted({k for d in flat for k in d})
         w = csv.DictWriter(out, fieldnames=keys)
         w.writeheader()
@@ -189,6 +200,8 @@ def _row(
     row.peak_rss_mb = out["peak_rss_bytes"] / 2**20
     row.rss_before_load_mb = out["rss_before_load_bytes"] / 2**20
     row.gemm_gflops = float(out["gemm_gflops"])
+    if out.get("bare_samples_ms"):
+        row.bare_latency = LatencyStats.from_ms(out["bare_samples_ms"])
     return row
 
 

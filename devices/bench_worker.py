@@ -46,12 +46,69 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # Linux reports KiB, macOS bytes
 
 
+def bare_network(model_file: Path) -> tuple[bytes, str] | None:
+    """The ONNX graph without its in-graph extras: from the tensor the pixel scaling and resize hand the network
+    (the `/preprocess/` scope's output) to the one the L2 normalisation (`/norm/`) takes. None when the graph
+    has no such scopes (another exporter's naming) or onnx is not installed (the slim check install)."""
+    try:
+        import onnx
+        from onnx.utils import Extractor
+    except ImportError:
+        return None
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_file)))  # the extractor needs value infos
+    nodes = model.graph.node
+    made_by = {o: n for n in nodes for o in n.output}
+
+    def scope(name: str) -> str:
+        return name.split("/")[1] if name.startswith("/") and name.count("/") > 1 else ""
+
+    starts = {i for n in nodes if scope(n.name or (n.output[0] if n.output else "")) not in ("preprocess", "norm")
+              for i in n.input if i in made_by and scope(made_by[i].output[0]) == "preprocess"}  # fmt: skip
+    ends = {i for n in nodes if scope(n.output[0] if n.output else "") == "norm"
+            for i in n.input if i in made_by and scope(made_by[i].output[0]) not in ("norm", "")}  # fmt: skip
+    if len(starts) != 1 or len(ends) != 1:
+        return None
+    bare = Extractor(model).extract_model(sorted(starts), sorted(ends))
+    return bare.SerializeToString(), next(iter(starts))
+
+
+def time_bare(
+    model_file: Path, shape: tuple[int, ...], threads: int, runs: int, seconds: float, warmup: int
+) -> list[float]:
+    """The bare network on onnxruntime at the same threads, timed by the same loop on float NCHW `shape` (the
+    compute resolution); [] when it cannot be cut out."""
+    cut = bare_network(model_file)
+    if cut is None:
+        return []
+    import onnxruntime as ort
+
+    graph, name = cut
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    x = {name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    return timed_calls(lambda: sess.run(None, x), runs, seconds, warmup)
+
+
+def timed_calls(call, runs: int, seconds: float, warmup: int) -> list[float]:
+    """`warmup` untimed calls, then at least `runs` and at least `seconds` of timed ones (ms each)."""
+    for _ in range(warmup):
+        call()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < max(runs, 1) or time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t) * 1e3)
+    return samples
+
+
 def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, batch: int) -> dict:
     from hetero.devices.loader import load
     from hetero.errors import NotExecutedError
     from hetero.manifest import load_manifest
 
-    manifest, _ = load_manifest(unit)
+    manifest, model_file = load_manifest(unit)
     if manifest.format == "safetensors":  # the torch reference: its intra-op pool is sized here
         import torch
 
@@ -65,21 +122,20 @@ def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, ba
     load_ms = (time.perf_counter() - t0) * 1e3
     shape = manifest.input.shape(batch)
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    for _ in range(warmup):
-        rt.embed(x)
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < max(runs, 1) or time.perf_counter() - start < seconds:  # at least `runs`, `seconds`
-        t = time.perf_counter()
-        rt.embed(x)
-        samples.append((time.perf_counter() - t) * 1e3)
+    samples = timed_calls(lambda: rt.embed(x), runs, seconds, warmup)
+    peak = peak_rss_bytes()  # before the bare network is loaded beside it
+    res = manifest.model.get("resolution") or None
+    size = (res, res) if res else (manifest.input.height, manifest.input.width)
+    onnx_unit = manifest.format == "onnx"
+    bare = time_bare(model_file, (batch, 3, *size), threads, runs, seconds, warmup) if onnx_unit else []
     return {
         "status": "ok",
         "runtime": rt.name,
         "load_ms": load_ms,
         "samples_ms": samples,
         "rss_before_load_bytes": rss_before,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak,
+        "bare_samples_ms": bare,
         "gemm_gflops": gemm_gflops(),
     }
 

@@ -71,11 +71,29 @@ def test_bench_runs_units_in_fresh_processes_and_renders(tiny, tmp_path: Path) -
         assert r.latency.n >= 5 and 0 < r.latency.p50 <= r.latency.p90 <= r.latency.p99 <= r.latency.max
         assert r.load_ms > 0 and r.peak_rss_mb >= r.rss_before_load_mb > 10 and r.gemm_gflops > 0.1
     assert torch_row.peak_rss_mb > onnx.peak_rss_mb  # torch itself is loaded only in the checkpoint's process
+    assert onnx.bare_latency.n >= 5 and onnx.extras_share is not None and torch_row.bare_latency is None
     rows = list(csv.DictReader(io.StringIO(result.to_csv())))
     assert len(rows) == 2 and float(rows[0]["latency_p99"]) == pytest.approx(onnx.latency.p99)
     md = result.to_markdown()
     assert md.count("\n| edge | local | onnxruntime | 1 |") == 1 and "x limit" in md
     json.dumps(result.to_dict())
+
+
+def test_the_bare_network_is_the_graph_between_preprocessing_and_l2(tiny) -> None:
+    """Cut out of the exported graph, fed the preprocessed pixels, then L2-normalised: the artifact's embedding."""
+    import onnxruntime as ort
+
+    from hetero.devices.bench_worker import bare_network
+    from hetero.devices.loader import load
+    from hetero.models import Preprocess
+
+    m, model_file = load_manifest(tiny.onnx)
+    graph, name = bare_network(model_file)
+    pixels = np.random.default_rng(1).integers(0, 256, (4, *m.input.shape(1)[1:]), dtype=np.uint8)
+    x = Preprocess(m.input, m.model["resolution"])(torch.from_numpy(pixels)).numpy()
+    raw = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
+    bare = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    assert (bare * load(tiny.onnx).embed(pixels)).sum(axis=1).min() > 0.99999
 
 
 def test_bench_cli_bad_input_is_one_line(tiny, tmp_path: Path, capsys) -> None:
