@@ -72,6 +72,14 @@ def bare_network(model_file: Path) -> tuple[bytes, str] | None:
     return bare.SerializeToString(), next(iter(starts))
 
 
+def _input_dtype(graph: bytes, name: str) -> type:
+    """float16 graphs (ONNX fp16) take half-precision activations at the cut."""
+    import onnx
+
+    value = next(v for v in onnx.load_from_string(graph).graph.input if v.name == name)
+    return np.float16 if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else np.float32
+
+
 def time_bare(
     model_file: Path, shape: tuple[int, ...], threads: int, runs: int, seconds: float, warmup: int
 ) -> list[float]:
@@ -86,7 +94,7 @@ def time_bare(
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-    x = {name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    x = {name: np.random.default_rng(0).standard_normal(shape).astype(_input_dtype(graph, name))}
     return timed_calls(lambda: sess.run(None, x), runs, seconds, warmup)
 
 
