@@ -181,3 +181,17 @@ def test_images_without_a_row_and_views_a_file_cannot_give_are_refused(tiny, clo
     ):
         cloud_fixture(cfg, tmp_path / "part")
     assert not (tmp_path / "a").exists()
+
+
+def test_an_embedding_file_of_another_dimension_is_refused_with_exit_2(tiny, tmp_path: Path, capsys) -> None:
+    """The file's rows are 4-d, the run's space is 16-d: one line, exit 2, nothing trained or written."""
+    cfg = load_config(tiny.config)
+    data = load_dataset(cfg.data.dataset, cfg.data.image_size)
+    e = np.random.default_rng(0).normal(size=(len(data), 4)).astype(np.float32)
+    np.savez(tmp_path / "small.npz", ids=data.ids, embeddings=e / np.linalg.norm(e, axis=1, keepdims=True))
+    assert run_cli("cloud", "import", tmp_path / "small.npz", "--size", "16", "--out", tmp_path / "c", "--quiet") == 0
+    argv = ("train", "edge", "--config", tiny.config, "--cloud", tmp_path / "c", "--out", tmp_path / "edge", "--quiet")
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "embeds in 4 dims, config space.dim is 16" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "edge").exists()
