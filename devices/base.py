@@ -25,10 +25,10 @@ class Runtime(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-def check_pixels(manifest: Manifest, images: np.ndarray) -> np.ndarray:
+def check_pixels(manifest: Manifest, images: np.ndarray, want: tuple[int, ...] | None = None) -> np.ndarray:
     """The on-device input contract, for every runtime: uint8 NHWC at the unit's input size. A runtime that would
     accept another size (torch, a dynamic-shape graph) must not silently compute on it."""
-    want = tuple(manifest.input.shape(1)[1:])
+    want = want or tuple(manifest.input.shape(1)[1:])
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want:
         got = f"{images.dtype} {list(images.shape)}" if isinstance(images, np.ndarray) else type(images).__name__
         raise InputError(f"{manifest.model.get('name')} takes uint8 pixels [N, {', '.join(map(str, want))}], got {got}")
@@ -45,9 +45,10 @@ class ArtifactRuntime:
         self.manifest, model_file = load_manifest(path)
         self.path = Path(path)
         self._run: Callable[[np.ndarray], np.ndarray] = self.format_module.runner(model_file, threads)
+        self._want = tuple(self.manifest.input.shape(1)[1:])
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        return embed_batches(self._run, check_pixels(self.manifest, images))
+        return embed_batches(self._run, check_pixels(self.manifest, images, self._want))
 
     def info(self) -> dict[str, Any]:
         return {
