@@ -225,7 +225,9 @@ def compatibility_report(
             vs_prev = PairedChange.from_outcomes(scored[previous.name][1], ok)
             extra["previous_flip_rate"] = vs_prev.worse / max(vs_prev.n, 1)
             extra["vs_previous"] = vs_prev.to_dict()
+            extra["previous_flips_by_class"] = _flips_by_class(scored[previous.name][1], ok, labels[0])
         vs_ref = PairedChange.from_outcomes(ref_ok, ok)
+        extra["flips_by_class"] = _flips_by_class(ref_ok, ok, labels[0])
         rows.append(
             Row(
                 **head,
@@ -267,6 +269,12 @@ def compatibility_report(
         producers={p.name: _describe(p) for p in producers},
         matrix=_matrix(rows, {"cloud": fx.reference_queries, **queries}, own, labels[1], metrics),
     )
+
+
+def _flips_by_class(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> dict[str, int]:
+    """Class label -> probes right at top-1 before and wrong after (the negative flips, by class)."""
+    classes, counts = np.unique(labels[np.asarray(before, bool) & ~np.asarray(after, bool)], return_counts=True)
+    return {str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True)}
 
 
 def _matrix(rows: list[Row], queries: dict, own: dict, gallery_labels: np.ndarray, metrics: Any) -> dict[str, Any]:

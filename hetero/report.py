@@ -43,6 +43,10 @@ class Row:
     vs_previous: dict[str, int] | None = None
     map_interval: list[float] | None = None
     finite: bool = True  # every embedding finite; NaN/Inf fail every rule
+    # Which items regressed: class label -> probes of that class the reference (previous release) retrieves
+    # correctly at top-1 and this row does not; classes without a flip are left out.
+    flips_by_class: dict[str, int] | None = None
+    previous_flips_by_class: dict[str, int] | None = None
 
     @property
     def executed(self) -> bool:
@@ -215,6 +219,15 @@ class Report:
         lines += [f"SKIP  {r.name}: not executed — {r.note}" for r in self.rows if not r.executed]
         return "\n".join(lines)
 
+    def _flips_markdown(self) -> list[str]:
+        """Which classes the flips fall in, per gated row: where a team looks first."""
+        lines = []
+        for r in self.rows:
+            for what, counts in (("cloud", r.flips_by_class), ("the previous release", r.previous_flips_by_class)):
+                if counts:
+                    lines.append(f"- {r.name}: flips against {what} by class: {_top_classes(counts)}")
+        return ["", "## Negative flips by class", "", *lines] if lines else []
+
     def to_markdown(self) -> str:
         head, body = self._table()
         lines = [
@@ -237,7 +250,14 @@ class Report:
             "Negative flips: probes the cloud model retrieves correctly at top-1 and this producer does not "
             "(prev: vs the previous release). ms/img: median per probe at batch 1.",
         ]
+        lines += self._flips_markdown()
         return "\n".join(lines) + "\n"
+
+
+def _top_classes(counts: dict[str, int], k: int = 10) -> str:
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    more = len(counts) - len(top)
+    return ", ".join(f"{c} ({n})" for c, n in top) + (f", … {more} more classes" if more > 0 else "")
 
 
 def _valid_matrix(m: Any) -> bool:
@@ -296,7 +316,9 @@ def _check_row_types(r: Row, where: str) -> None:
         elif t.startswith("float"):
             ok = _number(v) and (f.name == "latency_ms" or -1.0 <= v <= 1.0)
         elif t.startswith("dict"):
-            ok = isinstance(v, dict) and all(isinstance(x, int) and not isinstance(x, bool) for x in v.values())
+            ok = isinstance(v, dict) and all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v.values()
+            )
         elif t.startswith("list"):
             ok = isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v)
         else:

@@ -164,9 +164,20 @@ def test_previous_release_flips(tiny, fixture_file, tmp_path, capsys):
         "--min-map",
         "0.01",
     )
-    gate = json.loads(capsys.readouterr().out)["gate"]
-    flips = next(r for r in gate["rules"] if r["rule"] == "negative flips vs previous")
+    out = json.loads(capsys.readouterr().out)
+    flips = next(r for r in out["gate"]["rules"] if r["rule"] == "negative flips vs previous")
     assert flips["value"] > 0.05 and not flips["passed"] and rc == 1
+    # which items regressed: per class, adding up to the counts the gate decided on
+    from hetero.fixture import Fixture
+    from hetero.report import Report
+
+    row = next(r for r in out["report"]["rows"] if r["name"] == "new → cloud")
+    assert sum(row["previous_flips_by_class"].values()) == row["vs_previous"]["worse"] > 0
+    assert sum(row["flips_by_class"].values()) == row["vs_reference"]["worse"]
+    labels = {str(y) for y in Fixture.load(fixture_file).probe_labels.tolist()}
+    assert set(row["previous_flips_by_class"]) <= labels and all(n > 0 for n in row["flips_by_class"].values())
+    md = Report.from_dict(out["report"]).to_markdown()
+    assert "## Negative flips by class" in md and "new → cloud: flips against the previous release by class:" in md
 
 
 def test_policy_file_sets_thresholds_and_refuses_unknown_keys(tiny, fixture_file, tmp_path, capsys):
