@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hetero.timing import repeated_ms
+
 GEMM_N = 256
 
 
@@ -95,20 +97,7 @@ def time_bare(
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
     x = {name: np.random.default_rng(0).standard_normal(shape).astype(_input_dtype(graph, name))}
-    return timed_calls(lambda: sess.run(None, x), runs, seconds, warmup)
-
-
-def timed_calls(call, runs: int, seconds: float, warmup: int) -> list[float]:
-    """`warmup` untimed calls, then at least `runs` and at least `seconds` of timed ones (ms each)."""
-    for _ in range(warmup):
-        call()
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < max(runs, 1) or time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - t) * 1e3)
-    return samples
+    return repeated_ms(lambda: sess.run(None, x), runs, seconds, warmup)
 
 
 def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, batch: int) -> dict:
@@ -130,7 +119,7 @@ def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, ba
     load_ms = (time.perf_counter() - t0) * 1e3
     shape = manifest.input.shape(batch)
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    samples = timed_calls(lambda: rt.embed(x), runs, seconds, warmup)
+    samples = repeated_ms(lambda: rt.embed(x), runs, seconds, warmup)
     peak = peak_rss_bytes()  # before the bare network is loaded beside it
     res = manifest.model.get("resolution") or None
     size = (res, res) if res else (manifest.input.height, manifest.input.width)

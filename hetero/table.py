@@ -197,8 +197,8 @@ class EmbeddingTable:
         self.resolution, self.feature_dim, self.embed_dim = None, None, m.space.dim
         self._prototypes = None
 
-    def rows(self, ids: Sequence[str] | np.ndarray | None, what: str = "images") -> np.ndarray:
-        """Row positions of `ids`; every one must be in the file."""
+    def lookup(self, ids: Sequence[str] | np.ndarray | None, what: str = "images") -> np.ndarray:
+        """float32 [len(ids), D] rows of these image ids; every one must be in the file."""
         if ids is None:
             raise InputError(
                 f"{self.path}: an embedding-file cloud finds {what} by id, and these have none "
@@ -212,11 +212,7 @@ class EmbeddingTable:
                 f"{self.path}: {int(missing.sum())} of {len(pos)} {what} have no embedding in the file "
                 f"(first: id {first!r}); the file's ids must cover the images"
             )
-        return pos
-
-    def lookup(self, ids: Sequence[str] | np.ndarray | None, what: str = "images") -> np.ndarray:
-        """float32 [len(ids), D] rows of these image ids."""
-        return self.embeddings[self.rows(ids, what)]
+        return self.embeddings[pos]
 
     # teacher protocol ---------------------------------------------------------------------------------------------
     def features_and_embedding(self, x):
