@@ -73,6 +73,14 @@ def cloud_embeddings(cloud: base.Runtime | EmbeddingTable, images: ImageSet, wha
     return cloud.embed(images.images)
 
 
+def open_upgrade(path: Path, cloud: base.Runtime | EmbeddingTable) -> base.Runtime:
+    """A cloud v2 on its runtime, after its lineage was checked against the v1 `cloud` (hetero.lineage)."""
+    from hetero.lineage import require_upgrade
+
+    require_upgrade(path, cloud.manifest)
+    return load(path)
+
+
 def fixture_from_cloud(
     cloud: base.Runtime | EmbeddingTable,
     query: ImageSet,
@@ -80,8 +88,18 @@ def fixture_from_cloud(
     thresholds: dict[str, float],
     source: dict[str, Any],
     keep_gallery_images: bool = False,
+    upgrade: base.Runtime | None = None,
 ) -> Fixture:
-    """`cloud` from `open_cloud`, which refused anything that does not define its space."""
+    """`cloud` from `open_cloud`, which refused anything that does not define its space; `upgrade` from
+    `open_upgrade`: the v2 cloud's gallery of the same images and its probe embeddings travel with the fixture."""
+    extra: dict[str, Any] = {}
+    if upgrade is not None:
+        m = upgrade.manifest
+        extra = {
+            "upgrade_gallery_embeddings": upgrade.embed(gallery.images),
+            "upgrade_queries": upgrade.embed(query.images),
+            "upgrade": {"cloud_sha256": m.sha256, "cloud_model": m.model.get("name"), **m.extra["lineage"]},
+        }
     return Fixture(
         space=cloud.manifest.space,
         probe_images=query.images,
@@ -92,6 +110,7 @@ def fixture_from_cloud(
         thresholds=thresholds,
         source={"cloud_sha256": cloud.manifest.sha256, "cloud_model": cloud.manifest.model.get("name"), **source},
         gallery_images=gallery.images if keep_gallery_images else None,
+        **extra,
     )
 
 
@@ -222,12 +241,9 @@ def compatibility_report(
         fields, ok = scored[p.name]
         extra: dict[str, Any] = {}
         if previous is not None and p.kind == "candidate":
-            vs_prev = PairedChange.from_outcomes(scored[previous.name][1], ok)
-            extra["previous_flip_rate"] = vs_prev.worse / max(vs_prev.n, 1)
-            extra["vs_previous"] = vs_prev.to_dict()
-            extra["previous_flips_by_class"] = _flips_by_class(scored[previous.name][1], ok, labels[0])
-        vs_ref = PairedChange.from_outcomes(ref_ok, ok)
-        extra["flips_by_class"] = _flips_by_class(ref_ok, ok, labels[0])
+            vs_prev = _flips(scored[previous.name][1], ok, labels[0])
+            extra = {f"previous_{k}" if k != "vs_reference" else "vs_previous": v for k, v in vs_prev.items()}
+            del extra["previous_relative_flip_rate"]
         rows.append(
             Row(
                 **head,
@@ -236,12 +252,25 @@ def compatibility_report(
                 same_space=p.manifest.space.id == fx.space.id,
                 parity_min_cosine=_parity(p, producers, queries),
                 latency_ms=latency[p.name],
-                negative_flip_rate=vs_ref.worse / max(vs_ref.n, 1),
-                vs_reference=vs_ref.to_dict(),
+                **_flips(ref_ok, ok, labels[0]),
                 **extra,
             )
         )
+    if fx.has_upgrade:
+        rows += _upgrade_rows(
+            fx,
+            ref_ok,
+            {
+                p.name: (queries[p.name], p.runtime.name)
+                for p in producers
+                if p.name in queries and p.kind == "candidate"
+            },
+            metrics,
+        )
+        queries["cloud v2"] = fx.upgrade_queries
     own: dict[str, np.ndarray] = {}  # producers' own embeddings of the gallery (when the gallery images are here)
+    if fx.has_upgrade:
+        own["cloud v2"] = fx.upgrade_gallery_embeddings
     if fx.gallery_images is not None:  # X → X: a model can be excellent in its own space and still incompatible
         for p in producers:
             if p.name in queries and p.kind != "previous":
@@ -269,6 +298,46 @@ def compatibility_report(
         producers={p.name: _describe(p) for p in producers},
         matrix=_matrix(rows, {"cloud": fx.reference_queries, **queries}, own, labels[1], metrics),
     )
+
+
+def _upgrade_rows(fx: Fixture, ref_ok: np.ndarray, candidates: dict[str, tuple[np.ndarray, str]], metrics: Any):
+    """A cloud upgrade's rows: v2's queries in v1's gallery (no backfill: the gated one), v2's in its own gallery
+    (after a backfill), and each candidate edge of v1's space in v2's gallery (edges in the field after a backfill);
+    each with its negative flips against cloud → cloud (v1/v1)."""
+    labels = fx.probe_labels
+    v2 = "cloud v2"
+    runs = [(v2, "fixture", fx.upgrade_queries, None), (v2, "fixture", fx.upgrade_queries, v2)]
+    runs += [(name, runtime, q, v2) for name, (q, runtime) in candidates.items()]
+    rows = []
+    for query, runtime, q, gallery in runs:
+        g = None if gallery is None else fx.upgrade_gallery_embeddings
+        fields, ok = metrics(q, g, None if g is None else fx.gallery_labels)
+        rows.append(
+            Row(
+                name=f"{query} → {gallery or 'cloud'}",
+                query=query,
+                gallery=gallery or "cloud",
+                runtime=runtime,
+                kind="upgrade" if gallery is None else "backfill",
+                **fields,
+                **_flips(ref_ok, ok, labels),
+            )
+        )
+    return rows
+
+
+def _flips(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Negative flips of `after` against `before` (top-1 outcomes on the same probes): rate, relative rate (over
+    what independent errors would give), the paired counts the gate decides on, and which classes regressed."""
+    change = PairedChange.from_outcomes(before, after)
+    rate = change.worse / max(change.n, 1)
+    independent = float(np.mean(before)) * (1.0 - float(np.mean(after)))
+    return {
+        "negative_flip_rate": rate,
+        "relative_flip_rate": rate / independent if independent > 0 else None,
+        "vs_reference": change.to_dict(),
+        "flips_by_class": _flips_by_class(before, after, labels),
+    }
 
 
 def _flips_by_class(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> dict[str, int]:

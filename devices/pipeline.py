@@ -15,7 +15,14 @@ from typing import Any
 
 from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
 from hetero.data import OpenSetSplit, load_split
-from hetero.devices.harness import Producer, compatibility_report, fixture_from_cloud, open_cloud, open_producer
+from hetero.devices.harness import (
+    Producer,
+    compatibility_report,
+    fixture_from_cloud,
+    open_cloud,
+    open_producer,
+    open_upgrade,
+)
 from hetero.errors import InputError, NotExecutedError
 from hetero.fixture import Fixture
 from hetero.gate import GateResult, evaluate
@@ -42,17 +49,31 @@ class DemoResult:
         return self.gate.passed and not self.export_failures
 
 
-def cloud_fixture(cfg: RunConfig, cloud: Path, split: OpenSetSplit | None = None, *, keep_gallery: bool = False):
+def cloud_fixture(
+    cfg: RunConfig,
+    cloud: Path,
+    split: OpenSetSplit | None = None,
+    *,
+    keep_gallery: bool = False,
+    upgrade: Path | None = None,
+):
     """The config's held-out split embedded by the cloud (or looked up in its embedding file), with the config's
-    thresholds frozen in."""
+    thresholds frozen in; with `upgrade`, also by that cloud v2 once its lineage to `cloud` is checked."""
     split = split or load_split(cfg.data)
     source = {
         "dataset": cfg.data.dataset,
         "image_size": cfg.data.image_size,
         "heldout_classes": list(split.heldout_classes),
     }
+    v1 = open_cloud(cloud)
     return fixture_from_cloud(
-        open_cloud(cloud), split.query, split.gallery, to_dict(cfg.check), source, keep_gallery_images=keep_gallery
+        v1,
+        split.query,
+        split.gallery,
+        to_dict(cfg.check),
+        source,
+        keep_gallery_images=keep_gallery,
+        upgrade=open_upgrade(upgrade, v1) if upgrade is not None else None,
     )
 
 
@@ -95,30 +116,37 @@ def verify(
     controls: list[str] = (),
     out: Path | None = None,
     index: IndexSpec | None = None,
+    upgrade: Path | None = None,
 ) -> VerifyResult:
     """Every producer's queries against the cloud gallery (densely, or through a faiss `index` built over it), plus
-    X → X rows; saved to `out` when given."""
-    if not candidates and not controls:
-        raise InputError("give at least one candidate or control to verify against the cloud gallery")
+    X → X rows; with `upgrade` (a cloud v2 trained into this cloud's space) its rows too: v2 in v1's gallery, v2 in
+    its own, each candidate in v2's. Saved to `out` when given."""
+    if not candidates and not controls and upgrade is None:
+        raise InputError("give at least one candidate, control or upgrade to verify against the cloud gallery")
     if out is not None:
         ensure_writable_dir(out)
-    fx = cloud_fixture(cfg, cloud, keep_gallery=True)
+    fx = cloud_fixture(cfg, cloud, keep_gallery=True, upgrade=upgrade)
     report = compatibility_report(fx, open_producers(candidates, controls), index=index)
     return VerifyResult(report, report.save(out) if out is not None else {})
 
 
-def create_fixture(cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0) -> FixtureResult:
-    """Freeze what mobile CI needs into one checksummed file."""
+def create_fixture(
+    cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0, upgrade: Path | None = None
+) -> FixtureResult:
+    """Freeze what mobile CI needs into one checksummed file; with `upgrade`, the v2 cloud's gallery and probe
+    embeddings too, so `check` gates the upgrade without backfill from the file alone."""
     import numpy as np
 
     ensure_writable_dir(Path(out).parent)
-    fx = cloud_fixture(cfg, cloud)
+    fx = cloud_fixture(cfg, cloud, upgrade=upgrade)
     if max_probes < 0:
         raise InputError(f"max_probes must be >= 0, got {max_probes}")
     if max_probes and len(fx.probe_labels) > max_probes:
         keep = np.sort(np.random.default_rng(0).permutation(len(fx.probe_labels))[:max_probes])
         fx.probe_images, fx.probe_labels = fx.probe_images[keep], fx.probe_labels[keep]
         fx.reference_queries = fx.reference_queries[keep]
+        if fx.has_upgrade:
+            fx.upgrade_queries = fx.upgrade_queries[keep]
     return FixtureResult(fx, Path(out), fx.save(out))
 
 
@@ -147,8 +175,13 @@ def check(
 ) -> CheckResult:
     """The release gate on a saved report, or on artifacts run against a fixture (its gallery searched densely, or
     through a faiss `index` built over it). `thresholds=None`: the fixture's."""
-    if (report is None) == (fixture is None) or (report is not None and artifacts) or (fixture and not artifacts):
-        raise InputError("check needs a report, or a fixture with artifacts")
+    upgrade_only = fixture is not None and fixture.has_upgrade
+    if (
+        (report is None) == (fixture is None)
+        or (report is not None and artifacts)
+        or (fixture and not artifacts and not upgrade_only)
+    ):
+        raise InputError("check needs a report, or a fixture with artifacts (or a fixture carrying a cloud upgrade)")
     if fixture is not None:
         if thresholds is None:
             thresholds = from_dict(CheckConfig, fixture.thresholds, prefix="fixture thresholds.")

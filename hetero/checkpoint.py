@@ -16,6 +16,12 @@ from hetero.models import MODELS, create_model, model_cost
 from hetero.spaces import EmbeddingSpace, InputSpec
 
 WEIGHTS_NAME = "model.safetensors"
+# Stamped into the weights file's own metadata, so the manifest's sha256 covers them: which space the weights were
+# trained for ("own": the space their digest names) and the sha256 of the cloud they were trained against. A manifest
+# edited to claim another space or another lineage then disagrees with its own weights and is refused.
+SPACE_STAMP = "hetero.space_id"
+CLOUD_STAMP = "hetero.trained_against"
+OWN_SPACE = "own"
 
 
 def save_checkpoint(
@@ -36,9 +42,13 @@ def save_checkpoint(
     `space=None` means the model defines its own space (a cloud model, or an edge model trained without any cloud
     term): its id is derived from the weights' sha256, so any retraining yields a new, distinguishable space.
     """
+    stamp = {
+        SPACE_STAMP: space.id if space is not None else OWN_SPACE,
+        CLOUD_STAMP: (source or {}).get("cloud_sha256", ""),
+    }
     with atomic_dir(out_dir) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME))
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata=stamp)
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         digest = sha256_file(tmp / WEIGHTS_NAME)
@@ -94,4 +104,32 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Manifest]:
     except (SafetensorError, RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtifactError(f"{weights}: cannot load weights ({first})") from None
+    _require_stamp_agrees(manifest, weights, path)
     return model.eval(), manifest
+
+
+def weights_stamp(weights: Path) -> dict[str, str]:
+    """The space and lineage stamped into a checkpoint's weights file ({} for one written before stamps existed)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "np") as f:
+        return dict(f.metadata() or {})
+
+
+def _require_stamp_agrees(manifest: Manifest, weights: Path, where: Path) -> None:
+    stamp = weights_stamp(weights)
+    if not stamp:
+        return  # written before stamps: its lineage cannot be proven (an upgrade refuses it, hetero.lineage)
+    space = stamp.get(SPACE_STAMP, "")
+    own = space == OWN_SPACE and manifest.space.id.endswith(f"@{manifest.sha256[:12]}")
+    if not own and space != manifest.space.id:
+        raise ManifestError(
+            f"{where}: the manifest claims space {manifest.space.id}, but the weights were trained for "
+            f"{'their own space' if space == OWN_SPACE else space}"
+        )
+    claimed, stamped = str(manifest.source.get("cloud_sha256", "")), stamp.get(CLOUD_STAMP, "")
+    if stamped != claimed:
+        raise ManifestError(
+            f"{where}: the manifest names cloud {claimed[:12] or 'none'} as the one it was trained against, but the "
+            f"weights were trained against {stamped[:12] or 'none'}"
+        )

@@ -50,13 +50,8 @@ def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = No
         cfg = from_dict(CheckConfig, fixture_thresholds, prefix="fixture thresholds.")
     else:
         cfg = _config(args).check
-    overrides = {
-        "min_recall_at_1": args.min_r1,
-        "min_relative_recall_at_1": args.min_relative_r1,
-        "min_map": args.min_map,
-        "max_previous_flip_rate": getattr(args, "max_previous_flips", None),
-        "require_executed": True if getattr(args, "require_executed", False) else None,
-    }
+    overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, key in _THRESHOLD_FLAGS}
+    overrides["require_executed"] = True if getattr(args, "require_executed", False) else None
     try:
         return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as e:
@@ -75,6 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     table = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr}.items() if v is not None}
     if args.qat is not None:
         table |= {"init": str(args.qat), "qat": True}
+    if args.previous is not None:
+        table |= {"previous": str(args.previous)}
     if table:
         cfg = override(cfg, **{args.role: table})
     weights = OBJECTIVES[args.objective] if args.objective else None
@@ -175,10 +172,18 @@ def export_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+_UPGRADE_HELP = (
+    "a cloud v2 trained into the cloud's space (hetero train cloud --cloud V1); its lineage is checked (exit 2 if "
+    "it was not trained against this cloud), then "
+)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from hetero.devices.pipeline import verify
 
-    result = verify(_config(args), args.cloud, args.candidate, args.control, args.out, _index_spec(args))
+    result = verify(
+        _config(args), args.cloud, args.candidate, args.control, args.out, _index_spec(args), upgrade=args.upgrade
+    )
     report, paths = result.report, result.paths
     _emit(
         args,
@@ -216,10 +221,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hetero.report import Report
 
     sources = [bool(args.report), bool(args.fixture), bool(args.cloud)]
-    if sum(sources) != 1 or (args.report and args.artifact) or (not args.report and not args.artifact):
+    upgrade = args.fixture or args.upgrade  # a fixture may carry a cloud upgrade, gated without any artifact
+    if (
+        sum(sources) != 1
+        or (args.report and args.artifact)
+        or (not args.report and not args.artifact and not upgrade)
+        or (args.upgrade and not args.cloud)
+    ):
         raise InputError(
             "give exactly one of: --report REPORT.json | --fixture FIXTURE --artifact A | "
-            "--cloud CHECKPOINT --artifact A"
+            "--cloud CHECKPOINT --artifact A | --cloud CHECKPOINT --upgrade V2"
         )
     for out in (args.junit, args.markdown):
         if out is not None:
@@ -239,7 +250,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
             fx = Fixture.load(args.fixture)
         else:
-            fx = cloud_fixture(_config(args), args.cloud)
+            fx = cloud_fixture(_config(args), args.cloud, upgrade=args.upgrade)
         result = check(
             thresholds=_check_config(args, fx.thresholds if args.fixture else None),
             fixture=fx,
@@ -325,13 +336,15 @@ def cmd_fixture(args: argparse.Namespace) -> int:
         raise InputError("fixture create needs --cloud CHECKPOINT and --out FIXTURE")
     from hetero.devices.pipeline import create_fixture
 
-    made = create_fixture(_config(args), args.cloud, args.out, args.max_probes)
+    made = create_fixture(_config(args), args.cloud, args.out, args.max_probes, upgrade=args.upgrade)
     fx, size = made.fixture, made.size_bytes
     _emit(
         args,
         {**fx.info(), "path": str(args.out), "size_bytes": size},
         f"fixture -> {args.out}  ({size / 1e6:.2f} MB: {len(fx.probe_labels)} probes, {len(fx.gallery_labels)} "
-        f"gallery vectors, space {fx.space.id})",
+        f"gallery vectors, space {fx.space.id}"
+        + (f"; and cloud v2 {fx.upgrade['cloud_sha256'][:12]}'s gallery" if fx.has_upgrade else "")
+        + ")",
     )
     return 0
 
@@ -479,14 +492,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- parser
 
 
+_THRESHOLD_FLAGS = (
+    ("--min-r1", "min_recall_at_1"),
+    ("--min-relative-r1", "min_relative_recall_at_1"),
+    ("--min-map", "min_map"),
+    ("--max-previous-flips", "max_previous_flip_rate"),
+    ("--max-previous-r1-loss", "max_previous_r1_loss"),
+    ("--max-upgrade-flips", "max_upgrade_flip_rate"),
+    ("--max-upgrade-r1-loss", "max_upgrade_r1_loss"),
+)
+
+
 def _add_threshold_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
     """Gate overrides of the config's [check] table (read by `_check_config`)."""
-    for flag, key in (
-        ("--min-r1", "min_recall_at_1"),
-        ("--min-relative-r1", "min_relative_recall_at_1"),
-        ("--min-map", "min_map"),
-        ("--max-previous-flips", "max_previous_flip_rate"),
-    ):
+    for flag, key in _THRESHOLD_FLAGS:
         parser.add_argument(flag, type=float, help=argparse.SUPPRESS if hidden else f"override [check].{key}")
 
 
@@ -573,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="quantisation-aware fine-tuning of this trained checkpoint: weights and conv inputs rounded as int8 in "
         "every step, batch norm frozen; pair with a short, low-lr schedule (--epochs 5 --lr 1e-4)",
     )
+    t.add_argument(
+        "--previous",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="the release this model replaces (same space): focal_distillation / plain_distillation distil from it "
+        "on every training view, so fewer of its right answers flip (e.g. --objective bct_focal)",
+    )
     t.add_argument("--epochs", type=int, help="override the role's epochs")
     t.add_argument("--lr", type=float, help="override the role's learning rate")
     t.set_defaults(func=cmd_train)
@@ -622,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--candidate", action="append", default=[], metavar="[NAME=]PATH", help="gated query producer")
     v.add_argument("--control", action="append", default=[], metavar="[NAME=]PATH", help="ungated baseline producer")
     v.add_argument("--out", type=Path, required=True, help="directory for report.json and report.md")
+    v.add_argument(
+        "--upgrade", type=Path, metavar="V2", help=_UPGRADE_HELP + "rows for v2/v1, v2/v2, edge/v2 are added"
+    )
     _add_index_flags(v)
     v.set_defaults(func=cmd_verify)
 
@@ -631,7 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
         "The release gate. Runs each --artifact on its real runtime (plus, with --remote, on another host over SSH)\n"
         "against the cloud gallery and applies the thresholds to every candidate row: R@1, R@1 relative to\n"
         "cloud → cloud, mAP, and with --previous the share of probes the previous release got right and this one\n"
-        "loses. Thresholds: --policy, else the fixture's, else the config's [check]; flags override. A runtime that\n"
+        "loses. A fixture made with --upgrade V2 also gates the cloud upgrade without backfill: v2's queries in v1's\n"
+        "gallery may lose at most max_upgrade_r1_loss R@1 and flip at most max_upgrade_flip_rate of v1's right\n"
+        "answers. Thresholds: --policy, else the fixture's, else the config's [check]; flags override. A runtime that\n"
         "cannot execute here (Core ML off macOS) is skipped, never passed (--require-executed: failed).\n"
         "Every rule is decided on the worse end of its 95% interval (exact, on counts; paired where two producers\n"
         "embed the same probes), so a verdict does not flip on the few probes another machine's kernels move; a\n"
@@ -642,11 +673,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  hetero check --fixture fixture.safetensors --artifact new/tflite-int8 --previous old/tflite-int8 \\\n"
         "      --policy policy.toml --markdown report.md --json\n"
         "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/onnx-fp32\n"
+        "  hetero check --fixture upgrade.safetensors      # a fixture made with --upgrade: v2 in v1's gallery\n"
         "  hetero check --report runs/demo/report.json",
     )
     c.add_argument("--fixture", type=Path, help="frozen fixture from `hetero fixture create` (no cloud model needed)")
     c.add_argument("--cloud", type=Path, help="cloud checkpoint; builds the fixture from the config's data instead")
     c.add_argument("--report", type=Path, help="gate an existing report.json (from verify or demo)")
+    c.add_argument(
+        "--upgrade", type=Path, metavar="V2", help=_UPGRADE_HELP + "v2 in v1's gallery is gated (with --cloud)"
+    )
     c.add_argument(
         "--artifact", action="append", default=[], metavar="[NAME=]PATH", help="artifact or checkpoint to gate"
     )
@@ -681,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--cloud", type=Path, help="cloud checkpoint (create)")
     f.add_argument("--out", type=Path, help="fixture file to write (create)")
     f.add_argument("--max-probes", type=int, default=0, help="keep at most N probes (seeded sample); 0 = all")
+    f.add_argument(
+        "--upgrade", type=Path, metavar="V2", help=_UPGRADE_HELP + "its gallery and probe embeddings are added"
+    )
     f.set_defaults(func=cmd_fixture)
 
     b = add(

@@ -27,6 +27,9 @@ OBJECTIVES: dict[str, dict[str, float]] = {
     "independent": {"classification": 1.0},
     "l2": {"regression_l2": 1.0},
     "distillation": {"classification": 1.0, "distillation": 1.0},
+    # upgrades (cloud v2 into v1's space, v1 as --cloud): BCT plus distillation from v1, focal or uniform
+    "bct_focal": {"classification": 1.0, "bct": 1.0, "focal_distillation": 1.0},
+    "bct_kd": {"classification": 1.0, "bct": 1.0, "plain_distillation": 1.0},
 }
 
 
@@ -44,8 +47,13 @@ class DataConfig:
     # manifest's domains play the part of styles above (e.g. query_style = "phone", gallery_style = "catalogue").
     path: str = ""
     max_bad_fraction: float = 0.01  # share of the source's images that may fail to decode (listed) before the run stops
+    # Share of the training identities this run trains on (a seeded subset; the held-out identities never change):
+    # e.g. a cloud v1 trained on half of them, and its v2 on all, with the identities v1 never saw new to it.
+    train_class_share: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.train_class_share) and 0.0 < self.train_class_share <= 1.0):
+            raise ConfigError(f"train_class_share must be in (0, 1]; got {self.train_class_share}")
         if not (math.isfinite(self.max_bad_fraction) and 0.0 <= self.max_bad_fraction < 1.0):
             raise ConfigError(f"max_bad_fraction must be in [0, 1); got {self.max_bad_fraction}")
         if self.path and self.dataset != "folder":
@@ -79,6 +87,9 @@ class TrainConfig:
     mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
     init: str = ""  # start from this checkpoint's weights (same model and classes), e.g. to fine-tune it
     qat: bool = False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.qat); batch norm frozen
+    # The released model this one replaces (a checkpoint in the same space): focal_distillation / plain_distillation
+    # then distil from it (run on each training view) instead of from the cloud — edge release N -> N+1.
+    previous: str = ""
     # BCT's class prototypes: "classifier" (the cloud checkpoint's own) or "embeddings" (normalised class means of
     # the cloud's embeddings of the training images: what a cloud without a classifier, e.g. an imported one, gives)
     prototypes: str = "classifier"
@@ -166,6 +177,10 @@ class CheckConfig:
     min_relative_recall_at_1: float = 0.5  # candidate→cloud R@1 / cloud→cloud R@1, paired with the cloud's probes
     min_map: float = 0.4
     max_previous_flip_rate: float = 0.05  # with --previous: share of probes the old release got right and this loses
+    max_previous_r1_loss: float = 1.0  # with --previous: R@1 this release may lose against it (1 = rule off)
+    # A fixture with a cloud upgrade (fixture create --upgrade V2): v2's queries in v1's gallery, against v1's own
+    max_upgrade_flip_rate: float = 0.05
+    max_upgrade_r1_loss: float = 0.02
     require_executed: bool = False  # true: a candidate whose runtime cannot execute here fails instead of skipping
 
     def __post_init__(self) -> None:

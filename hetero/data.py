@@ -221,6 +221,9 @@ def open_set_split(data: ImageSet, cfg: DataConfig) -> OpenSetSplit:
     perm = rng.permutation(pairable)
     heldout = np.sort(perm[: cfg.heldout_classes])
     train_classes = np.sort(np.setdiff1d(classes, heldout))
+    if cfg.train_class_share < 1.0:  # its own generator: held-out classes, queries and gallery stay the same
+        keep = max(2, round(len(train_classes) * cfg.train_class_share))
+        train_classes = np.sort(np.random.default_rng([cfg.seed, 1]).permutation(train_classes)[:keep])
 
     train_idx = np.flatnonzero(np.isin(data.labels, train_classes))
     remap = {int(c): i for i, c in enumerate(train_classes)}

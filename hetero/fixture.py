@@ -23,6 +23,8 @@ from hetero.spaces import EmbeddingSpace
 
 FIXTURE_SCHEMA = "hetero.fixture/1"
 _ARRAYS = ("probe_images", "probe_labels", "gallery_embeddings", "gallery_labels", "reference_queries")
+# A fixture for a cloud upgrade also carries the v2 cloud's gallery and its embeddings of the probes (hetero.lineage).
+_UPGRADE_ARRAYS = ("upgrade_gallery_embeddings", "upgrade_queries")
 
 
 @dataclass
@@ -37,9 +39,26 @@ class Fixture:
     source: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     gallery_images: np.ndarray | None = None  # in-memory only (verify's X → X rows); never saved
+    # Cloud v2 trained into this space (an upgrade): its gallery of the same images and its probe embeddings, and
+    # the lineage it was checked for ({"cloud_sha256", "model", "compatible_with", "trained_against"}).
+    upgrade_gallery_embeddings: np.ndarray | None = None  # float32 [M, dim]
+    upgrade_queries: np.ndarray | None = None  # float32 [N, dim]
+    upgrade: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n, m, d = len(self.probe_labels), len(self.gallery_labels), self.space.dim
+        given = [a is not None for a in (self.upgrade_gallery_embeddings, self.upgrade_queries)] + [bool(self.upgrade)]
+        if any(given) and not all(given):
+            raise InputError("a fixture's upgrade needs the v2 gallery, the v2 probe embeddings and its lineage")
+        for name, arr, rows in (
+            ("upgrade_gallery_embeddings", self.upgrade_gallery_embeddings, m),
+            ("upgrade_queries", self.upgrade_queries, n),
+        ):
+            if arr is not None and arr.shape != (rows, d):
+                raise InputError(
+                    f"fixture {name} has shape {arr.shape}; the v1 gallery of space {self.space.id} is ({rows}, {d}): "
+                    "both galleries must hold the same images in the same space"
+                )
         if self.probe_images.dtype != np.uint8 or self.probe_images.ndim != 4 or len(self.probe_images) != n:
             raise InputError(f"fixture probes must be uint8 [N, H, W, 3] for {n} labels, got {self.probe_images.shape}")
         for name, arr, rows in (
@@ -63,7 +82,12 @@ class Fixture:
             "gallery_embeddings": np.ascontiguousarray(self.gallery_embeddings, np.float32),
             "gallery_labels": np.ascontiguousarray(self.gallery_labels, np.int64),
             "reference_queries": np.ascontiguousarray(self.reference_queries, np.float32),
+            **{a: np.ascontiguousarray(getattr(self, a), np.float32) for a in _UPGRADE_ARRAYS if self.has_upgrade},
         }
+
+    @property
+    def has_upgrade(self) -> bool:
+        return self.upgrade_queries is not None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -76,6 +100,7 @@ class Fixture:
             "thresholds": self.thresholds,
             "source": self.source,
             "created": self.created,
+            **({"upgrade": self.upgrade} if self.has_upgrade else {}),
         }
 
     def save(self, path: Path) -> int:
@@ -125,12 +150,16 @@ class Fixture:
             or not isinstance(header.get("space"), dict)
         ):
             raise InputError(f"{path}: fixture header lacks its space, thresholds or source")
+        upgrade = header.get("upgrade", {})
+        if not isinstance(upgrade, dict) or bool(upgrade) != all(a in tensors for a in _UPGRADE_ARRAYS):
+            raise InputError(f"{path}: fixture's upgrade header and arrays do not match")
         fx = cls(
             space=EmbeddingSpace.from_dict(header["space"]),
             thresholds=thresholds,
             source=source,
             created=str(header.get("created", "")),
-            **{a: tensors[a] for a in _ARRAYS},
+            upgrade=upgrade,
+            **{a: tensors[a] for a in (*_ARRAYS, *(_UPGRADE_ARRAYS if upgrade else ()))},
         )
         if fx.info() != header:  # what the header says must be what the arrays are (probe count, shape, classes)
             raise InputError(f"{path}: fixture header does not describe its arrays")
@@ -141,7 +170,7 @@ def _content_sha256(tensors: dict[str, np.ndarray], header: dict[str, Any]) -> s
     """One hash over the header (space, thresholds, source: everything that decides a verdict) and every array."""
     h = hashlib.sha256()
     h.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
-    for name in _ARRAYS:
+    for name in (*_ARRAYS, *(a for a in _UPGRADE_ARRAYS if a in tensors)):
         arr = tensors[name]
         h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
         h.update(arr.tobytes())

@@ -6,8 +6,11 @@ inside the threshold (fail-closed, `hetero.stats`):
 - R@1 / cloud R@1 >= min: paired with the reference row on the same probes (queries the cloud gets right and the
   candidate loses, and the reverse): the relative recall at the upper end of the loss interval;
 - mAP >= min: the lower end of the per-query AP mean's interval;
-- negative flips vs a previous release <= max: the upper end of the flip rate's exact interval. A max below what the
-  probe set can resolve (its upper end when nothing flipped, about 3.7 / n) is refused: it could never pass.
+- negative flips vs a previous release <= max: the upper end of the flip rate's exact interval; R@1 lost against it
+  <= max: the upper end of the paired loss interval. A max below what the probe set can resolve (for flips, the
+  upper end when nothing flipped, about 3.7 / n) is refused: it could never pass.
+- a cloud upgrade (a fixture carrying a v2 cloud, hetero.lineage): v2's queries in v1's gallery, paired with v1's
+  own queries (cloud → cloud), by the same two rules with their own maxima (no backfill: BCT's criterion).
 A row whose embeddings are not finite fails every rule. Exit 1 when any rule fails.
 """
 
@@ -119,31 +122,43 @@ def _row_rules(r: Row, ref: Row, cfg: CheckConfig) -> list[RuleResult]:
         out.append(
             RuleResult(r.name, "mAP", float(r.map), cfg.min_map, lo >= cfg.min_map, lo, hi, (hi - lo) / 2, r.n_query)
         )
-    if r.vs_previous is not None and cfg.max_previous_flip_rate < 1.0:
-        iv = _counts(r, "vs_previous").flip_rate()
-        if cfg.max_previous_flip_rate < iv.resolution:
-            raise InputError(
-                f"max_previous_flip_rate {cfg.max_previous_flip_rate:g} is below what {iv.n} probes can resolve "
-                f"({iv.resolution:.4f}): raise it or use a fixture with at least "
-                f"{count_queries_needed(cfg.max_previous_flip_rate)} probes"
-            )
-        out.append(
-            RuleResult(
-                r.name,
-                "negative flips vs previous",
-                iv.value,
-                cfg.max_previous_flip_rate,
-                iv.high <= cfg.max_previous_flip_rate,
-                iv.low,
-                iv.high,
-                iv.resolution,
-                iv.n,
-                True,
-            )
-        )
+    if r.vs_previous is not None:
+        out += _paired_rules(r, "vs_previous", "previous", cfg.max_previous_flip_rate, cfg.max_previous_r1_loss)
     if not r.finite:  # NaN/Inf embeddings: whatever the numbers say, nothing about this row can pass
         out = [replace(x, passed=False) for x in out]
         out.append(RuleResult(r.name, "embeddings are finite", 0.0, 1.0, False))
+    return out
+
+
+def _paired_rules(r: Row, what: str, against: str, max_flips: float, max_loss: float) -> list[RuleResult]:
+    """Rules on the paired top-1 outcomes of row `r` against an earlier model on the same probes: the negative-flip
+    rate (upper end of its exact interval) and the R@1 lost (upper end of the paired loss interval), each at most
+    its max; 1 turns a rule off. A max below what the probes can resolve is refused: it could never pass."""
+    change, out = _counts(r, what), []
+    for rule, limit, knob, iv, needed in (
+        ("negative flips", max_flips, "flip_rate", change.flip_rate(), count_queries_needed),
+        ("R@1 lost", max_loss, "r1_loss", change.loss(), paired_queries_needed),
+    ):
+        if limit >= 1.0:
+            continue
+        if limit < iv.resolution:
+            raise InputError(
+                f"max_{against}_{knob} {limit:g} is below what {iv.n} probes can resolve ({iv.resolution:.4f}): "
+                f"raise it or use a fixture with at least {needed(limit)} probes"
+            )
+        name = f"{rule} vs {'previous' if against == 'previous' else 'cloud → cloud'}"
+        out.append(
+            RuleResult(r.name, name, iv.value, limit, iv.high <= limit, iv.low, iv.high, iv.resolution, iv.n, True)
+        )
+    return out
+
+
+def _upgrade_rules(r: Row, cfg: CheckConfig) -> list[RuleResult]:
+    """A cloud v2's queries in v1's gallery (no backfill) against v1's own (BCT's criterion: the upgrade may not
+    lose R@1 against v1/v1, and few of v1's right answers may flip)."""
+    out = _paired_rules(r, "vs_reference", "upgrade", cfg.max_upgrade_flip_rate, cfg.max_upgrade_r1_loss)
+    if not r.finite:
+        out = [replace(x, passed=False) for x in out] + [RuleResult(r.name, "embeddings are finite", 0.0, 1.0, False)]
     return out
 
 
@@ -166,7 +181,7 @@ def evaluate(
             raise InputError(f"no row named {missing[0]!r} in the report (rows: {', '.join(sorted(names))})")
         rows = [report.row(c) for c in candidates]
     else:
-        rows = [r for r in report.rows if r.kind == "candidate"]
+        rows = [r for r in report.rows if r.kind in ("candidate", "upgrade")]
     if not rows:
         raise InputError("report has no candidate rows to check")
     executed = [r for r in rows if r.executed]
@@ -175,13 +190,11 @@ def evaluate(
         results += [RuleResult(r.name, f"executed ({r.note})", 0.0, 1.0, False) for r in rows if not r.executed]
     if not executed and not results:
         raise NotExecutedError("no candidate could be executed on this machine: " + "; ".join(r.note for r in rows))
-    if (
-        not any(t > 0 for t in (cfg.min_recall_at_1, cfg.min_relative_recall_at_1, cfg.min_map))
-        and cfg.max_previous_flip_rate >= 1.0
-    ):
+    maxima = (cfg.max_previous_flip_rate, cfg.max_previous_r1_loss, cfg.max_upgrade_flip_rate, cfg.max_upgrade_r1_loss)
+    if not any(t > 0 for t in (cfg.min_recall_at_1, cfg.min_relative_recall_at_1, cfg.min_map)) and min(maxima) >= 1:
         raise InputError("every gate threshold is off: nothing would be checked")
     for r in executed:
-        results += _row_rules(r, ref, cfg)
+        results += _upgrade_rules(r, cfg) if r.kind == "upgrade" else _row_rules(r, ref, cfg)
     if not results:
         raise InputError("every gate threshold is off for these rows: nothing would be checked")
     return GateResult(results)

@@ -34,6 +34,8 @@ class Batch:
     # Blended views (mixup): the partner image's labels and the own image's weight; None when nothing is blended.
     partner_labels: torch.Tensor | None = None
     lam: torch.Tensor | None = None
+    # [B, D] the previous release's embedding of the same view (TrainConfig.previous): what flip-aware terms distil
+    previous_embedding: torch.Tensor | None = None
     # Pooled backbone features (before the embedding head) of the model and of the cloud, same view.
     features: torch.Tensor | None = None  # [B, F]
     cloud_features: torch.Tensor | None = None  # [B, F]
@@ -197,6 +199,48 @@ class LogitDistillation(_CloudTerm):
         return F.kl_div(student, teacher, reduction="batchmean") * t * t
 
 
+class FocalDistillation(_CloudTerm):
+    """Focal distillation (positive-congruent training, Yan et al., CVPR 2021): match the old model's posterior,
+    weighted up where the old model was right, so the new model keeps the old one's correct answers (fewer negative
+    flips) without copying its mistakes.
+
+    Per view: (alpha + beta * [old model right]) * KL(old || new) over the frozen class prototypes at temperature T.
+    Both posteriors are scored against the same prototypes (the old model's classifier, or its embedding means for
+    identities it never saw), so the term compares where the two models put the view in the *shared* space — what
+    a retrieval flip depends on. The old model is the `--cloud` teacher (v1 when training a cloud v2 into its
+    space), or the previous release when one is given (TrainConfig.previous: edge release N -> N+1).
+    """
+
+    name = "focal_distillation"
+    needs_prototypes = True
+    alpha, beta, temperature = 1.0, 5.0, 4.0  # the paper's alpha = 1, beta = 5
+
+    def __init__(self, teacher: Teacher | None):
+        super().__init__(teacher)
+        protos = _prototypes(self.name, teacher)
+        self.register_buffer("prototypes", protos.weight)
+        self.scale = protos.scale
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        t = self.temperature
+        before = batch.previous_embedding if batch.previous_embedding is not None else batch.cloud_embedding
+        with torch.no_grad():
+            old_logits = self.scale * before @ self.prototypes.t()
+            old = F.softmax(old_logits / t, dim=1)
+            right = (old_logits.argmax(dim=1) == batch.labels) & (batch.labels >= 0)
+            weight = self.alpha + self.beta * right.float()
+        new = F.log_softmax(self.scale * batch.embedding @ self.prototypes.t() / t, dim=1)
+        kl = (old * (old.clamp_min(1e-12).log() - new)).sum(dim=1)
+        return (weight * kl).sum() / weight.sum() * t * t
+
+
+class PlainDistillation(FocalDistillation):
+    """Focal distillation's baseline: the same KL to the old model's posterior, every view weighted alike."""
+
+    name = "plain_distillation"
+    beta = 0.0
+
+
 LOSS_TERMS: dict[str, type[LossTerm]] = {
     t.name: t
     for t in (
@@ -207,6 +251,8 @@ LOSS_TERMS: dict[str, type[LossTerm]] = {
         RegressionFeatures,
         CrossModelContrastive,
         LogitDistillation,
+        FocalDistillation,
+        PlainDistillation,
     )
 }
 

@@ -12,7 +12,8 @@ from hetero.errors import InputError
 from hetero.io import atomic_write_json, atomic_write_text, read_json
 
 REPORT_SCHEMA = "hetero.report/1"
-KINDS = ("reference", "candidate", "control", "previous", "self")
+# upgrade: the v2 cloud's queries in v1's gallery (no backfill, gated); backfill: queries in the v2 cloud's gallery
+KINDS = ("reference", "candidate", "control", "previous", "self", "upgrade", "backfill")
 
 
 @dataclass
@@ -36,6 +37,9 @@ class Row:
     latency_ms: float | None = None  # median per probe at batch 1, as on a device
     negative_flip_rate: float | None = None  # probes cloud→cloud gets right at top-1 and this row gets wrong
     previous_flip_rate: float | None = None  # probes the previous release gets right and this one gets wrong
+    # NFR over what independent errors would give, R@1_ref * (1 - R@1): 1 = flips as if unrelated to the reference,
+    # below 1 = the row keeps the reference's right answers (positive-congruent; Yan et al., CVPR 2021)
+    relative_flip_rate: float | None = None
     # The counts the gate decides on (hetero.stats): top-1 hits, paired top-1 outcomes against the reference row
     # and the previous release ({"n", "worse", "better"}), and the 95% interval of mAP.
     r1_hits: int | None = None
@@ -163,6 +167,8 @@ class Report:
                 body.append([r.name, r.runtime, kind, "not executed", "", "", "", "", ""])
                 continue
             flips = f(r.negative_flip_rate, ".3f")
+            if r.relative_flip_rate is not None and r.kind != "reference":
+                flips += f" (rel {r.relative_flip_rate:.2f})"
             if r.previous_flip_rate is not None:
                 flips += f" (prev {r.previous_flip_rate:.3f})"
             body.append(
@@ -248,7 +254,8 @@ class Report:
         lines += [
             "",
             "Negative flips: probes the cloud model retrieves correctly at top-1 and this producer does not "
-            "(prev: vs the previous release). ms/img: median per probe at batch 1.",
+            "(rel: over what independent errors would give, R@1 cloud × (1 − R@1 row); prev: vs the previous "
+            "release). ms/img: median per probe at batch 1.",
         ]
         lines += self._flips_markdown()
         return "\n".join(lines) + "\n"

@@ -71,6 +71,7 @@ def fit(
     spec: InputSpec,
     *,
     targets: CloudTargets | OnlineTargets | None = None,
+    previous: nn.Module | None = None,
     state_dir: Path | None = None,
     resume: bool = False,
     fingerprint: str = "",
@@ -86,6 +87,7 @@ def fit(
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     pre = Preprocess(spec, getattr(model, "resolution", None))
+    prev_pre = Preprocess(spec, getattr(previous, "resolution", None)) if previous is not None else None
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     params = list({id(p): p for p in params}.values())
@@ -128,6 +130,10 @@ def fit(
             idx = gidx[mine]
             mine_views = views[mine]
             feats, emb, logits = step(render(pre, x_all, idx, mine_views))
+            prev_emb = None
+            if previous is not None:  # the released model on the same views, at its own compute size
+                with torch.no_grad():
+                    prev_emb = features_and_embedding(previous, render(prev_pre, x_all, idx, mine_views))[1]
             mixed = mine_views.blended
             batch = Batch(
                 emb,
@@ -138,6 +144,7 @@ def fit(
                 lam=mine_views.lam if mixed else None,
                 features=feats,
                 cloud_features=None if cloud_feats is None else cloud_feats[mine],
+                previous_embedding=prev_emb,
             )
             loss, parts = objective(batch)
             opt.zero_grad(set_to_none=True)
@@ -230,11 +237,8 @@ def train(
     teacher = load_teacher(cloud) if cloud is not None else None
     cloud_manifest = teacher.manifest if teacher is not None else None
     cloud_model = teacher.model if isinstance(teacher, CheckpointTeacher) else None
-    from_embeddings = (
-        teacher is not None
-        and any(LOSS_TERMS[k].needs_prototypes for k in active)
-        and (teacher.prototypes() is None or tcfg.prototypes == "embeddings")
-    )
+    needs_prototypes = teacher is not None and any(LOSS_TERMS[k].needs_prototypes for k in active)
+    from_embeddings = needs_prototypes and (teacher.prototypes() is None or tcfg.prototypes == "embeddings")
     if not from_embeddings:
         objective = build_objective(weights, teacher)  # a missing --cloud fails before any data loads
     if any(LOSS_TERMS[k].needs_cloud_features for k in active) and not tcfg.share_cloud_head:
@@ -253,8 +257,15 @@ def train(
     elif teacher is not None:
         _require_imported_cloud_fits(teacher, cfg, tcfg, active)
     spec = input_spec_for(cfg, cloud_manifest.input if cloud_manifest else None)
+    previous_model, previous_record = _load_previous(tcfg, weights, cloud_manifest) if tcfg.previous else (None, {})
+    prototypes_record: dict[str, Any] = {}
     if from_embeddings:
         teacher = teacher.with_prototypes(_prototypes_from_teacher(teacher, split.train, spec, tcfg.scale, progress))
+        objective = build_objective(weights, teacher)
+        prototypes_record = {"from_classifier": 0, "from_embeddings": split.num_train_classes}
+    elif needs_prototypes and isinstance(teacher, CheckpointTeacher):
+        protos, prototypes_record = _aligned_prototypes(teacher, split, spec, tcfg.scale, progress)
+        teacher = teacher.with_prototypes(protos)
         objective = build_objective(weights, teacher)
 
     torch.manual_seed(tcfg.seed)  # weight init is part of the run: same seed, same checkpoint
@@ -292,6 +303,7 @@ def train(
             tcfg,
             spec,
             targets=targets,
+            previous=previous_model,
             state_dir=state_dir,
             resume=resume,
             fingerprint=fingerprint,
@@ -326,6 +338,9 @@ def train(
             "pretrained": getattr(model, "pretrained_info", None),
             "cloud_targets": targets_record,
             "init": init_record,
+            "prototypes": prototypes_record,
+            "previous": previous_record,
+            "lineage": _lineage(role, cloud_manifest) if in_cloud_space else {},
         },
         files={METRICS_NAME: _jsonl(history)},
     )
@@ -451,19 +466,76 @@ def _prototypes_from_teacher(
     return prototypes_from_embeddings(torch.cat(out), labels, scale)
 
 
+def _load_previous(tcfg: TrainConfig, weights: dict, cloud: Manifest | None) -> tuple[nn.Module, dict[str, str]]:
+    """The released model a flip-aware term distils from: a checkpoint in the cloud's space (its embeddings are
+    scored against the cloud's prototypes, so both must live there)."""
+    if not any(LOSS_TERMS[k].name in ("focal_distillation", "plain_distillation") for k in check_weights(weights)):
+        raise ConfigError("previous is read only by focal_distillation or plain_distillation; add one of them")
+    model, m = load_checkpoint(Path(tcfg.previous))
+    if cloud is None or m.space.id != cloud.space.id:
+        raise SpaceMismatchError(
+            f"previous {tcfg.previous} is in space {m.space.id}, not the cloud's "
+            f"{cloud.space.id if cloud is not None else '(no --cloud)'}"
+        )
+    return model.eval().requires_grad_(False), {"checkpoint": str(tcfg.previous), "sha256": m.sha256}
+
+
+def _lineage(role: str, cloud: Manifest | None) -> dict[str, str]:
+    """What a model trained into another model's space records: a cloud v2 trained into v1's space is an upgrade
+    (its queries search v1's gallery without re-indexing); an edge is a member. The weights file carries the same
+    claim (hetero.checkpoint's stamp), so it cannot be edited into the manifest afterwards."""
+    if cloud is None:
+        return {}
+    return {
+        "kind": "upgrade" if role == "cloud" else "member",
+        "compatible_with": cloud.space.id,
+        "cloud_sha256": cloud.sha256,
+        "cloud_model": str(cloud.model.get("name", "")),
+    }
+
+
+def _aligned_prototypes(
+    teacher: CheckpointTeacher, split: OpenSetSplit, spec: InputSpec, scale: float, progress: bool
+) -> tuple[ClassPrototypes, dict[str, int]]:
+    """BCT's frozen classifier for *this* run's classes, matched by identity: the cloud classifier's row for each
+    identity it was trained on, and for an identity it never saw (a v2 trained on more data) the normalised mean of
+    the cloud's embeddings of its images — BCT's rule for new classes (Shen et al., CVPR 2020, sec. 3.2)."""
+    cloud_classes = [int(c) for c in teacher.manifest.extra.get("split", {}).get("train_classes", [])]
+    mine = [int(c) for c in split.train_classes]
+    base = teacher.prototypes()
+    if cloud_classes == mine or (not cloud_classes and base.weight.shape[0] == len(mine)):
+        return base, {"from_classifier": len(mine), "from_embeddings": 0}
+    row = {c: i for i, c in enumerate(cloud_classes)}
+    known = [i for i, c in enumerate(mine) if c in row]
+    weight = torch.zeros(len(mine), base.weight.shape[1])
+    if len(known) < len(mine):
+        weight = _prototypes_from_teacher(teacher, split.train, spec, base.scale, progress).weight.clone()
+    weight[known] = base.weight[[row[mine[i]] for i in known]]
+    return ClassPrototypes(weight, base.scale), {
+        "from_classifier": len(known),
+        "from_embeddings": len(mine) - len(known),
+    }
+
+
 def _require_cloud_matches(manifest: Manifest, cfg: RunConfig, split: OpenSetSplit) -> None:
-    """The frozen cloud classifier only means something for the same training classes and embedding dim."""
+    """The cloud's classifier and gallery mean something only for the same dataset, held-out identities and dim.
+    The share of training identities may differ (a v2 trained on more of them): BCT then matches identities."""
     if manifest.space.dim != cfg.space.dim:
         raise SpaceMismatchError(
             f"cloud checkpoint has embedding dim {manifest.space.dim}, config space.dim is {cfg.space.dim}"
         )
     recorded = manifest.extra.get("data")
     # keys added since the cloud was trained took their defaults then: fill them in before comparing
-    if not isinstance(recorded, dict) or {**to_dict(DataConfig()), **recorded} != to_dict(cfg.data):
+    ignore = {"train_class_share": None}
+    if not isinstance(recorded, dict) or {**to_dict(DataConfig()), **recorded, **ignore} != {
+        **to_dict(cfg.data),
+        **ignore,
+    }:
         raise InputError(
             "cloud checkpoint was trained on a different data config (dataset/split); retrain or align [data]"
         )
-    if manifest.model.get("num_classes") != split.num_train_classes:
+    recorded_classes = manifest.extra.get("split", {}).get("train_classes")
+    if recorded_classes is None and manifest.model.get("num_classes") != split.num_train_classes:
         raise InputError(
             f"cloud classifier has {manifest.model.get('num_classes')} classes, "
             f"training split has {split.num_train_classes}"

@@ -1,0 +1,57 @@
+"""Lineage: which model a checkpoint was trained into the space of, and the check an upgrade must pass.
+
+A cloud v2 trained into v1's space (`hetero train cloud --cloud V1`, a BCT-style objective) records its lineage
+(`extra.lineage`: kind "upgrade", `compatible_with` v1's space id, v1's sha256), and its weights file carries the
+same claim in its own metadata (hetero.checkpoint's stamp), which the manifest's sha256 covers. Before v2 embeds a
+gallery that v1's users will search, all three must agree with the v1 cloud at hand; a v2 that claims a lineage it
+was not trained for — an independently trained model whose manifest was edited, a v2 of another v1, a checkpoint
+from before stamps — is refused with one line (exit 2). Whether v2 is *actually* compatible is then measured: the
+gate's upgrade rules (hetero.gate) decide on v2's queries against v1's gallery.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hetero.checkpoint import CLOUD_STAMP, OWN_SPACE, SPACE_STAMP, weights_stamp
+from hetero.errors import InputError
+from hetero.manifest import Manifest, load_manifest
+
+UPGRADE = "upgrade"
+
+
+def require_upgrade(path: Path, v1: Manifest) -> Manifest:
+    """The manifest of the v2 checkpoint at `path`, after checking it was trained into `v1`'s space against `v1`."""
+    m, weights = load_manifest(path)  # sha256 of the weights verified
+    where = f"upgrade {path}"
+    if m.kind != "checkpoint" or m.format != "safetensors":
+        raise InputError(f"{where}: a {m.format} {m.kind}; an upgrade is the v2 cloud's training checkpoint")
+    lineage = m.extra.get("lineage") or {}
+    if lineage.get("kind") != UPGRADE:
+        what = "an edge member" if lineage.get("kind") == "member" else "trained into no other model's space"
+        raise InputError(f"{where}: not a cloud upgrade ({what}); train it with hetero train cloud --cloud V1")
+    stamp = weights_stamp(weights)
+    if not stamp:
+        raise InputError(f"{where}: its weights carry no lineage stamp (written by an older hetero); retrain it")
+    if stamp.get(SPACE_STAMP) == OWN_SPACE:
+        raise InputError(
+            f"{where}: its weights were trained for their own space (an independent model), not the cloud's "
+            f"{v1.space.id!r}; its manifest claims a lineage it does not have"
+        )
+    claims = {
+        "space in the manifest": m.space.id,
+        "space it records compatibility with": lineage.get("compatible_with"),
+        "space stamped in its weights": stamp.get(SPACE_STAMP),
+    }
+    for what, space in claims.items():
+        if space != v1.space.id:
+            raise InputError(f"{where}: {what} is {space!r}, not the cloud's {v1.space.id!r}")
+    for what, sha in (("recorded", lineage.get("cloud_sha256")), ("stamped in its weights", stamp.get(CLOUD_STAMP))):
+        if sha != v1.sha256:
+            raise InputError(
+                f"{where}: the cloud it was trained against ({what}) is {str(sha)[:12]}, not this cloud "
+                f"({v1.sha256[:12]}): it is an upgrade of another cloud"
+            )
+    if m.space.dim != v1.space.dim:
+        raise InputError(f"{where}: dim {m.space.dim}, the cloud's space has dim {v1.space.dim}")
+    return m
