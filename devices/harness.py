@@ -128,11 +128,24 @@ def require_cloud(m: Manifest, where: object) -> None:
             f"{where}: a {m.format} {m.kind} is not a cloud model; pass the cloud's training checkpoint "
             "or a unit made by `hetero cloud import`"
         )
+    if _is_checked_upgrade(m, Path(str(where))):
+        return  # a cloud v2 in v1's space: after a backfill it is the cloud that fills the gallery
     if not m.space.id.endswith(f"@{m.sha256[:12]}"):
         raise InputError(
             f"{where}: this checkpoint ({m.model.get('name')}) does not define space {m.space.id}: its weights are "
             f"{m.sha256[:12]}; pass the checkpoint of the cloud that defines the space"
         )
+
+
+def _is_checked_upgrade(m: Manifest, where: Path) -> bool:
+    """A cloud checkpoint trained into another cloud's space, whose weights carry that space (hetero.lineage)."""
+    from hetero.checkpoint import SPACE_STAMP, weights_stamp
+    from hetero.lineage import UPGRADE
+
+    lineage = m.extra.get("lineage") or {}
+    if lineage.get("kind") != UPGRADE or lineage.get("compatible_with") != m.space.id:
+        return False
+    return weights_stamp(load_manifest(where)[1]).get(SPACE_STAMP) == m.space.id
 
 
 def timed_embed(rt: base.Runtime, images: np.ndarray) -> tuple[np.ndarray, float]:
@@ -242,8 +255,11 @@ def compatibility_report(
         extra: dict[str, Any] = {}
         if previous is not None and p.kind == "candidate":
             vs_prev = _flips(scored[previous.name][1], ok, labels[0])
-            extra = {f"previous_{k}" if k != "vs_reference" else "vs_previous": v for k, v in vs_prev.items()}
-            del extra["previous_relative_flip_rate"]
+            extra = {
+                "previous_flip_rate": vs_prev["negative_flip_rate"],
+                "vs_previous": vs_prev["vs_reference"],
+                "previous_flips_by_class": vs_prev["flips_by_class"],
+            }
         rows.append(
             Row(
                 **head,

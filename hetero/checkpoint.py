@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ WEIGHTS_NAME = "model.safetensors"
 # Stamped into the weights file's own metadata, so the manifest's sha256 covers them: which space the weights were
 # trained for ("own": the space their digest names) and the sha256 of the cloud they were trained against. A manifest
 # edited to claim another space or another lineage then disagrees with its own weights and is refused.
-SPACE_STAMP = "hetero.space_id"
-CLOUD_STAMP = "hetero.trained_against"
+# One metadata key holding sorted JSON: safetensors writes a metadata map in hash order, which would make two
+# identical trainings hash differently.
+STAMP_KEY = "hetero.lineage"
+SPACE_STAMP = "space_id"
+CLOUD_STAMP = "trained_against"
 OWN_SPACE = "own"
 
 
@@ -48,7 +52,7 @@ def save_checkpoint(
     }
     with atomic_dir(out_dir) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata=stamp)
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={STAMP_KEY: json.dumps(stamp, sort_keys=True)})
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         digest = sha256_file(tmp / WEIGHTS_NAME)
@@ -113,7 +117,14 @@ def weights_stamp(weights: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     with safe_open(str(weights), "np") as f:
-        return dict(f.metadata() or {})
+        raw = (f.metadata() or {}).get(STAMP_KEY)
+    try:
+        stamp = json.loads(raw) if raw is not None else {}
+    except json.JSONDecodeError:
+        stamp = None
+    if not isinstance(stamp, dict) or not all(isinstance(v, str) for v in stamp.values()):
+        raise ManifestError(f"{weights}: its lineage stamp is not what hetero writes")
+    return stamp
 
 
 def _require_stamp_agrees(manifest: Manifest, weights: Path, where: Path) -> None:

@@ -114,6 +114,8 @@ def test_objectives_declare_whether_they_join_the_cloud_space():
         "l2": True,
         "independent": False,
         "distillation": False,  # baselines keep a space of their own
+        "bct_focal": True,
+        "bct_kd": True,
     }
     assert not build_objective(OBJECTIVES["bct"], cloud).needs_cloud_embedding  # BCT never runs the cloud model
     with pytest.raises(ConfigError, match=r"unknown loss term 'bctt'.*available"):

@@ -125,12 +125,15 @@ def test_fixture_carries_both_galleries_and_check_gates_the_upgrade(upgrade, tin
     assert result.report.matrix["galleries"] == ["cloud", "cloud v2"]
     # the CLI, with an edge of v1's space: its row in v2's gallery (the edges in the field after a backfill)
     rc = run_cli("check", "--fixture", path, "--quiet", "--json", "--artifact", f"edge={root / 'edge'}",
-                 "--max-upgrade-flips", "1", "--max-upgrade-r1-loss", "1", "--min-r1", "0.01",
+                 "--max-upgrade-flips", "0.9", "--max-upgrade-r1-loss", "0.9", "--min-r1", "0.01",
                  "--min-relative-r1", "0.01", "--min-map", "0.01")  # fmt: skip
     out = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in out["report"]["rows"]}
     assert rows["edge → cloud v2"]["kind"] == "backfill" and rc in (0, 1)
     assert {r["row"] for r in out["gate"]["rules"]} == {"edge → cloud", "cloud v2 → cloud"}
+    # after a backfill v2 is the cloud: it fills a gallery of v1's space, and v1's edges are gated against it
+    after = Fixture.load(create_fixture(cfg, root / "v2", tmp_path / "v2.safetensors").path)
+    assert after.space.id == fx.space.id and np.allclose(after.gallery_embeddings, fx.upgrade_gallery_embeddings)
 
 
 def _fixture_with(fx: Fixture, queries: np.ndarray) -> Fixture:
