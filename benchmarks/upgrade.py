@@ -7,6 +7,8 @@ v2: EfficientNet-Lite2 on all of them (a bigger model on more data), trained fiv
   bct           classification + BCT with v1's classifier (prototypes from v1's embeddings for identities v1 never saw)
   bct_kd        bct + uniform distillation from v1 (focal distillation's baseline)
   bct_focal     bct + focal distillation from v1 (positive-congruent training)
+  bct_reg       bct + cosine regression to v1's embeddings of the same views
+  bct_reg_focal bct_reg + focal distillation
 An edge trained into v1's space (the emoji edge recipe) stands for the edges in the field.
 
 Every row is Twemoji queries of the 705 held-out identities against an OpenMoji gallery (chance 1/705): v1/v1,
@@ -46,7 +48,11 @@ ARMS = {
     "bct": OBJECTIVES["bct"],
     "bct_kd": OBJECTIVES["bct_kd"],
     "bct_focal": OBJECTIVES["bct_focal"],
+    "bct_reg": OBJECTIVES["bct_regression"],
+    "bct_reg_focal": {**OBJECTIVES["bct_regression"], "focal_distillation": 1.0},
 }
+# Each flip-aware arm against the same objective without distillation (its NFR ratio, paired over the probes).
+FLIP_PAIRS = {"bct_kd": "bct", "bct_focal": "bct", "bct_reg_focal": "bct_reg"}
 
 # Edge release N -> N+1: the emoji edge recipe again with another seed, alone or distilling from release N.
 EDGE_ARMS = {"recipe": {}, "recipe_kd": {"plain_distillation": 1.0}, "recipe_focal": {"focal_distillation": 1.0}}
@@ -152,9 +158,11 @@ def evaluate_arms(units: dict[str, Path], cfg: RunConfig) -> dict:
             },
             "gate_no_backfill": {"passed": gate.passed, "rules": [r.describe() for r in gate.rules]},
         }
-    for which in ("v2/v1", "v2/v2"):
-        for arm in ("bct_focal", "bct_kd"):
-            arms[arm][f"nfr_vs_bct_{which}"] = _nfr_ratio(ref_ok, outcomes[arm][which], outcomes["bct"][which])
+    for arm, plain in FLIP_PAIRS.items():
+        arms[arm]["nfr_vs_plain"] = {
+            "plain": plain,
+            **{w: _nfr_ratio(ref_ok, outcomes[arm][w], outcomes[plain][w]) for w in ("v2/v1", "v2/v2")},
+        }
     base = {r.name: r for r in compatibility_report(fx, edge).rows}
     edges, edge_ok = {}, {}
     for arm in EDGE_ARMS:
@@ -191,6 +199,10 @@ def _gain(change: PairedChange) -> dict[str, float]:
     return {"value": -loss.value, "low": -loss.high, "high": -loss.low}
 
 
+def _ratio(d: dict) -> str:
+    return f"{d['ratio']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+
+
 def _fmt(iv: dict) -> str:
     return f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
 
@@ -221,12 +233,18 @@ def markdown(res: dict) -> str:
             f"{'' if rel is None else f'{rel:.2f}'} | {_fmt(a['nfr_interval']['v2/v2'])} | {eg['recall_at_1']:.3f} | "
             f"{'pass' if a['gate_no_backfill']['passed'] else 'FAIL'} |"
         )
-    lines += ["", "Flip-aware training against plain BCT (NFR ratio, paired bootstrap over the same probes, 95%):", ""]
-    lines += ["| arm | NFR ÷ bct's, v2/v1 | NFR ÷ bct's, v2/v2 |", "|---|---|---|"]
-    for arm in ("bct_kd", "bct_focal"):
-        a = res["arms"][arm]
-        cell = lambda d: f"{d['ratio']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"  # noqa: E731
-        lines.append(f"| {arm} | {cell(a['nfr_vs_bct_v2/v1'])} | {cell(a['nfr_vs_bct_v2/v2'])} |")
+    lines += [
+        "",
+        "Flip-aware training against the same objective without distillation (NFR ratio, paired bootstrap over the "
+        "same probes, 95%; the target is ≤ 0.70):",
+        "",
+        "| arm | against | NFR ratio, v2/v1 | NFR ratio, v2/v2 |",
+        "|---|---|---|---|",
+    ]
+    for arm, a in res["arms"].items():
+        if "nfr_vs_plain" in a:
+            d = a["nfr_vs_plain"]
+            lines.append(f"| {arm} | {d['plain']} | {_ratio(d['v2/v1'])} | {_ratio(d['v2/v2'])} |")
     lines += [
         "",
         "Edge release N → N+1 (N: the edge above; N+1: the same recipe, next seed, alone or distilling from N), "
@@ -238,8 +256,7 @@ def markdown(res: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for arm, e in res["edge_release"].items():
-        ratio = e.get("nfr_vs_recipe")
-        cell = "" if ratio is None else f"{ratio['ratio']:.2f} [{ratio['low']:.2f}, {ratio['high']:.2f}]"
+        cell = _ratio(e["nfr_vs_recipe"]) if "nfr_vs_recipe" in e else ""
         lines.append(
             f"| {arm} | {e['recall_at_1']:.3f} | {_fmt(e['gain_over_released'])} | {_fmt(e['nfr_vs_released'])} | "
             f"{cell} |"

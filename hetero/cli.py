@@ -562,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint into the cloud's space; the baselines `independent` and `distillation` (logit distillation,\n"
         "the negative control) train a space of their own. What the frozen cloud model computes on the training\n"
         "views is cached on disk ($HETERO_CACHE, default ~/.cache/hetero), so compatible training costs about what\n"
-        "independent training does.\n"
+        "independent training does. A cloud trained with --cloud V1 and such an objective is an upgrade: it lives in\n"
+        "V1's space (lineage recorded and stamped into its weights), so its queries search V1's gallery unchanged.\n"
         "State is saved after every epoch; `--resume` continues a killed run. Scale out with torchrun (gloo, CPU).\n\n"
         "objectives (presets for --objective; [edge].loss_weights in the config gives any mix):\n"
         + "\n".join(f"  {k:<15} {', '.join(f'{t}={w:g}' for t, w in v.items())}" for k, v in _objectives().items()),
@@ -572,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  hetero train edge --objective independent --out runs/x/edge_ind\n"
         "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct --resume    # after a kill\n"
         "  hetero train edge --cloud runs/x/cloud --qat runs/x/edge_bct --epochs 5 --lr 1e-4 --out runs/x/edge_qat\n"
+        "  hetero train cloud --cloud runs/v1/cloud --objective bct_focal --out runs/v2/cloud  # v1 -> v2\n"
+        "  hetero train edge --cloud runs/x/cloud --previous runs/x/edge_bct --objective bct_focal --out runs/x/edge2\n"
         "  torchrun --nproc_per_node=2 -m hetero.cli train cloud --out runs/x/cloud",
     )
     t.add_argument("role", choices=["cloud", "edge"])

@@ -79,6 +79,10 @@ class LossTerm(nn.Module):
                 f"loss term {self.name!r} needs the frozen cloud model: pass --cloud CHECKPOINT "
                 "(or --objective independent)"
             )
+        if self.needs_prototypes:  # buffers, never parameters: the cloud space must not move
+            protos = _prototypes(self.name, teacher)
+            self.register_buffer("prototypes", protos.weight)
+            self.scale = protos.scale
 
     def forward(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -104,12 +108,6 @@ class BCTInfluence(LossTerm):
     needs_cloud = True
     needs_prototypes = True
     aligns_space = True
-
-    def __init__(self, teacher: Teacher | None):
-        super().__init__(teacher)
-        protos = _prototypes(self.name, teacher)
-        self.register_buffer("prototypes", protos.weight)
-        self.scale = protos.scale
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return batch.cross_entropy(self.scale * batch.embedding @ self.prototypes.t())
@@ -185,12 +183,6 @@ class LogitDistillation(_CloudTerm):
     needs_prototypes = True
     temperature = 4.0
 
-    def __init__(self, teacher: Teacher | None):
-        super().__init__(teacher)
-        protos = _prototypes(self.name, teacher)
-        self.register_buffer("prototypes", protos.weight)
-        self.scale = protos.scale
-
     def forward(self, batch: Batch) -> torch.Tensor:
         t = self.temperature
         with torch.no_grad():
@@ -214,12 +206,6 @@ class FocalDistillation(_CloudTerm):
     name = "focal_distillation"
     needs_prototypes = True
     alpha, beta, temperature = 1.0, 5.0, 4.0  # the paper's alpha = 1, beta = 5
-
-    def __init__(self, teacher: Teacher | None):
-        super().__init__(teacher)
-        protos = _prototypes(self.name, teacher)
-        self.register_buffer("prototypes", protos.weight)
-        self.scale = protos.scale
 
     def forward(self, batch: Batch) -> torch.Tensor:
         t = self.temperature
