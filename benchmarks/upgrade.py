@@ -9,6 +9,8 @@ v2: EfficientNet-Lite2 on all of them (a bigger model on more data), trained fiv
   bct_focal     bct + focal distillation from v1 (positive-congruent training)
   bct_reg       bct + cosine regression to v1's embeddings of the same views
   bct_reg_focal bct_reg + focal distillation
+  bct_emb       bct with v1's embedding means as the prototypes of every identity (not v1's classifier rows)
+  bct_emb_focal bct_emb + focal distillation
 An edge trained into v1's space (the emoji edge recipe) stands for the edges in the field.
 
 Every row is Twemoji queries of the 705 held-out identities against an OpenMoji gallery (chance 1/705): v1/v1,
@@ -50,9 +52,14 @@ ARMS = {
     "bct_focal": OBJECTIVES["bct_focal"],
     "bct_reg": OBJECTIVES["bct_regression"],
     "bct_reg_focal": {**OBJECTIVES["bct_regression"], "focal_distillation": 1.0},
+    "bct_emb": OBJECTIVES["bct"],
+    "bct_emb_focal": OBJECTIVES["bct_focal"],
 }
+# Arms whose BCT prototypes are v1's embedding means for *every* identity (prototypes = "embeddings"), not v1's
+# classifier rows: the means sit where v1 puts images of the identity in every style, the gallery's included.
+EMBEDDING_PROTOTYPES = ("bct_emb", "bct_emb_focal")
 # Each flip-aware arm against the same objective without distillation (its NFR ratio, paired over the probes).
-FLIP_PAIRS = {"bct_kd": "bct", "bct_focal": "bct", "bct_reg_focal": "bct_reg"}
+FLIP_PAIRS = {"bct_kd": "bct", "bct_focal": "bct", "bct_reg_focal": "bct_reg", "bct_emb_focal": "bct_emb"}
 
 # Edge release N -> N+1: the emoji edge recipe again with another seed, alone or distilling from release N.
 EDGE_ARMS = {"recipe": {}, "recipe_kd": {"plain_distillation": 1.0}, "recipe_focal": {"focal_distillation": 1.0}}
@@ -78,7 +85,8 @@ def _train_all(work: Path, epochs: int, seed: int) -> dict[str, Path]:
         units[arm] = work / f"v2_{arm}"
         if not (units[arm] / "manifest.json").is_file():
             cloud = None if arm == "independent" else units["v1"]
-            train("cloud", v2_cfg, units[arm], cloud=cloud, loss_weights=weights)
+            arm_cfg = override(v2_cfg, cloud={"prototypes": "embeddings"}) if arm in EMBEDDING_PROTOTYPES else v2_cfg
+            train("cloud", arm_cfg, units[arm], cloud=cloud, loss_weights=weights)
     return units
 
 

@@ -103,6 +103,11 @@ def test_fixture_carries_both_galleries_and_check_gates_the_upgrade(upgrade, tin
     path = create_fixture(cfg, root / "v1", tmp_path / "fx.safetensors", upgrade=root / "v2").path
     fx = Fixture.load(path)
     assert fx.has_upgrade and fx.upgrade["compatible_with"] == fx.space.id
+    import jsonschema
+
+    from hetero import schemas
+
+    jsonschema.Draft202012Validator(schemas.load("fixture")).validate({**fx.info(), "content_sha256": "0" * 64})
     # v2's rows are what its model gives: embed the probes with the v2 checkpoint and rank v1's gallery here
     from hetero.devices.loader import load
     from hetero.metrics import retrieval_metrics
