@@ -11,6 +11,7 @@ v2: EfficientNet-Lite2 on all of them (a bigger model on more data), trained fiv
   bct_reg_focal bct_reg + focal distillation
   bct_emb       bct with v1's embedding means as the prototypes of every identity (not v1's classifier rows)
   bct_emb_focal bct_emb + focal distillation
+  emb_only_focal bct_emb_focal without v2's own classification term
 An edge trained into v1's space (the emoji edge recipe) stands for the edges in the field.
 
 Every row is Twemoji queries of the 705 held-out identities against an OpenMoji gallery (chance 1/705): v1/v1,
@@ -54,10 +55,12 @@ ARMS = {
     "bct_reg_focal": {**OBJECTIVES["bct_regression"], "focal_distillation": 1.0},
     "bct_emb": OBJECTIVES["bct"],
     "bct_emb_focal": OBJECTIVES["bct_focal"],
+    # without v2's own classifier: the embedding answers only to v1's prototypes (and v1's posterior)
+    "emb_only_focal": {"bct": 1.0, "focal_distillation": 1.0},
 }
 # Arms whose BCT prototypes are v1's embedding means for *every* identity (prototypes = "embeddings"), not v1's
 # classifier rows: the means sit where v1 puts images of the identity in every style, the gallery's included.
-EMBEDDING_PROTOTYPES = ("bct_emb", "bct_emb_focal")
+EMBEDDING_PROTOTYPES = ("bct_emb", "bct_emb_focal", "emb_only_focal")
 # Each flip-aware arm against the same objective without distillation (its NFR ratio, paired over the probes).
 FLIP_PAIRS = {"bct_kd": "bct", "bct_focal": "bct", "bct_reg_focal": "bct_reg", "bct_emb_focal": "bct_emb"}
 
