@@ -135,6 +135,7 @@ def test_fixture_carries_both_galleries_and_check_gates_the_upgrade(upgrade, tin
     out = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in out["report"]["rows"]}
     assert rows["edge → cloud v2"]["kind"] == "backfill" and rc in (0, 1)
+    jsonschema.Draft202012Validator(schemas.load("check")).validate(out)  # upgrade and backfill rows included
     assert {r["row"] for r in out["gate"]["rules"]} == {"edge → cloud", "cloud v2 → cloud"}
     # after a backfill v2 is the cloud: it fills a gallery of v1's space, and v1's edges are gated against it
     after = Fixture.load(create_fixture(cfg, root / "v2", tmp_path / "v2.safetensors").path)
