@@ -191,6 +191,25 @@ class LogitDistillation(_CloudTerm):
         return F.kl_div(student, teacher, reduction="batchmean") * t * t
 
 
+class RelationalDistillation(_CloudTerm):
+    """Relational (contextual similarity) distillation for asymmetric retrieval: the edge embedding's similarities
+    to a bank of cloud embeddings should rank that bank as the cloud's own embedding does (CSD, CVPR 2022; D3still,
+    CVPR 2024). Regression matches each vector; this matches the neighbourhood a query sees in the cloud gallery,
+    which is what retrieval reads. The bank is the batch's cloud embeddings (the same views, other images), so it
+    costs no extra cloud pass; KL(cloud's softmax || edge's) over it at temperature 0.1, the edge side with grad.
+    """
+
+    name = "relational"
+    temperature = 0.1
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        bank, t = batch.cloud_embedding, self.temperature
+        with torch.no_grad():
+            target = F.softmax(batch.cloud_embedding @ bank.t() / t, dim=1)
+        log_p = F.log_softmax(batch.embedding @ bank.t() / t, dim=1)
+        return F.kl_div(log_p, target, reduction="batchmean")
+
+
 class FocalDistillation(_CloudTerm):
     """Focal distillation (positive-congruent training, Yan et al., CVPR 2021): match the old model's posterior,
     weighted up where the old model was right, so the new model keeps the old one's correct answers (fewer negative
@@ -237,6 +256,7 @@ LOSS_TERMS: dict[str, type[LossTerm]] = {
         RegressionFeatures,
         CrossModelContrastive,
         LogitDistillation,
+        RelationalDistillation,
         FocalDistillation,
         PlainDistillation,
     )

@@ -630,3 +630,22 @@ def test_any_object_with_the_teacher_members_can_be_the_cloud(tmp_path):
     )
     with pytest.raises(InputError, match="pooled features; this teacher has none"):
         cloud_targets(*args, **kw, features=True)
+
+
+def test_relational_distillation_matches_the_cloud_s_neighbourhood_not_each_vector():
+    """Zero when the edge embeds as the cloud does; positive otherwise; equal to KL computed by hand."""
+    from hetero.losses import Batch, RelationalDistillation
+
+    torch.manual_seed(0)
+    cloud = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    edge = torch.nn.functional.normalize(cloud + 0.3 * torch.randn(8, 16), dim=1).requires_grad_(True)
+    term = RelationalDistillation(_Cloud())
+    same = Batch(cloud, torch.zeros(8, 2), torch.arange(8), cloud_embedding=cloud)
+    assert float(term(same)) == pytest.approx(0.0, abs=1e-6)
+    batch = Batch(edge, torch.zeros(8, 2), torch.arange(8), cloud_embedding=cloud)
+    loss = term(batch)
+    p = torch.softmax(cloud @ cloud.t() / 0.1, 1)
+    q = torch.log_softmax(edge @ cloud.t() / 0.1, 1)
+    assert float(loss) == pytest.approx(float((p * (p.log() - q)).sum(1).mean()), rel=1e-5) and float(loss) > 0
+    loss.backward()
+    assert edge.grad is not None and edge.grad.abs().sum() > 0  # only the edge side learns
