@@ -54,7 +54,7 @@ def main() -> None:
             f"| {r['seed']} | {r['recipe']:.3f} | {r['recipe + relational']:.3f} | {r['gain']:+.3f} "
             f"[{r['low']:+.3f}, {r['high']:+.3f}] |"
             for r in rows
-        ),  # fmt: skip
+        ),
     ]
     run.args.out.mkdir(parents=True, exist_ok=True)
     (run.args.out / "relational.json").write_text(json.dumps(rows, indent=2) + "\n")
