@@ -123,19 +123,25 @@ def _row_rules(r: Row, ref: Row, cfg: CheckConfig) -> list[RuleResult]:
             RuleResult(r.name, "mAP", float(r.map), cfg.min_map, lo >= cfg.min_map, lo, hi, (hi - lo) / 2, r.n_query)
         )
     if r.vs_previous is not None:
-        out += _paired_rules(r, "vs_previous", "previous", cfg.max_previous_flip_rate, cfg.max_previous_r1_loss)
-    if not r.finite:  # NaN/Inf embeddings: whatever the numbers say, nothing about this row can pass
-        out = [replace(x, passed=False) for x in out]
-        out.append(RuleResult(r.name, "embeddings are finite", 0.0, 1.0, False))
+        out += _paired_rules(
+            r, "vs_previous", "previous", "previous", cfg.max_previous_flip_rate, cfg.max_previous_r1_loss
+        )
     return out
 
 
-def _paired_rules(r: Row, what: str, against: str, max_flips: float, max_loss: float) -> list[RuleResult]:
+def _require_finite(r: Row, rules: list[RuleResult]) -> list[RuleResult]:
+    """NaN/Inf embeddings: whatever the numbers say, nothing about this row can pass."""
+    if r.finite:
+        return rules
+    return [replace(x, passed=False) for x in rules] + [RuleResult(r.name, "embeddings are finite", 0.0, 1.0, False)]
+
+
+def _paired_rules(r: Row, what: str, knob: str, versus: str, max_flips: float, max_loss: float) -> list[RuleResult]:
     """Rules on the paired top-1 outcomes of row `r` against an earlier model on the same probes: the negative-flip
     rate (upper end of its exact interval) and the R@1 lost (upper end of the paired loss interval), each at most
     its max; 1 turns a rule off. A max below what the probes can resolve is refused: it could never pass."""
     change, out = _counts(r, what), []
-    for rule, limit, knob, iv, needed in (
+    for rule, limit, suffix, iv, needed in (
         ("negative flips", max_flips, "flip_rate", change.flip_rate(), count_queries_needed),
         ("R@1 lost", max_loss, "r1_loss", change.loss(), paired_queries_needed),
     ):
@@ -143,22 +149,13 @@ def _paired_rules(r: Row, what: str, against: str, max_flips: float, max_loss: f
             continue
         if limit < iv.resolution:
             raise InputError(
-                f"max_{against}_{knob} {limit:g} is below what {iv.n} probes can resolve ({iv.resolution:.4f}): "
+                f"max_{knob}_{suffix} {limit:g} is below what {iv.n} probes can resolve ({iv.resolution:.4f}): "
                 f"raise it or use a fixture with at least {needed(limit)} probes"
             )
-        name = f"{rule} vs {'previous' if against == 'previous' else 'cloud → cloud'}"
+        name = f"{rule} vs {versus}"
         out.append(
             RuleResult(r.name, name, iv.value, limit, iv.high <= limit, iv.low, iv.high, iv.resolution, iv.n, True)
         )
-    return out
-
-
-def _upgrade_rules(r: Row, cfg: CheckConfig) -> list[RuleResult]:
-    """A cloud v2's queries in v1's gallery (no backfill) against v1's own (BCT's criterion: the upgrade may not
-    lose R@1 against v1/v1, and few of v1's right answers may flip)."""
-    out = _paired_rules(r, "vs_reference", "upgrade", cfg.max_upgrade_flip_rate, cfg.max_upgrade_r1_loss)
-    if not r.finite:
-        out = [replace(x, passed=False) for x in out] + [RuleResult(r.name, "embeddings are finite", 0.0, 1.0, False)]
     return out
 
 
@@ -194,7 +191,13 @@ def evaluate(
     if not any(t > 0 for t in (cfg.min_recall_at_1, cfg.min_relative_recall_at_1, cfg.min_map)) and min(maxima) >= 1:
         raise InputError("every gate threshold is off: nothing would be checked")
     for r in executed:
-        results += _upgrade_rules(r, cfg) if r.kind == "upgrade" else _row_rules(r, ref, cfg)
+        if r.kind == "upgrade":  # a cloud v2's queries in v1's gallery (no backfill) against v1's own: BCT's criterion
+            rules = _paired_rules(
+                r, "vs_reference", "upgrade", "cloud → cloud", cfg.max_upgrade_flip_rate, cfg.max_upgrade_r1_loss
+            )
+        else:
+            rules = _row_rules(r, ref, cfg)
+        results += _require_finite(r, rules)
     if not results:
         raise InputError("every gate threshold is off for these rows: nothing would be checked")
     return GateResult(results)

@@ -70,6 +70,7 @@ class LossTerm(nn.Module):
     needs_cloud_embedding: bool = False
     needs_cloud_features: bool = False
     needs_prototypes: bool = False  # reads the cloud's class prototypes (classifier, or means of its embeddings)
+    reads_previous: bool = False  # distils from the previous release when one is given (TrainConfig.previous)
     aligns_space: bool = False
 
     def __init__(self, teacher: Teacher | None):
@@ -224,6 +225,7 @@ class FocalDistillation(_CloudTerm):
 
     name = "focal_distillation"
     needs_prototypes = True
+    reads_previous = True
     alpha, beta, temperature = 1.0, 5.0, 4.0  # the paper's alpha = 1, beta = 5
 
     def forward(self, batch: Batch) -> torch.Tensor:

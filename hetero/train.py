@@ -469,7 +469,7 @@ def _prototypes_from_teacher(
 def _load_previous(tcfg: TrainConfig, weights: dict, cloud: Manifest | None) -> tuple[nn.Module, dict[str, str]]:
     """The released model a flip-aware term distils from: a checkpoint in the cloud's space (its embeddings are
     scored against the cloud's prototypes, so both must live there)."""
-    if not any(LOSS_TERMS[k].name in ("focal_distillation", "plain_distillation") for k in check_weights(weights)):
+    if not any(LOSS_TERMS[k].reads_previous for k in check_weights(weights)):
         raise ConfigError("previous is read only by focal_distillation or plain_distillation; add one of them")
     model, m = load_checkpoint(Path(tcfg.previous))
     if cloud is None or m.space.id != cloud.space.id:
