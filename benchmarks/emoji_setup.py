@@ -30,10 +30,14 @@ def emoji_run(doc: str, prefix: str, extra: Callable[[argparse.ArgumentParser], 
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--epochs", type=int, help="override the edge's epochs (smoke runs: not comparable)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument(
+        "--work", type=Path, help="run directories (default: a new temporary one); resumable benchmarks reuse it"
+    )
     if extra is not None:
         extra(ap)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work = args.work or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HETERO_CACHE", str(work / "cache"))
     cfg = load_config(args.config)
     if args.epochs:

@@ -76,6 +76,7 @@ def save_checkpoint(
                 "num_classes": int(model.classifier.weight.shape[0]),
                 "scale": float(model.classifier.scale),
                 "resolution": getattr(model, "resolution", None),
+                **({"arch": model.arch} if getattr(model, "arch", None) else {}),
                 **model_cost(model, input_spec),
             },
             seed=seed,
@@ -99,6 +100,7 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Manifest]:
             num_classes=int(m["num_classes"]),
             scale=float(m["scale"]),
             resolution=None if m.get("resolution") is None else int(m["resolution"]),
+            arch=m.get("arch"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"{path}: manifest 'model' is not a model this hetero can build ({e})") from None

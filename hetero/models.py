@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +156,7 @@ class ModelEntry:
     # The pixel normalisation the pretrained weights expect (timm's "preprocessing travels with the weights").
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    reshapable: bool = False  # takes `arch` (per-stage width, depth, kernel): a member of an architecture search
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -170,9 +172,10 @@ def register_model(
     pretrained: str | None = None,
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
     std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    reshapable: bool = False,
 ):
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = ModelEntry(name, family, role, fn, description, pretrained, mean, std)
+        MODELS[name] = ModelEntry(name, family, role, fn, description, pretrained, mean, std, reshapable)
         return fn
 
     return deco
@@ -215,8 +218,10 @@ def create_model(
     scale: float = 16.0,
     resolution: int | None = None,
     pretrained: bool = False,
+    arch: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Build a registry member. `resolution` = the backbone's compute size (None: the space's input size)."""
+    """Build a registry member. `resolution` = the backbone's compute size (None: the space's input size); `arch`
+    reshapes a reshapable member stage by stage (per-stage width, depth, kernel: hetero.mbnet.MBVariant.with_arch)."""
     if name not in MODELS:
         raise InputError(f"unknown model {name!r} (available: {', '.join(sorted(MODELS))})")
     if embed_dim < 1 or num_classes < 1:
@@ -229,8 +234,12 @@ def create_model(
         )
     if resolution is not None and resolution < 8:
         raise InputError(f"resolution {resolution} is too small to compute at (at least 8 px)")
+    if arch and not entry.reshapable:
+        reshapable = ", ".join(sorted(n for n, e in MODELS.items() if e.reshapable))
+        raise InputError(f"model {name!r} takes no arch (reshapable members: {reshapable})")
+    kw = {"arch": dict(arch)} if arch else {}
     return entry.build(
-        embed_dim=embed_dim, num_classes=num_classes, scale=scale, resolution=resolution, pretrained=pretrained
+        embed_dim=embed_dim, num_classes=num_classes, scale=scale, resolution=resolution, pretrained=pretrained, **kw
     )
 
 

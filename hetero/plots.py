@@ -83,6 +83,30 @@ def accuracy_latency(report: Any, png: Path) -> tuple[Any, dict[str, Path]]:
     return fig, _save(fig, png, data)
 
 
+def search_trials(doc: dict[str, Any], png: Path) -> tuple[Any, dict[str, Path]]:
+    """Validation edge → cloud R@1 against MACs (share of the cloud's) of every trial of `hetero search`: proxy
+    trials, fully trained ones with their Pareto front, the budget and the chosen candidate."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    rows = []
+    for stage, style in (("proxy", {"color": "0.6", "marker": "o"}), ("full", {"color": "C0", "marker": "s"})):
+        ts = [t for t in doc["trials"] if t["stage"] == stage]
+        ax.scatter([t["macs_ratio"] for t in ts], [t["val_recall_at_1"] for t in ts], label=f"{stage} trials", **style)
+        rows += [{k: t[k] for k in ("stage", "key", "macs_ratio", "val_recall_at_1", "val_cosine")} for t in ts]
+    front = [t for t in doc["trials"] if t["stage"] == "full" and t["key"] in doc["pareto"]]
+    front.sort(key=lambda t: t["macs_ratio"])
+    ax.plot([t["macs_ratio"] for t in front], [t["val_recall_at_1"] for t in front], "--", color="C3", label="Pareto")
+    best = doc["best"]
+    ax.scatter([best["macs_ratio"]], [best["val_recall_at_1"]], s=160, facecolors="none", edgecolors="C3", lw=2,
+               label="chosen")  # fmt: skip
+    ax.axvline(doc["budget_macs"] / doc["cloud_macs"], color="grey", lw=1, label="budget")
+    ax.set_xlabel("MACs / cloud MACs")
+    ax.set_ylabel("validation edge → cloud R@1")
+    ax.set_title("Architecture search (validation identities)")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig, _save(fig, png, rows)
+
+
 def heatmap(matrix: dict[str, Any], png: Path) -> tuple[Any, dict[str, Path]]:
     """R@1 of each query producer (rows) against each gallery producer (columns)."""
     plt = _figure()

@@ -276,6 +276,7 @@ def train(
         scale=tcfg.scale,
         resolution=tcfg.resolution or None,
         pretrained=tcfg.pretrained,
+        arch=tcfg.arch or None,
     )
     init_record = _load_init(model, tcfg, cloud_manifest) if tcfg.init else {}
     if tcfg.inherit_cloud:

@@ -1,0 +1,352 @@
+"""Compatibility-aware architecture search: the edge, reshaped stage by stage from the cloud's family, that lands
+best in the cloud's space within a compute budget.
+
+Why this shape (Duggal et al., CVPR 2021, CMP-NAS): an edge must approximate the cloud's *architecture* to reproduce
+its function on unseen identities, so candidates are sub-networks of one reshapable member (per-stage width, depth,
+depthwise kernel and the compute resolution), inheriting its weights (first blocks, leading channels, kernel
+centres: `hetero.mbnet`). A cheap proxy ranks them — a short training against the cached cloud views — and the top
+few are trained fully; the best of those is retrained on every training identity and written as a normal checkpoint.
+
+Ranking never looks at the held-out identities a benchmark or the gate measures: `[search] validation_classes` of the
+*training* identities are held out of every search training and their images form a validation query/gallery pair
+(same style rule as the run's split); candidates are ranked by edge → cloud R@1 there. Every trial is appended to
+`trials.jsonl` as it finishes, so an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hetero.checkpoint import load_checkpoint
+from hetero.config import RunConfig, SearchConfig, override, to_dict
+from hetero.data import OpenSetSplit, load_dataset, open_set_split
+from hetero.embed import embed_batches
+from hetero.errors import InputError
+from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from hetero.metrics import retrieval_metrics
+from hetero.models import MODELS, EmbeddingGraph, create_model, model_cost
+from hetero.plots import pareto_front
+from hetero.spaces import InputSpec
+
+TRIALS = "trials.jsonl"
+RESULT = "search.json"
+BEST = "best"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sub-network: per-stage width multipliers, repeats, kernel sizes, and the compute resolution."""
+
+    arch: dict[str, list]
+    resolution: int
+
+    @property
+    def key(self) -> str:
+        text = json.dumps({"arch": self.arch, "resolution": self.resolution}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        a = self.arch
+        return (
+            f"{self.resolution}px w{'/'.join(f'{w:g}' for w in a['width'])} "
+            f"d{''.join(map(str, a['depth']))} k{''.join(map(str, a['kernel']))}"
+        )
+
+
+@dataclass
+class Trial:
+    """A candidate trained for one stage: `proxy` (short, ranks) or `full` (the configured epochs)."""
+
+    stage: str
+    key: str
+    candidate: Candidate
+    macs: int
+    macs_ratio: float  # of the cloud's MACs
+    latency_ms: float | None
+    val_recall_at_1: float
+    val_edge_to_edge: float
+    val_cosine: float  # mean cos(edge, cloud) of the validation queries: how closely the edge reproduces the cloud
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["candidate"] = {"arch": self.candidate.arch, "resolution": self.candidate.resolution}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Trial:
+        return cls(**{**d, "candidate": Candidate(d["candidate"]["arch"], int(d["candidate"]["resolution"]))})
+
+
+@dataclass
+class SearchResult:
+    trials: list[Trial]
+    best: Trial  # the full trial ranked first on validation
+    checkpoint: Path  # `best` retrained on every training identity
+    cloud_macs: int
+    budget_macs: int
+    pareto: list[str] = field(default_factory=list)  # keys of full trials no other full trial beats (MACs, R@1)
+    seconds: float = 0.0  # wall time of the trials and the final training, resumed parts included
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "best": self.best.to_json(),
+            "checkpoint": str(self.checkpoint),
+            "cloud_macs": self.cloud_macs,
+            "budget_macs": self.budget_macs,
+            "pareto": self.pareto,
+            "seconds": round(self.seconds, 1),
+            "trials": [t.to_json() for t in self.trials],
+        }
+
+
+def base_model(cfg: RunConfig, cloud_model: str) -> str:
+    """The member candidates are cut from: `[search] base`, else the cloud's own model (if reshapable)."""
+    name = cfg.search.base or cloud_model
+    if name not in MODELS or not MODELS[name].reshapable:
+        reshapable = ", ".join(sorted(n for n, e in MODELS.items() if e.reshapable))
+        raise InputError(f"search base {name!r} is not a reshapable member; set [search] base (one of: {reshapable})")
+    return name
+
+
+def sample_candidates(
+    scfg: SearchConfig,
+    base: str,
+    spec: InputSpec,
+    budget_macs: int,
+    *,
+    fits: Callable[[Candidate, torch.nn.Module], bool] | None = None,
+) -> list[tuple[Candidate, int]]:
+    """`scfg.candidates` distinct candidates whose MACs lie in [min_budget_share, 1] x budget (seeded), with MACs.
+
+    Depth ranges over 1..the base's repeats per stage and kernels over the allowed sizes up to the base's own, so
+    every candidate is a sub-network of the base and inherits all its weights. `fits` may refuse more (latency).
+    """
+    full = create_model(base, embed_dim=8, num_classes=2).arch
+    widths = sorted(scfg.widths)
+    rng = np.random.default_rng(scfg.seed)
+    resolutions = list(scfg.resolutions) or [spec.height]
+    out: dict[str, tuple[Candidate, int]] = {}
+    for _ in range(scfg.max_draws):
+        arch = {
+            "width": [float(rng.choice([w for w in widths if w <= top] or [min(widths)])) for top in full["width"]],
+            "depth": [int(rng.integers(1, d + 1)) for d in full["depth"]],
+            "kernel": [int(rng.choice([k for k in scfg.kernels if k <= top] or [top])) for top in full["kernel"]],
+        }
+        cand = Candidate(arch, int(rng.choice(resolutions)))
+        if cand.key in out:
+            continue
+        model = create_model(base, embed_dim=8, num_classes=2, resolution=cand.resolution, arch=arch)
+        macs = model_cost(model, spec)["macs"]
+        if not scfg.min_budget_share * budget_macs <= macs <= budget_macs:
+            continue
+        if fits is not None and not fits(cand, model):
+            continue
+        out[cand.key] = (cand, macs)
+        if len(out) == scfg.candidates:
+            break
+    if len(out) < min(2, scfg.candidates):
+        raise InputError(
+            f"the search space has fewer than 2 candidates between {scfg.min_budget_share:g}x and 1x the budget "
+            f"({budget_macs / 1e6:.1f} M MACs) after {scfg.max_draws} draws: widen widths/resolutions or the budget"
+        )
+    return list(out.values())
+
+
+def validation_split(cfg: RunConfig, split: OpenSetSplit) -> OpenSetSplit:
+    """Training identities split again: `validation_classes` of them held out (seeded by `[search] seed`), their
+    images paired as query/gallery by the run's own rule. Class ids stay the dataset's, so BCT's prototypes match."""
+    data = load_dataset(cfg.data.dataset, cfg.data.image_size, cfg.data)
+    inner = data.subset(np.flatnonzero(np.isin(data.labels, np.asarray(split.train_classes))))
+    n = cfg.search.validation_classes
+    dcfg = dataclasses.replace(cfg.data, heldout_classes=n, seed=cfg.search.seed, train_class_share=1.0)
+    return open_set_split(inner, dcfg)
+
+
+class _Scorer:
+    """The cloud's validation gallery and queries, embedded once; scores an edge checkpoint against them."""
+
+    def __init__(self, cloud: Path, val: OpenSetSplit):
+        model, self.manifest = load_checkpoint(cloud)
+        graph = EmbeddingGraph(model, self.manifest.input).eval()
+        self.val = val
+        self.gallery = _embed(graph, val.gallery.images)
+        self.query = _embed(graph, val.query.images)
+
+    def score(self, edge: Path) -> dict[str, float]:
+        model, m = load_checkpoint(edge)
+        graph = EmbeddingGraph(model, m.input).eval()
+        q, g = _embed(graph, self.val.query.images), _embed(graph, self.val.gallery.images)
+        ql, gl = self.val.query.labels, self.val.gallery.labels
+        return {
+            "val_recall_at_1": float(retrieval_metrics(q, ql, self.gallery, gl)["recall_at_1"]),
+            "val_edge_to_edge": float(retrieval_metrics(q, ql, g, gl)["recall_at_1"]),
+            "val_cosine": float((q * self.query).sum(1).mean()),
+        }
+
+
+def _embed(graph: EmbeddingGraph, images: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return embed_batches(lambda b: graph(torch.from_numpy(b)).numpy(), images)
+
+
+def onnx_latency_ms(model: torch.nn.Module, spec: InputSpec, threads: int, workdir: Path) -> float:
+    """Median batch-1 latency of the candidate's deployable graph exported to ONNX fp32 and run by onnxruntime
+    (weights do not change the time, so an untrained candidate is measured before any training)."""
+    from hetero.export.formats import BuildRequest
+    from hetero.export.onnx import FILE, build, runner
+    from hetero.timing import repeated_ms
+
+    graph = EmbeddingGraph(model.eval(), spec).eval()
+    pixels = np.zeros((2, spec.height, spec.width, spec.channels), np.uint8)
+    workdir.mkdir(parents=True, exist_ok=True)
+    build(BuildRequest(graph=graph, space_id="search", precision="fp32", dest=workdir, calibration=pixels, opset=17))
+    run = runner(workdir / FILE, threads=threads)
+    one = pixels[:1]
+    return float(np.median(repeated_ms(lambda: run(one), runs=50, seconds=0.3, warmup=10)))
+
+
+def _config_hash(cfg: RunConfig, cloud_sha: str, weights: dict[str, float]) -> str:
+    meta = {"data": to_dict(cfg.data), "edge": to_dict(cfg.edge), "search": to_dict(cfg.search), "cloud": cloud_sha}
+    meta["weights"] = weights
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def _read_trials(path: Path) -> list[Trial]:
+    if not path.is_file():
+        return []
+    trials = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            trials.append(Trial.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            break  # a line cut short by an interruption: that trial runs again
+    return trials
+
+
+def search(
+    cfg: RunConfig,
+    cloud: Path,
+    out: Path,
+    *,
+    split: OpenSetSplit,
+    loss_weights: dict[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SearchResult:
+    """Run (or resume) the search of `cfg.search` for an edge in `cloud`'s space; everything lands under `out`.
+
+    A directory holding a search of another config, cloud or objective is refused (exit 2) rather than mixed in.
+    """
+    from hetero.train import train
+
+    say = progress or (lambda _msg: None)
+    scfg = cfg.search
+    out = Path(out)
+    ensure_writable_dir(out)
+    cloud_model, cm = load_checkpoint(cloud)
+    del cloud_model
+    base = base_model(cfg, str(cm.model["name"]))
+    weights = dict(loss_weights if loss_weights is not None else cfg.edge.loss_weights)
+    stamp = {"config": _config_hash(cfg, cm.sha256, weights), "base": base}
+    stamp_path = out / "search-config.json"
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != stamp:
+        raise InputError(f"{out} holds a search with another config, cloud or objective: use a new --out")
+    atomic_write_json(stamp_path, stamp)
+
+    spec = cm.input
+    cloud_macs = int(cm.model["macs"])
+    budget = int(scfg.budget_macs * cloud_macs)
+    fits = None
+    if scfg.budget_ms > 0:
+
+        def fits(cand: Candidate, model: torch.nn.Module) -> bool:
+            ms = onnx_latency_ms(model, spec, scfg.latency_threads, out / "latency" / cand.key)
+            latency[cand.key] = ms
+            return ms <= scfg.budget_ms
+
+    latency: dict[str, float] = {}
+    say(f"sampling candidates: {scfg.candidates} in {scfg.min_budget_share:g}-1x of {budget / 1e6:.1f} M MACs")
+    candidates = sample_candidates(scfg, base, spec, budget, fits=fits)
+    val = validation_split(cfg, split)
+    scorer = _Scorer(cloud, val)
+    log = out / TRIALS
+    trials = _read_trials(log)
+    done = {(t.stage, t.key) for t in trials}
+    atomic_write_text(log, "".join(json.dumps(t.to_json(), sort_keys=True) + "\n" for t in trials))
+
+    def run(cand: Candidate, epochs: int, on: OpenSetSplit, dest: Path) -> float:
+        edge = {"model": base, "arch": cand.arch, "resolution": cand.resolution, "epochs": epochs}
+        t0 = time.perf_counter()
+        train("edge", override(cfg, edge=edge), dest, cloud=cloud, loss_weights=weights, split=on, progress=False)
+        return time.perf_counter() - t0
+
+    def trial(stage: str, cand: Candidate, macs: int, epochs: int, i: int, n: int) -> None:
+        if (stage, cand.key) in done:
+            return
+        say(f"{stage} {i}/{n}: {cand.describe()} ({macs / cloud_macs:.3f}x cloud MACs), {epochs} epochs")
+        dest = out / stage / cand.key
+        seconds = run(cand, epochs, val, dest)
+        t = Trial(stage, cand.key, cand, macs, macs / cloud_macs, latency.get(cand.key), seconds=seconds,
+                  **scorer.score(dest))  # fmt: skip
+        say(f"  validation edge→cloud R@1 {t.val_recall_at_1:.3f}, cos {t.val_cosine:.3f} ({seconds:.0f} s)")
+        trials.append(t)
+        with log.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(t.to_json(), sort_keys=True) + "\n")
+
+    for i, (cand, macs) in enumerate(candidates, 1):
+        trial("proxy", cand, macs, scfg.proxy_epochs, i, len(candidates))
+    ranked = sorted((t for t in trials if t.stage == "proxy"), key=_proxy_rank)
+    top = [(t.candidate, t.macs) for t in ranked[: scfg.top]]
+    for i, (cand, macs) in enumerate(top, 1):
+        trial("full", cand, macs, cfg.edge.epochs, i, len(top))
+    full = [t for t in trials if t.stage == "full" and t.key in {c.key for c, _ in top}]
+    best = sorted(full, key=_rank)[0]
+    final = out / BEST
+    if not _is_final(final, best):
+        say(f"best: {best.candidate.describe()}; retraining on every training identity")
+        run(best.candidate, cfg.edge.epochs, split, final)
+    front = pareto_front([(float(t.macs), t.val_recall_at_1) for t in full])
+    result = SearchResult(
+        trials, best, final, cloud_macs, budget, pareto=[full[i].key for i in front],
+        seconds=sum(t.seconds for t in trials) + float(json.loads((final / "manifest.json").read_text())["extra"]
+                                                       ["train_seconds"]),
+    )  # fmt: skip
+    atomic_write_json(out / RESULT, result.to_json())
+    from hetero.plots import search_trials
+
+    search_trials(result.to_json(), out / "search.png")
+    return result
+
+
+def _rank(t: Trial) -> tuple[float, float, int]:
+    """Fully trained: validation edge → cloud R@1 first; the closer reproduction of the cloud, then fewer MACs,
+    break ties."""
+    return (-t.val_recall_at_1, -t.val_cosine, t.macs)
+
+
+def _proxy_rank(t: Trial) -> tuple[float, float, int]:
+    """After a few epochs: how closely the edge reproduces the cloud on unseen identities (mean cosine over every
+    validation query, a continuous measure) first — R@1 of a barely trained edge over ~100 queries moves by a few
+    hits between equally good candidates; then R@1 and fewer MACs."""
+    return (-t.val_cosine, -t.val_recall_at_1, t.macs)
+
+
+def _is_final(path: Path, best: Trial) -> bool:
+    """`path` already holds the final retraining of `best` (a resumed search does not train it twice)."""
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        return False
+    m = json.loads(mf.read_text())
+    return m.get("model", {}).get("arch") == best.candidate.arch and m["model"].get("resolution") == (
+        best.candidate.resolution
+    )
