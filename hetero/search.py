@@ -127,7 +127,8 @@ def sample_candidates(
     *,
     fits: Callable[[Candidate, torch.nn.Module], bool] | None = None,
 ) -> list[tuple[Candidate, int]]:
-    """`scfg.candidates` distinct candidates whose MACs lie in [min_budget_share, 1] x budget (seeded), with MACs.
+    """`scfg.candidates` distinct candidates whose MACs lie in [min_budget_share, 1] x budget (seeded), with MACs;
+    the resolutions take turns for the first half of the draws, then any resolution may fill the remaining places.
 
     Depth ranges over 1..the base's repeats per stage and kernels over the allowed sizes up to the base's own, so
     every candidate is a sub-network of the base and inherits all its weights. `fits` may refuse more (latency).
@@ -137,13 +138,15 @@ def sample_candidates(
     rng = np.random.default_rng(scfg.seed)
     resolutions = list(scfg.resolutions) or [spec.height]
     out: dict[str, tuple[Candidate, int]] = {}
-    for _ in range(scfg.max_draws):
+    # Resolutions take turns: drawn freely, the budget would keep mostly the lowest (large shapes fit only there).
+    for draw in range(scfg.max_draws):
         arch = {
             "width": [float(rng.choice([w for w in widths if w <= top] or [min(widths)])) for top in full["width"]],
             "depth": [int(rng.integers(1, d + 1)) for d in full["depth"]],
             "kernel": [int(rng.choice([k for k in scfg.kernels if k <= top] or [top])) for top in full["kernel"]],
         }
-        cand = Candidate(arch, int(rng.choice(resolutions)))
+        cand = Candidate(arch, resolutions[len(out) % len(resolutions)] if draw < scfg.max_draws // 2 else
+                         int(rng.choice(resolutions)))  # fmt: skip
         if cand.key in out:
             continue
         model = create_model(base, embed_dim=8, num_classes=2, resolution=cand.resolution, arch=arch)
