@@ -204,7 +204,7 @@ class SearchConfig:
     budget_ms: float = 0.0  # > 0: also a latency budget, batch-1 ONNX fp32 on onnxruntime here (measured per draw)
     latency_threads: int = 1
     candidates: int = 12  # candidates ranked by the proxy
-    max_draws: int = 2000  # random draws allowed to find them
+    max_draws: int = 5000  # random draws allowed to find them
     proxy_epochs: int = 3  # the proxy: this many epochs of the edge's own training
     top: int = 2  # candidates trained fully (edge epochs) after the proxy
     validation_classes: int = 100  # training identities held out of every search training to rank on

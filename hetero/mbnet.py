@@ -328,13 +328,43 @@ class MBVariant:
     def source_stages(self) -> tuple[Stage, ...]:
         return VARIANTS[self.weights].stages()
 
-    def build(self, embed_dim: int, num_classes: int, scale: float, resolution: int | None, pretrained: bool) -> MBNet:
-        lite = self.base == "lite"
-        # Lite keeps stem and head widths fixed; MobileNetV2 scales the stem and keeps the 1280 head for width <= 1.
+    def ends(self) -> tuple[int, int]:
+        """Stem and head-conv widths: Lite keeps them fixed; MobileNetV2 scales the stem and keeps the 1280 head for
+        width <= 1."""
         first = self.width[0] if isinstance(self.width, tuple) else self.width
         last = self.width[-1] if isinstance(self.width, tuple) else self.width
-        stem = 32 if lite else round_filters(32 * first)
-        head = 1280 if lite or last <= 1.0 else round_filters(1280 * last)
+        if self.base == "lite":
+            return 32, 1280
+        return round_filters(32 * first), 1280 if last <= 1.0 else round_filters(1280 * last)
+
+    def macs(self, size: int, embed_dim: int) -> int:
+        """Multiply-accumulates of one embedding at `size` px, counted from the stage table without building the
+        network (a search draws thousands of shapes); equals `hetero.models.model_cost` of the built member."""
+        tf_same = self.base == "lite"
+
+        def out(h: int, k: int, stride: int) -> int:
+            if stride == 1:
+                return h
+            if tf_same and h < 2:  # TensorFlow-style padding of a 1-px map is smaller than the kernel
+                raise InputError(f"{size} px is too small for this shape: a stride-2 layer meets a 1-px map")
+            return (h - 2) // 2 + 1 if tf_same else (h + 2 * (k // 2) - k) // 2 + 1
+
+        stem, head = self.ends()
+        h = out(size, 3, 2)
+        total, cin = h * h * 3 * 9 * stem, stem
+        for s in self.stages():
+            for j in range(s.repeats):
+                hidden = cin * s.expand
+                if s.expand != 1:
+                    total += h * h * cin * hidden
+                h = out(h, s.kernel, s.stride if j == 0 else 1)
+                total += h * h * hidden * s.kernel * s.kernel + h * h * hidden * s.out
+                cin = s.out
+        return int(total + h * h * cin * head + head * embed_dim)
+
+    def build(self, embed_dim: int, num_classes: int, scale: float, resolution: int | None, pretrained: bool) -> MBNet:
+        lite = self.base == "lite"
+        stem, head = self.ends()
         model = MBNet(
             self.stages(),
             stem=stem,

@@ -34,11 +34,11 @@ from hetero.embed import embed_batches
 from hetero.errors import InputError
 from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from hetero.metrics import retrieval_metrics
-from hetero.models import MODELS, EmbeddingGraph, create_model, model_cost
+from hetero.models import MODELS, EmbeddingGraph, create_model
 from hetero.plots import pareto_front
-from hetero.spaces import InputSpec
 
 TRIALS = "trials.jsonl"
+Latency = Callable[[EmbeddingGraph, int], float]  # (deployable graph, threads) -> batch-1 milliseconds
 RESULT = "search.json"
 BEST = "best"
 
@@ -122,46 +122,60 @@ def base_model(cfg: RunConfig, cloud_model: str) -> str:
 def sample_candidates(
     scfg: SearchConfig,
     base: str,
-    spec: InputSpec,
     budget_macs: int,
+    embed_dim: int,
+    input_size: int,
     *,
     fits: Callable[[Candidate, torch.nn.Module], bool] | None = None,
 ) -> list[tuple[Candidate, int]]:
     """`scfg.candidates` distinct candidates whose MACs lie in [min_budget_share, 1] x budget (seeded), with MACs;
-    the resolutions take turns for the first half of the draws, then any resolution may fill the remaining places.
+    the resolutions take turns (one that yields nothing for a while leaves the rotation).
 
     Depth ranges over 1..the base's repeats per stage and kernels over the allowed sizes up to the base's own, so
-    every candidate is a sub-network of the base and inherits all its weights. `fits` may refuse more (latency).
+    every candidate is a sub-network of the base and inherits all its weights. MACs are counted from the stage
+    table (no network is built per draw); `fits` may refuse more (latency) and gets the built candidate.
     """
-    full = create_model(base, embed_dim=8, num_classes=2).arch
+    from hetero.mbnet import VARIANTS
+
+    variant = VARIANTS[base]
+    full = variant.arch()
     widths = sorted(scfg.widths)
     rng = np.random.default_rng(scfg.seed)
-    resolutions = list(scfg.resolutions) or [spec.height]
+    resolutions = list(scfg.resolutions) or [input_size]
     out: dict[str, tuple[Candidate, int]] = {}
-    # Resolutions take turns: drawn freely, the budget would keep mostly the lowest (large shapes fit only there).
-    for draw in range(scfg.max_draws):
-        arch = {
+    # Drawn freely, the budget would keep mostly the lowest resolution (large shapes fit only there).
+    active, misses, patience = list(resolutions), 0, max(50, scfg.max_draws // (2 * len(resolutions)))
+    for _ in range(scfg.max_draws):
+        draw = {
             "width": [float(rng.choice([w for w in widths if w <= top] or [min(widths)])) for top in full["width"]],
             "depth": [int(rng.integers(1, d + 1)) for d in full["depth"]],
             "kernel": [int(rng.choice([k for k in scfg.kernels if k <= top] or [top])) for top in full["kernel"]],
         }
-        cand = Candidate(arch, resolutions[len(out) % len(resolutions)] if draw < scfg.max_draws // 2 else
-                         int(rng.choice(resolutions)))  # fmt: skip
-        if cand.key in out:
+        turn = active[len(out) % len(active)]
+        shape = variant.with_arch(draw)
+        cand = Candidate(shape.arch(), int(turn))
+        try:
+            macs = shape.macs(cand.resolution, embed_dim) if cand.key not in out else -1
+        except InputError:
+            macs = -1
+        ok = scfg.min_budget_share * budget_macs <= macs <= budget_macs
+        if ok and fits is not None:
+            model = create_model(base, embed_dim=embed_dim, num_classes=2, resolution=cand.resolution, arch=cand.arch)
+            ok = fits(cand, model)
+        if not ok:
+            misses += 1
+            if misses >= patience and len(active) > 1:
+                active.remove(turn)
+                misses = 0
             continue
-        model = create_model(base, embed_dim=8, num_classes=2, resolution=cand.resolution, arch=arch)
-        macs = model_cost(model, spec)["macs"]
-        if not scfg.min_budget_share * budget_macs <= macs <= budget_macs:
-            continue
-        if fits is not None and not fits(cand, model):
-            continue
+        misses = 0
         out[cand.key] = (cand, macs)
         if len(out) == scfg.candidates:
             break
     if len(out) < min(2, scfg.candidates):
         raise InputError(
             f"the search space has fewer than 2 candidates between {scfg.min_budget_share:g}x and 1x the budget "
-            f"({budget_macs / 1e6:.1f} M MACs) after {scfg.max_draws} draws: widen widths/resolutions or the budget"
+            f"({budget_macs / 1e6:.2f} M MACs) after {scfg.max_draws} draws: widen widths/resolutions or the budget"
         )
     return list(out.values())
 
@@ -203,22 +217,6 @@ def _embed(graph: EmbeddingGraph, images: np.ndarray) -> np.ndarray:
         return embed_batches(lambda b: graph(torch.from_numpy(b)).numpy(), images)
 
 
-def onnx_latency_ms(model: torch.nn.Module, spec: InputSpec, threads: int, workdir: Path) -> float:
-    """Median batch-1 latency of the candidate's deployable graph exported to ONNX fp32 and run by onnxruntime
-    (weights do not change the time, so an untrained candidate is measured before any training)."""
-    from hetero.export.formats import BuildRequest
-    from hetero.export.onnx import FILE, build, runner
-    from hetero.timing import repeated_ms
-
-    graph = EmbeddingGraph(model.eval(), spec).eval()
-    pixels = np.zeros((2, spec.height, spec.width, spec.channels), np.uint8)
-    workdir.mkdir(parents=True, exist_ok=True)
-    build(BuildRequest(graph=graph, space_id="search", precision="fp32", dest=workdir, calibration=pixels, opset=17))
-    run = runner(workdir / FILE, threads=threads)
-    one = pixels[:1]
-    return float(np.median(repeated_ms(lambda: run(one), runs=50, seconds=0.3, warmup=10)))
-
-
 def _config_hash(cfg: RunConfig, cloud_sha: str, weights: dict[str, float]) -> str:
     meta = {"data": to_dict(cfg.data), "edge": to_dict(cfg.edge), "search": to_dict(cfg.search), "cloud": cloud_sha}
     meta["weights"] = weights
@@ -245,20 +243,22 @@ def search(
     split: OpenSetSplit,
     loss_weights: dict[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    latency: Latency | None = None,
 ) -> SearchResult:
     """Run (or resume) the search of `cfg.search` for an edge in `cloud`'s space; everything lands under `out`.
 
-    A directory holding a search of another config, cloud or objective is refused (exit 2) rather than mixed in.
+    `latency` measures a candidate's deployable graph on a runtime (`hetero.devices.bench.graph_latency_ms`: ONNX on
+    onnxruntime here); it is needed only for `[search] budget_ms`. A directory holding a search of another config,
+    cloud or objective is refused (exit 2) rather than mixed in.
     """
     from hetero.train import train
 
     say = progress or (lambda _msg: None)
     scfg = cfg.search
     out = Path(out)
-    ensure_writable_dir(out)
-    cloud_model, cm = load_checkpoint(cloud)
-    del cloud_model
+    cm = load_checkpoint(cloud)[1]
     base = base_model(cfg, str(cm.model["name"]))
+    ensure_writable_dir(out)
     weights = dict(loss_weights if loss_weights is not None else cfg.edge.loss_weights)
     stamp = {"config": _config_hash(cfg, cm.sha256, weights), "base": base}
     stamp_path = out / "search-config.json"
@@ -269,17 +269,17 @@ def search(
     spec = cm.input
     cloud_macs = int(cm.model["macs"])
     budget = int(scfg.budget_macs * cloud_macs)
-    fits = None
+    fits, measured = None, {}
     if scfg.budget_ms > 0:
+        if latency is None:
+            raise InputError("[search] budget_ms needs a latency measure (hetero.devices.bench.graph_latency_ms)")
 
         def fits(cand: Candidate, model: torch.nn.Module) -> bool:
-            ms = onnx_latency_ms(model, spec, scfg.latency_threads, out / "latency" / cand.key)
-            latency[cand.key] = ms
-            return ms <= scfg.budget_ms
+            measured[cand.key] = latency(EmbeddingGraph(model.eval(), spec).eval(), scfg.latency_threads)
+            return measured[cand.key] <= scfg.budget_ms
 
-    latency: dict[str, float] = {}
     say(f"sampling candidates: {scfg.candidates} in {scfg.min_budget_share:g}-1x of {budget / 1e6:.1f} M MACs")
-    candidates = sample_candidates(scfg, base, spec, budget, fits=fits)
+    candidates = sample_candidates(scfg, base, budget, cfg.space.dim, spec.height, fits=fits)
     val = validation_split(cfg, split)
     scorer = _Scorer(cloud, val)
     log = out / TRIALS
@@ -299,7 +299,7 @@ def search(
         say(f"{stage} {i}/{n}: {cand.describe()} ({macs / cloud_macs:.3f}x cloud MACs), {epochs} epochs")
         dest = out / stage / cand.key
         seconds = run(cand, epochs, val, dest)
-        t = Trial(stage, cand.key, cand, macs, macs / cloud_macs, latency.get(cand.key), seconds=seconds,
+        t = Trial(stage, cand.key, cand, macs, macs / cloud_macs, measured.get(cand.key), seconds=seconds,
                   **scorer.score(dest))  # fmt: skip
         say(f"  validation edge→cloud R@1 {t.val_recall_at_1:.3f}, cos {t.val_cosine:.3f} ({seconds:.0f} s)")
         trials.append(t)
