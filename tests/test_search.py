@@ -84,13 +84,13 @@ def test_bad_arch_is_one_clear_error(name, arch, says):
 
 
 def test_candidates_are_distinct_and_inside_the_budget():
-    cfg = override(load_config(), search={"base": "efficientnet_lite0", "resolutions": [24, 32], "candidates": 5,
-                                          "budget_macs": 0.3, "min_budget_share": 0.5})  # fmt: skip
-    spec = InputSpec(32, 32)
-    budget = 400_000
-    cands = sample_candidates(cfg.search, "efficientnet_lite0", budget, 8, 32)
+    cfg = override(load_config(), search={"base": "efficientnet_lite0", "resolutions": [32, 40], "candidates": 5,
+                                          "min_budget_share": 0.5})  # fmt: skip
+    spec = InputSpec(40, 40)
+    budget = 3_000_000  # the full Lite0 takes 7.8 M at 32 px
+    cands = sample_candidates(cfg.search, "efficientnet_lite0", budget, 8, 40)
     assert len({c.key for c, _ in cands}) == len(cands) == 5
-    assert {c.resolution for c, _ in cands} == {24, 32}  # resolutions take turns
+    assert {c.resolution for c, _ in cands} == {32, 40}  # resolutions take turns
     for c, macs in cands:
         model = create_model("efficientnet_lite0", embed_dim=8, num_classes=2, resolution=c.resolution, arch=c.arch)
         assert macs == model_cost(model, spec)["macs"] and 0.5 * budget <= macs <= budget
