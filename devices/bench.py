@@ -263,19 +263,24 @@ def _bench_remote(remote: Any, opened: list, threads: Sequence[int], timing: tup
     return rows
 
 
-def graph_latency_ms(graph: Any, threads: int = 1) -> float:
-    """Median batch-1 latency (ms) of a torch deployable graph exported to ONNX fp32 and run by onnxruntime: the
-    architecture search's latency budget. Weights do not change the time, so an untrained candidate is measured."""
+def graph_latency_ms(graph: Any, threads: int = 1, fmt: str = "onnx") -> float:
+    """Median batch-1 latency (ms) of a torch deployable graph exported at fp32 to `fmt` ("onnx": onnxruntime,
+    "tflite": LiteRT) and run here: the architecture search's latency budget. Weights do not change the time, so an
+    untrained candidate is measured."""
     import tempfile
 
+    from hetero.export.artifact import FORMAT_MODULES
     from hetero.export.formats import BuildRequest
-    from hetero.export.onnx import FILE, build, runner
     from hetero.timing import repeated_ms
 
+    if fmt not in ("onnx", "tflite"):
+        raise InputError(f"latency is measured on onnx or tflite (runtimes that execute here), not {fmt!r}")
+    mod = FORMAT_MODULES[fmt]
     spec = graph.input_spec
     pixels = np.zeros((2, spec.height, spec.width, 3), np.uint8)
     with tempfile.TemporaryDirectory(prefix="hetero-latency-") as tmp:
-        build(BuildRequest(graph=graph, space_id="x", precision="fp32", dest=Path(tmp), calibration=pixels, opset=17))
-        run = runner(Path(tmp) / FILE, threads=threads)
+        build = BuildRequest(graph=graph, space_id="x", precision="fp32", dest=Path(tmp), calibration=pixels, opset=17)
+        mod.build(build)
+        run = mod.runner(Path(tmp) / mod.FILE, threads=threads)
         one = pixels[:1]
         return float(np.median(repeated_ms(lambda: run(one), runs=50, seconds=0.3, warmup=10)))

@@ -201,7 +201,8 @@ class SearchConfig:
     resolutions: tuple[int, ...] = ()  # compute sizes to draw from (() = the space's input size)
     budget_macs: float = 0.1  # share of the cloud's MACs a candidate may spend
     min_budget_share: float = 0.6  # and at least this share of the budget (far smaller ones waste the budget)
-    budget_ms: float = 0.0  # > 0: also a latency budget, batch-1 ONNX fp32 on onnxruntime here (measured per draw)
+    budget_ms: float = 0.0  # > 0: also a latency budget, batch-1 fp32 measured here for each draw that fits the MACs
+    latency_format: str = "onnx"  # the runtime that measures it: onnx (onnxruntime) or tflite (LiteRT)
     latency_threads: int = 1
     candidates: int = 12  # candidates ranked by the proxy
     max_draws: int = 5000  # random draws allowed to find them
@@ -218,6 +219,8 @@ class SearchConfig:
                 f"search budget_macs must be > 0 and min_budget_share in [0, 1]; got {self.budget_macs}, "
                 f"{self.min_budget_share}"
             )
+        if self.latency_format not in ("onnx", "tflite"):
+            raise ConfigError(f"search latency_format must be onnx or tflite; got {self.latency_format!r}")
         small = {k: getattr(self, k) for k in ("candidates", "proxy_epochs", "top", "validation_classes")}
         bad = [k for k, v in small.items() if v < 1]
         if bad or self.top > self.candidates or self.latency_threads < 1 or self.budget_ms < 0:

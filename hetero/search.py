@@ -38,7 +38,7 @@ from hetero.models import MODELS, EmbeddingGraph, create_model
 from hetero.plots import pareto_front
 
 TRIALS = "trials.jsonl"
-Latency = Callable[[EmbeddingGraph, int], float]  # (deployable graph, threads) -> batch-1 milliseconds
+Latency = Callable[[EmbeddingGraph, int, str], float]  # (deployable graph, threads, format) -> batch-1 ms
 RESULT = "search.json"
 BEST = "best"
 
@@ -247,9 +247,9 @@ def search(
 ) -> SearchResult:
     """Run (or resume) the search of `cfg.search` for an edge in `cloud`'s space; everything lands under `out`.
 
-    `latency` measures a candidate's deployable graph on a runtime (`hetero.devices.bench.graph_latency_ms`: ONNX on
-    onnxruntime here); it is needed only for `[search] budget_ms`. A directory holding a search of another config,
-    cloud or objective is refused (exit 2) rather than mixed in.
+    `latency` measures a candidate's deployable graph on the runtime `[search] latency_format` names
+    (`hetero.devices.bench.graph_latency_ms`); it is needed only for `[search] budget_ms`. A directory holding a
+    search of another config, cloud or objective is refused (exit 2) rather than mixed in.
     """
     from hetero.train import train
 
@@ -275,7 +275,8 @@ def search(
             raise InputError("[search] budget_ms needs a latency measure (hetero.devices.bench.graph_latency_ms)")
 
         def fits(cand: Candidate, model: torch.nn.Module) -> bool:
-            measured[cand.key] = latency(EmbeddingGraph(model.eval(), spec).eval(), scfg.latency_threads)
+            graph = EmbeddingGraph(model.eval(), spec).eval()
+            measured[cand.key] = latency(graph, scfg.latency_threads, scfg.latency_format)
             return measured[cand.key] <= scfg.budget_ms
 
     say(f"sampling candidates: {scfg.candidates} in {scfg.min_budget_share:g}-1x of {budget / 1e6:.1f} M MACs")

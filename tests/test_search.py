@@ -163,7 +163,7 @@ def test_latency_budget_filters_candidates_by_the_measure_given(tiny, tmp_path):
     with pytest.raises(InputError, match="budget_ms needs a latency measure"):
         search(cfg, tiny.cloud, tmp_path / "none", split=split)
 
-    def fake(graph, threads: int) -> float:
+    def fake(graph, threads: int, fmt: str) -> float:
         return 1.0 if graph.model.resolution == 12 else 100.0
 
     r = search(cfg, tiny.cloud, tmp_path / "s", split=split, latency=fake)
@@ -172,8 +172,9 @@ def test_latency_budget_filters_candidates_by_the_measure_given(tiny, tmp_path):
     model = create_model("mobilenetv2_100", embed_dim=8, num_classes=2, resolution=12, arch=r.best.candidate.arch)
     from hetero.models import EmbeddingGraph
 
-    ms = graph_latency_ms(EmbeddingGraph(model.eval(), InputSpec(16, 16)).eval())
-    assert 0.0 < ms < 1000.0
+    graph = EmbeddingGraph(model.eval(), InputSpec(16, 16)).eval()
+    for fmt in ("onnx", "tflite"):
+        assert 0.0 < graph_latency_ms(graph, 1, fmt) < 1000.0
 
 
 def _search_table() -> dict:
