@@ -43,6 +43,7 @@ def main() -> None:
     def extra(ap) -> None:
         ap.add_argument("--seeds", default="1,2,3")
         ap.add_argument("--recipes", default="config,levers", help=f"of {', '.join(RECIPES)}")
+        ap.add_argument("--name", default="arch_search", help="results file stem (one per search space measured)")
 
     run = emoji_run(__doc__, "arch-search-", extra)
     t0 = time.perf_counter()
@@ -107,15 +108,15 @@ def main() -> None:
         "recipes": {r: RECIPES[r] for r in run.args.recipes.split(",")},
         "seeds": rows,
     }
-    out_dir = run.args.out
-    (out_dir / "arch_search").mkdir(parents=True, exist_ok=True)
+    out_dir, stem = run.args.out, run.args.name
+    (out_dir / stem).mkdir(parents=True, exist_ok=True)
     for name in ("search.png", "search.csv"):
-        shutil.copy(run.work / "search" / name, out_dir / "arch_search" / name)
-    (out_dir / "arch_search.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out_dir / "arch_search.md").write_text(render(doc, run.cfg))
+        shutil.copy(run.work / "search" / name, out_dir / stem / name)
+    (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(render(doc, run.cfg, stem))
 
 
-def render(doc: dict, cfg) -> str:
+def render(doc: dict, cfg, stem: str) -> str:
     s, c2c = doc["search"], doc["cloud_to_cloud"]
     full = sorted((t for t in s["trials"] if t["stage"] == "full"), key=lambda t: -t["val_recall_at_1"])
     proxy = sorted((t for t in s["trials"] if t["stage"] == "proxy"), key=lambda t: -t["val_cosine"])
@@ -141,13 +142,14 @@ def render(doc: dict, cfg) -> str:
         "## The search",
         "",
         f"Candidates: `{cfg.search.base}` cut per stage (widths {list(cfg.search.widths)}, depth 1..its repeats, "
-        f"kernels {list(cfg.search.kernels)}, resolutions {list(cfg.search.resolutions)}), "
+        f"kernels {list(cfg.search.kernels)}, expansion ratios {list(cfg.search.expands) or 'of the base'}, "
+        f"resolutions {list(cfg.search.resolutions)}), "
         f"{cfg.search.min_budget_share:g}–1 × the budget of {s['budget_macs'] / 1e6:.1f} M MACs "
         f"(cloud {s['cloud_macs'] / 1e6:.1f} M). Proxy: {cfg.search.proxy_epochs} epochs, ranked by mean "
         f"cos(edge, cloud) on {cfg.search.validation_classes} validation identities (training identities held out "
         f"of every search training); top {cfg.search.top} trained {cfg.edge.epochs} epochs and ranked by validation "
         f"edge → cloud R@1. Cost: {s['seconds'] / 60:.1f} min of training ({doc['search_wall_seconds'] / 60:.1f} "
-        "min wall, this 2-core machine). Plot: [arch_search/search.png](arch_search/search.png).",
+        f"min wall, this 2-core machine). Plot: [{stem}/search.png]({stem}/search.png).",
         "",
         "| stage | candidate | MACs / cloud | val cos | val edge→cloud R@1 | val edge→edge | train s |",
         "|---|---|---|---|---|---|---|",

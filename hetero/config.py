@@ -198,6 +198,7 @@ class SearchConfig:
     base: str = ""  # the reshapable member candidates are cut from ("" = the cloud's own model)
     widths: tuple[float, ...] = (0.5, 0.75, 1.0)  # per-stage width multipliers to draw from (at most the base's)
     kernels: tuple[int, ...] = (3, 5)  # depthwise kernel sizes to draw from (at most each stage's own)
+    expands: tuple[int, ...] = ()  # expansion ratios to draw from (at most each stage's own); () = the base's
     resolutions: tuple[int, ...] = ()  # compute sizes to draw from (() = the space's input size)
     budget_macs: float = 0.1  # share of the cloud's MACs a candidate may spend
     min_budget_share: float = 0.6  # and at least this share of the budget (far smaller ones waste the budget)

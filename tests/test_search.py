@@ -19,7 +19,12 @@ from hetero.models import create_model, model_cost
 from hetero.search import sample_candidates, validation_split
 from hetero.spaces import InputSpec
 
-ARCH = {"width": [0.5, 1.0, 0.75, 0.5, 0.5, 0.75, 0.5], "depth": [1, 2, 1, 3, 1, 2, 1], "kernel": [3, 3, 3, 3, 5, 3, 3]}
+ARCH = {
+    "width": [0.5, 1.0, 0.75, 0.5, 0.5, 0.75, 0.5],
+    "depth": [1, 2, 1, 3, 1, 2, 1],
+    "kernel": [3, 3, 3, 3, 5, 3, 3],
+    "expand": [1, 6, 4, 6, 3, 6, 6],
+}
 SEARCH_TOML = """
 [search]
 base = "mobilenetv2_100"
@@ -42,6 +47,7 @@ def test_reshaped_member_rebuilds_from_its_manifest(tmp_path):
     model = create_model("efficientnet_lite0", embed_dim=8, num_classes=3, resolution=40, arch=ARCH).eval()
     assert [len(s) for s in model.stages] == ARCH["depth"]
     assert model.stages[4][0].dw.conv.kernel_size == (5, 5) and model.stages[2][0].dw.conv.kernel_size == (3, 3)
+    assert model.stages[4][0].dw.conv.out_channels == 3 * model.stages[3][-1].project.conv.out_channels  # expand 3
     spec = InputSpec(48, 48)
     m = save_checkpoint(
         tmp_path / "c", model, model_name="efficientnet_lite0", input_spec=spec, space=None, space_name="t", seed=0,
@@ -76,6 +82,7 @@ def test_smaller_kernel_inherits_the_centre():
         ("efficientnet_lite0", {"kernel": [4] * 7}, "kernel sizes"),
         ("efficientnet_lite0", {"depth": [0] * 7}, "whole repeats"),
         ("efficientnet_lite0", {"widht": [1.0] * 7}, "not one of"),
+        ("efficientnet_lite0", {"expand": [1, 6, 6, 6, 6, 6, 0]}, "expansion ratios"),
     ],
 )
 def test_bad_arch_is_one_clear_error(name, arch, says):
