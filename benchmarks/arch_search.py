@@ -44,11 +44,13 @@ def main() -> None:
         ap.add_argument("--seeds", default="1,2,3")
         ap.add_argument("--recipes", default="config,levers", help=f"of {', '.join(RECIPES)}")
         ap.add_argument("--name", default="arch_search", help="results file stem (one per search space measured)")
+        ap.add_argument("--search-recipe", default="config", choices=sorted(RECIPES), help="recipe of the trials")
 
     run = emoji_run(__doc__, "arch-search-", extra)
     t0 = time.perf_counter()
     say = lambda m: print(m, flush=True)  # noqa: E731
-    result = search(run.cfg, run.args.cloud, run.work / "search", split=run.split, progress=say)
+    search_cfg = override(run.cfg, edge=RECIPES[run.args.search_recipe])
+    result = search(search_cfg, run.args.cloud, run.work / "search", split=run.split, progress=say)
     search_wall = time.perf_counter() - t0
     best = result.best.candidate
     searched = {"model": run.cfg.search.base, "resolution": best.resolution, "arch": best.arch}
@@ -79,7 +81,8 @@ def main() -> None:
             arms = {}
             for arm, edge in (("hand-picked", HAND), ("searched", searched)):
                 out = run.work / (f"{arm}_{seed}" if recipe == "config" else f"{recipe}_{arm}_{seed}")
-                if arm == "searched" and recipe == "config" and seed == run.cfg.edge.seed and not out.exists():
+                same = recipe == run.args.search_recipe and seed == run.cfg.edge.seed
+                if arm == "searched" and same and not out.exists():
                     shutil.copytree(result.checkpoint, out)  # the search's own final training is this run
                 if not (out / "manifest.json").is_file():
                     cfg = override(run.cfg, edge={**edge, **RECIPES[recipe], "seed": seed})
@@ -103,6 +106,7 @@ def main() -> None:
         "probes": len(fx.probe_labels),
         "search": result.to_json(),
         "search_wall_seconds": round(search_wall, 1),
+        "search_recipe": run.args.search_recipe,
         "hand_picked": HAND,
         "searched": searched,
         "recipes": {r: RECIPES[r] for r in run.args.recipes.split(",")},
@@ -145,7 +149,8 @@ def render(doc: dict, cfg, stem: str) -> str:
         f"kernels {list(cfg.search.kernels)}, expansion ratios {list(cfg.search.expands) or 'of the base'}, "
         f"resolutions {list(cfg.search.resolutions)}), "
         f"{cfg.search.min_budget_share:g}–1 × the budget of {s['budget_macs'] / 1e6:.1f} M MACs "
-        f"(cloud {s['cloud_macs'] / 1e6:.1f} M). Proxy: {cfg.search.proxy_epochs} epochs, ranked by mean "
+        f"(cloud {s['cloud_macs'] / 1e6:.1f} M). Trials train with the `{doc.get('search_recipe', 'config')}` recipe "
+        f"(below). Proxy: {cfg.search.proxy_epochs} epochs, ranked by mean "
         f"cos(edge, cloud) on {cfg.search.validation_classes} validation identities (training identities held out "
         f"of every search training); top {cfg.search.top} trained {cfg.edge.epochs} epochs and ranked by validation "
         f"edge → cloud R@1. Cost: {s['seconds'] / 60:.1f} min of training ({doc['search_wall_seconds'] / 60:.1f} "

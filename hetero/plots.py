@@ -103,7 +103,7 @@ def search_trials(doc: dict[str, Any], png: Path) -> tuple[Any, dict[str, Path]]
     ax.set_xlabel("MACs / cloud MACs")
     ax.set_ylabel("validation edge → cloud R@1")
     ax.set_title("Architecture search (validation identities)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return fig, _save(fig, png, rows)
 
 
