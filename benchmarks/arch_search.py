@@ -26,7 +26,7 @@ from hetero.devices.loader import load
 from hetero.devices.pipeline import cloud_fixture
 from hetero.manifest import load_manifest
 from hetero.metrics import retrieval_metrics
-from hetero.search import search
+from hetero.search import ValidationScorer, search, validation_split
 from hetero.stats import PairedChange
 from hetero.train import train
 
@@ -53,6 +53,7 @@ def main() -> None:
     result = search(search_cfg, run.args.cloud, run.work / "search", split=run.split, progress=say)
     search_wall = time.perf_counter() - t0
     best = result.best.candidate
+    hand_val = hand_on_validation(run, search_cfg)
     searched = {"model": run.cfg.search.base, "resolution": best.resolution, "arch": best.arch}
     fx = cloud_fixture(run.cfg, run.args.cloud, run.split)
     gallery_images = run.split.gallery.images
@@ -107,6 +108,7 @@ def main() -> None:
         "search": result.to_json(),
         "search_wall_seconds": round(search_wall, 1),
         "search_recipe": run.args.search_recipe,
+        "hand_on_validation": hand_val,
         "hand_picked": HAND,
         "searched": searched,
         "recipes": {r: RECIPES[r] for r in run.args.recipes.split(",")},
@@ -118,6 +120,21 @@ def main() -> None:
         shutil.copy(run.work / "search" / name, out_dir / stem / name)
     (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / f"{stem}.md").write_text(render(doc, run.cfg, stem))
+
+
+def hand_on_validation(run, search_cfg) -> dict:
+    """The hand-picked shape through the search's own protocol (proxy and full training on the training identities
+    outside the validation ones, scored on those): would the search have ranked it above its choice?"""
+    val = validation_split(search_cfg, run.split)
+    scorer = ValidationScorer(run.args.cloud, val)
+    scores = {}
+    for stage, epochs in (("proxy", search_cfg.search.proxy_epochs), ("full", search_cfg.edge.epochs)):
+        dest = run.work / f"hand-picked_validation_{stage}"
+        if not (dest / "manifest.json").is_file():
+            cfg = override(search_cfg, edge={**HAND, "epochs": epochs})
+            train("edge", cfg, dest, cloud=run.args.cloud, split=val, progress=False)
+        scores[stage] = scorer.score(dest)
+    return scores
 
 
 def render(doc: dict, cfg, stem: str) -> str:
@@ -165,6 +182,19 @@ def render(doc: dict, cfg, stem: str) -> str:
             for t in full + proxy
         ),
         "",
+        *(
+            [
+                f"The hand-picked shape through the same protocol: proxy val cos "
+                f"{doc['hand_on_validation']['proxy']['val_cosine']:.3f}, val R@1 "
+                f"{doc['hand_on_validation']['proxy']['val_recall_at_1']:.3f}; fully trained val cos "
+                f"{doc['hand_on_validation']['full']['val_cosine']:.3f}, val edge→cloud R@1 "
+                f"{doc['hand_on_validation']['full']['val_recall_at_1']:.3f}, val edge→edge "
+                f"{doc['hand_on_validation']['full']['val_edge_to_edge']:.3f}.",
+                "",
+            ]
+            if "hand_on_validation" in doc
+            else []
+        ),
         "## Searched vs hand-picked, same budget (held-out identities, the gate's probes)",
         "",
         f"Hand-picked: `{doc['hand_picked']['model']}` at {doc['hand_picked']['resolution']} px (the levers table's "

@@ -194,7 +194,7 @@ def validation_split(cfg: RunConfig, split: OpenSetSplit) -> OpenSetSplit:
     return open_set_split(inner, dcfg)
 
 
-class _Scorer:
+class ValidationScorer:
     """The cloud's validation gallery and queries, embedded once; scores an edge checkpoint against them."""
 
     def __init__(self, cloud: Path, val: OpenSetSplit):
@@ -286,7 +286,7 @@ def search(
     say(f"sampling candidates: {scfg.candidates} in {scfg.min_budget_share:g}-1x of {budget / 1e6:.1f} M MACs")
     candidates = sample_candidates(scfg, base, budget, cfg.space.dim, spec.height, fits=fits)
     val = validation_split(cfg, split)
-    scorer = _Scorer(cloud, val)
+    scorer = ValidationScorer(cloud, val)
     log = out / TRIALS
     trials = _read_trials(log)
     done = {(t.stage, t.key) for t in trials}
