@@ -170,8 +170,8 @@ def render(doc: dict, cfg, stem: str) -> str:
         f"(below). Proxy: {cfg.search.proxy_epochs} epochs, ranked by mean "
         f"cos(edge, cloud) on {cfg.search.validation_classes} validation identities (training identities held out "
         f"of every search training); top {cfg.search.top} trained {cfg.edge.epochs} epochs and ranked by validation "
-        f"edge → cloud R@1. Cost: {s['seconds'] / 60:.1f} min of training ({doc['search_wall_seconds'] / 60:.1f} "
-        f"min wall, this 2-core machine). Plot: [{stem}/search.png]({stem}/search.png).",
+        f"edge → cloud R@1. Cost: {s['seconds'] / 60:.1f} min of training on this 2-core machine (every trial and "
+        f"the final training, as the search's log records them). Plot: [{stem}/search.png]({stem}/search.png).",
         "",
         "| stage | candidate | MACs / cloud | val cos | val edge→cloud R@1 | val edge→edge | train s |",
         "|---|---|---|---|---|---|---|",
