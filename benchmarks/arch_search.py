@@ -126,7 +126,7 @@ def hand_on_validation(run, search_cfg) -> dict:
     """The hand-picked shape through the search's own protocol (proxy and full training on the training identities
     outside the validation ones, scored on those): would the search have ranked it above its choice?"""
     val = validation_split(search_cfg, run.split)
-    scorer = ValidationScorer(run.args.cloud, val)
+    scorer = ValidationScorer.load(run.args.cloud, val)
     scores = {}
     for stage, epochs in (("proxy", search_cfg.search.proxy_epochs), ("full", search_cfg.edge.epochs)):
         dest = run.work / f"hand-picked_validation_{stage}"

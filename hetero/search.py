@@ -33,6 +33,7 @@ from hetero.data import OpenSetSplit, load_dataset, open_set_split
 from hetero.embed import embed_batches
 from hetero.errors import InputError
 from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from hetero.manifest import Manifest
 from hetero.metrics import retrieval_metrics
 from hetero.models import MODELS, EmbeddingGraph, create_model
 from hetero.plots import pareto_front
@@ -197,12 +198,16 @@ def validation_split(cfg: RunConfig, split: OpenSetSplit) -> OpenSetSplit:
 class ValidationScorer:
     """The cloud's validation gallery and queries, embedded once; scores an edge checkpoint against them."""
 
-    def __init__(self, cloud: Path, val: OpenSetSplit):
-        model, self.manifest = load_checkpoint(cloud)
-        graph = EmbeddingGraph(model, self.manifest.input).eval()
+    def __init__(self, cloud: torch.nn.Module, manifest: Manifest, val: OpenSetSplit):
+        self.manifest = manifest
+        graph = EmbeddingGraph(cloud, manifest.input).eval()
         self.val = val
         self.gallery = _embed(graph, val.gallery.images)
         self.query = _embed(graph, val.query.images)
+
+    @classmethod
+    def load(cls, cloud: Path, val: OpenSetSplit) -> ValidationScorer:
+        return cls(*load_checkpoint(cloud), val)
 
     def score(self, edge: Path) -> dict[str, float]:
         model, m = load_checkpoint(edge)
@@ -260,7 +265,7 @@ def search(
     say = progress or (lambda _msg: None)
     scfg = cfg.search
     out = Path(out)
-    cm = load_checkpoint(cloud)[1]
+    cloud_model, cm = load_checkpoint(cloud)  # the manifest sets the budget; the model embeds the validation set
     base = base_model(cfg, str(cm.model["name"]))
     ensure_writable_dir(out)
     weights = dict(loss_weights if loss_weights is not None else cfg.edge.loss_weights)
@@ -286,7 +291,7 @@ def search(
     say(f"sampling candidates: {scfg.candidates} in {scfg.min_budget_share:g}-1x of {budget / 1e6:.1f} M MACs")
     candidates = sample_candidates(scfg, base, budget, cfg.space.dim, spec.height, fits=fits)
     val = validation_split(cfg, split)
-    scorer = ValidationScorer(cloud, val)
+    scorer = ValidationScorer(cloud_model, cm, val)
     log = out / TRIALS
     trials = _read_trials(log)
     done = {(t.stage, t.key) for t in trials}
