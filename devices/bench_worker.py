@@ -14,6 +14,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,21 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # Linux reports KiB, macOS bytes
 
 
-def bare_network(model_file: Path) -> tuple[bytes, str] | None:
+Op = tuple[str, list, list]  # (scope, input tensors, output tensors)
+
+
+def _cut(ops: list[Op]) -> tuple[set, set]:
+    """Where the network starts and ends in a graph of scoped ops ("preprocess", "norm", the network's, or "" when
+    unscoped): the tensors the network takes from the pixel scaling and resize, and those the L2 normalisation
+    takes from the network. One of each, or the graph is not hetero's shape."""
+    made_by = {o: sc for sc, _, outs in ops for o in outs}
+    starts = {i for sc, ins, _ in ops if sc not in ("preprocess", "norm")
+              for i in ins if made_by.get(i) == "preprocess"}  # fmt: skip
+    ends = {i for sc, ins, _ in ops if sc == "norm" for i in ins if made_by.get(i) not in (None, "norm", "")}
+    return starts, ends
+
+
+def bare_onnx(model_file: Path) -> tuple[bytes, str] | None:
     """The ONNX graph without its in-graph extras: from the tensor the pixel scaling and resize hand the network
     (the `/preprocess/` scope's output) to the one the L2 normalisation (`/norm/`) takes. None when the graph
     has no such scopes (another exporter's naming) or onnx is not installed (the slim check install)."""
@@ -58,20 +73,42 @@ def bare_network(model_file: Path) -> tuple[bytes, str] | None:
     except ImportError:
         return None
     model = onnx.shape_inference.infer_shapes(onnx.load(str(model_file)))  # the extractor needs value infos
-    nodes = model.graph.node
-    made_by = {o: n for n in nodes for o in n.output}
 
     def scope(name: str) -> str:
         return name.split("/")[1] if name.startswith("/") and name.count("/") > 1 else ""
 
-    starts = {i for n in nodes if scope(n.name or (n.output[0] if n.output else "")) not in ("preprocess", "norm")
-              for i in n.input if i in made_by and scope(made_by[i].output[0]) == "preprocess"}  # fmt: skip
-    ends = {i for n in nodes if scope(n.output[0] if n.output else "") == "norm"
-            for i in n.input if i in made_by and scope(made_by[i].output[0]) not in ("norm", "")}  # fmt: skip
+    starts, ends = _cut([(scope(n.name or (n.output[0] if n.output else "")), list(n.input), list(n.output))
+                         for n in model.graph.node])  # fmt: skip
     if len(starts) != 1 or len(ends) != 1:
         return None
     bare = Extractor(model).extract_model(sorted(starts), sorted(ends))
     return bare.SerializeToString(), next(iter(starts))
+
+
+def bare_tflite(model_file: Path) -> bytes | None:
+    """The TFLite flatbuffer without its in-graph extras, cut like the ONNX graph: litert-torch names each tensor
+    by its torch module scopes, so the ops under `Preprocess_preprocess` (cast, scaling, resize) and under
+    `L2Normalize_norm` (with the graph's output) are dropped and the subgraph's input and output moved to the
+    tensors between them. Quantise/dequantise ops stay with the side whose tensor they convert."""
+    from hetero.export.tflite import pack_model, read_model
+
+    model = read_model(model_file.read_bytes())
+    g = model.subgraphs[0]
+
+    def scope(t: int) -> str:
+        name = g.tensors[t].name.decode() if isinstance(g.tensors[t].name, bytes) else str(g.tensors[t].name)
+        if "Preprocess_preprocess" in name:
+            return "preprocess"
+        return "norm" if "L2Normalize_norm" in name or t in list(g.outputs) else "network"
+
+    ops = [(scope(op.outputs[0]), list(op.inputs), list(op.outputs)) for op in g.operators]
+    starts, ends = _cut(ops)
+    if len(starts) != 1 or len(ends) != 1:
+        return None
+    g.operators = [op for op, (sc, _, _) in zip(g.operators, ops, strict=True) if sc == "network"]
+    g.inputs, g.outputs = np.array(sorted(starts), dtype=np.int32), np.array(sorted(ends), dtype=np.int32)
+    model.signatureDefs = []  # the signature names the full graph's input and output
+    return pack_model(model)
 
 
 def _input_dtype(graph: bytes, name: str) -> type:
@@ -82,22 +119,41 @@ def _input_dtype(graph: bytes, name: str) -> type:
     return np.float16 if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else np.float32
 
 
-def time_bare(
-    model_file: Path, shape: tuple[int, ...], threads: int, runs: int, seconds: float, warmup: int
-) -> list[float]:
-    """The bare network on onnxruntime at the same threads, timed by the same loop on float NCHW `shape` (the
-    compute resolution); [] when it cannot be cut out."""
-    cut = bare_network(model_file)
-    if cut is None:
-        return []
-    import onnxruntime as ort
+def bare_call(model_file: Path, fmt: str, shape: tuple[int, ...], threads: int) -> Callable[[], object] | None:
+    """One call of the bare network on the artifact's runtime at `threads`, on random activations of the compute
+    resolution (float NCHW for ONNX, NHWC for TFLite); None when it cannot be cut out."""
+    rng = np.random.default_rng(0)
+    if fmt == "onnx":
+        cut = bare_onnx(model_file)
+        if cut is None:
+            return None
+        import onnxruntime as ort
 
-    graph, name = cut
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-    x = {name: np.random.default_rng(0).standard_normal(shape).astype(_input_dtype(graph, name))}
-    return repeated_ms(lambda: sess.run(None, x), runs, seconds, warmup)
+        graph, name = cut
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        x = {name: rng.standard_normal(shape).astype(_input_dtype(graph, name))}
+        return lambda: sess.run(None, x)
+    if fmt == "tflite":
+        flat = bare_tflite(model_file)
+        if flat is None:
+            return None
+        from hetero.export.tflite import _range, interpreter
+
+        interp = interpreter(flat, threads)
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        x = rng.standard_normal(inp["shape"])
+        x = (x * 20).clip(*_range(inp["dtype"])) if np.issubdtype(inp["dtype"], np.integer) else x
+        x = x.astype(inp["dtype"])
+
+        def call() -> object:  # the artifact's own loop: set, invoke, read
+            interp.set_tensor(inp["index"], x)
+            interp.invoke()
+            return interp.get_tensor(out["index"])
+
+        return call
+    return None
 
 
 def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, batch: int) -> dict:
@@ -123,8 +179,8 @@ def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, ba
     peak = peak_rss_bytes()  # before the bare network is loaded beside it
     res = manifest.model.get("resolution") or None
     size = (res, res) if res else (manifest.input.height, manifest.input.width)
-    onnx_unit = manifest.format == "onnx"
-    bare = time_bare(model_file, (batch, 3, *size), threads, runs, seconds, warmup) if onnx_unit else []
+    call = bare_call(model_file, manifest.format, (batch, 3, *size), threads)
+    bare = repeated_ms(call, runs, seconds, warmup) if call is not None else []
     return {
         "status": "ok",
         "runtime": rt.name,

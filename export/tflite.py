@@ -80,17 +80,9 @@ def _stamp(path: Path, meta: dict[str, str]) -> None:
     """Add a `hetero` metadata entry (JSON of `meta`) to the flatbuffer, via LiteRT's generated schema."""
     import json
 
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    buf = path.read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
-    for b in model.buffers or []:
-        # ai-edge-quantizer writes large constants after the flatbuffer, addressed by (offset, size); the object API
-        # keeps the numbers but not those bytes, so a re-packed file pointed past its own end. Inline them.
-        if getattr(b, "offset", 0) > 1:
-            b.data = np.frombuffer(buf, dtype=np.uint8, count=b.size, offset=b.offset)
-            b.offset, b.size = 0, 0
+    model = read_model(path.read_bytes())
     data = schema.BufferT()
     data.data = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     model.buffers.append(data)
@@ -98,9 +90,29 @@ def _stamp(path: Path, meta: dict[str, str]) -> None:
     entry.name = "hetero"
     entry.buffer = len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name not in (b"hetero", "hetero")] + [entry]
-    builder = flatbuffers.Builder(len(buf) + 4096)
+    path.write_bytes(pack_model(model))
+
+
+def read_model(buf: bytes) -> Any:
+    """A .tflite flatbuffer as LiteRT's generated object tree (`ModelT`), every constant inline."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    for b in model.buffers or []:
+        # ai-edge-quantizer writes large constants after the flatbuffer, addressed by (offset, size); the object API
+        # keeps the numbers but not those bytes, so a re-packed file pointed past its own end. Inline them.
+        if getattr(b, "offset", 0) > 1:
+            b.data = np.frombuffer(buf, dtype=np.uint8, count=b.size, offset=b.offset)
+            b.offset, b.size = 0, 0
+    return model
+
+
+def pack_model(model: Any) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    return bytes(builder.Output())
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -159,14 +171,7 @@ def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray, kee
 
 def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A LiteRT interpreter as a batch function (it runs one image at a time: batch 1 is baked in)."""
-    Interpreter = _interpreter_class()
-    try:
-        with native_quiet():
-            interp = Interpreter(model_path=str(path), num_threads=threads)
-            interp.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{path}: LiteRT cannot load it ({first})") from None
+    interp = interpreter(path, threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
@@ -192,6 +197,21 @@ def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.
         return rows[0][None] if len(rows) == 1 else np.stack(rows)
 
     return run
+
+
+def interpreter(model: Path | bytes, threads: int | None = None) -> Any:
+    """A LiteRT interpreter with its tensors allocated, from a file or from flatbuffer bytes."""
+    Interpreter = _interpreter_class()
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    try:
+        with native_quiet():
+            interp = Interpreter(**source, num_threads=threads)
+            interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        where = model if isinstance(model, Path) else "flatbuffer"
+        raise ArtifactError(f"{where}: LiteRT cannot load it ({first})") from None
+    return interp
 
 
 def _interpreter_class() -> type:

@@ -234,13 +234,15 @@ class SearchConfig:
 
 
 def _require_shares(cfg: Any, exclude: tuple[str, ...] = ()) -> None:
-    """Every threshold is a share or a cosine in [0, 1]: NaN, negative or > 1 would make a rule vanish or never hold."""
+    """Every threshold is a share in [0, 1] or a cosine in [-1, 1] (-1: measured, never refused): NaN or a value
+    outside the range would make a rule vanish or never hold."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if f.name in exclude or not isinstance(v, float | int) or isinstance(v, bool):
             continue
-        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
-            raise ConfigError(f"{f.name} must be a number between 0 and 1; got {v}")
+        low = -1.0 if "cosine" in f.name else 0.0
+        if not (math.isfinite(v) and low <= v <= 1.0):
+            raise ConfigError(f"{f.name} must be a number between {low:g} and 1; got {v}")
 
 
 def _edge_default() -> TrainConfig:

@@ -79,21 +79,60 @@ def test_bench_runs_units_in_fresh_processes_and_renders(tiny, tmp_path: Path) -
     json.dumps(result.to_dict())
 
 
+def _preprocessed(m, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random pixels of the unit's space and what the pixel scaling and resize make of them (float NCHW)."""
+    from hetero.models import Preprocess
+
+    pixels = np.random.default_rng(1).integers(0, 256, (n, *m.input.shape(1)[1:]), dtype=np.uint8)
+    return pixels, Preprocess(m.input, m.model.get("resolution"))(torch.from_numpy(pixels)).numpy()
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def test_the_bare_network_is_the_graph_between_preprocessing_and_l2(tiny) -> None:
     """Cut out of the exported graph, fed the preprocessed pixels, then L2-normalised: the artifact's embedding."""
     import onnxruntime as ort
 
-    from hetero.devices.bench_worker import bare_network
+    from hetero.devices.bench_worker import bare_onnx
     from hetero.devices.loader import load
-    from hetero.models import Preprocess
 
     m, model_file = load_manifest(tiny.onnx)
-    graph, name = bare_network(model_file)
-    pixels = np.random.default_rng(1).integers(0, 256, (4, *m.input.shape(1)[1:]), dtype=np.uint8)
-    x = Preprocess(m.input, m.model["resolution"])(torch.from_numpy(pixels)).numpy()
+    graph, name = bare_onnx(model_file)
+    pixels, x = _preprocessed(m, 4)
     raw = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
-    bare = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-    assert (bare * load(tiny.onnx).embed(pixels)).sum(axis=1).min() > 0.99999
+    assert (_l2(raw) * load(tiny.onnx).embed(pixels)).sum(axis=1).min() > 0.99999
+
+
+def test_the_bare_tflite_network_drops_scaling_resize_and_l2_only(lite_edge, tmp_path) -> None:
+    """The real family resizes inside the graph: the TFLite cut takes the resized, scaled pixels, returns the
+    unnormalised embedding, and `hetero bench` times it beside the full graph."""
+    from hetero.config import ExportConfig
+    from hetero.devices.bench_worker import bare_tflite
+    from hetero.devices.loader import load
+    from hetero.export.artifact import export_artifact
+    from hetero.export.tflite import interpreter
+
+    root, data = lite_edge
+    unit = tmp_path / "tflite-fp32"
+    export_artifact(root / "edge", unit, "tflite", "fp32", data, ExportConfig())
+    m, model_file = load_manifest(unit)
+    interp = interpreter(bare_tflite(model_file))
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    pixels, x = _preprocessed(m, 3)
+    assert x.shape[2] == m.model["resolution"] != m.input.height  # the cut starts after the resize
+    nhwc = tuple(inp["shape"][1:]) == (*x.shape[2:], 3)
+    raw = []
+    for img in x:
+        interp.set_tensor(inp["index"], (img.transpose(1, 2, 0) if nhwc else img)[None])
+        interp.invoke()
+        raw.append(interp.get_tensor(out["index"])[0])
+    raw = np.stack(raw)
+    assert abs(np.linalg.norm(raw, axis=1) - 1).max() > 1e-3  # L2 normalisation is not in the cut
+    assert (_l2(raw) * load(unit).embed(pixels)).sum(axis=1).min() > 0.99999
+    (row,) = bench([str(unit)], (1,), runs=5, warmup=1).rows
+    assert row.bare_latency.n >= 5 and row.extras_share is not None
 
 
 def test_bench_cli_bad_input_is_one_line(tiny, tmp_path: Path, capsys) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ def test_sensitivity_ranks_every_layer_and_restores_the_model(lite_trained):
 # Measure, do not gate: every rule's floor at 0 so each artifact is written with its numbers.
 MEASURE = ExportConfig(
     min_cosine_fp16=0.0,
-    min_cosine_int8=0.0,
+    min_cosine_int8=-1.0,  # measured, never refused: one image of this 4-epoch member can turn right round
     min_mean_cosine_int8=0.0,
     max_r1_drop_float=1.0,
     max_r1_drop_int8=1.0,
@@ -128,11 +129,28 @@ def test_real_family_at_every_precision_and_with_bias_correction(lite_trained, t
         assert _mean_cos(corrected, fmt, prec) > 0.85 and _mean_cos(plain, fmt, prec) > 0.7
         extra = json.loads((tmp_path / "bc" / f"{fmt}-{prec}" / "manifest.json").read_text())["extra"]
         assert extra["prepared"]["bias_corrected"] > 20 and extra["prepared"]["weight_bits"] == 8
-    for fmt in ("onnx", "tflite"):
-        assert _mean_cos(corrected, fmt, "fp16") > 0.999
+    for fmt in ("onnx", "tflite"):  # measured 0.9982 (ONNX computes in fp16) to 0.9999 over trainings of this member
+        assert _mean_cos(corrected, fmt, "fp16") > 0.995
     assert tflite.read_metadata(tmp_path / "bc" / "tflite-int8" / "model.tflite")["hetero.space_id"]
     coreml = {a["precision"]: a for a in corrected.artifacts if a["format"] == "coreml"}
     assert {coreml[p]["validation"]["status"] for p in ("fp16", "int8w")} <= {"not executed", "passed"}
+    assert _scaling_runs_channels_first(tmp_path / "bc" / "onnx-int8" / "model.onnx", tmp_path / "opt.onnx")
+
+
+def _scaling_runs_channels_first(model: Path, optimised: Path) -> bool:
+    """After onnxruntime's default optimisations (what a device runs), the pixels are transposed to NCHW before
+    the per-channel scaling. Written as Mul/Add, the transpose optimiser of int8 (channels-last) graphs moved the
+    pair onto the NHWC pixels, where onnxruntime's broadcast over 3 channels took 73 µs each on the emoji edge."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(optimised)
+    ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(str(optimised)).graph.node
+    cast = next(n for n in nodes if n.op_type == "Cast" and n.input[0] == "image")
+    takers = [n for n in nodes if cast.output[0] in n.input]
+    return [n.op_type for n in takers] == ["Transpose"]
 
 
 def test_keep_float_reaches_the_tflite_layers_it_names(lite_trained, tmp_path):
