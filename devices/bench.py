@@ -72,7 +72,7 @@ class BenchRow:
     macs: int | None = None  # per image, from the manifest
     gemm_gflops: float | None = None
     samples_ms: list[float] | None = None  # every timed call (JSON only: `hetero report` plots their distribution)
-    bare_latency: LatencyStats | None = None  # ONNX: the network alone, without pixel scaling, resize and L2
+    bare_latency: LatencyStats | None = None  # ONNX, TFLite: the network alone, without pixel scaling, resize and L2
 
     @property
     def extras_share(self) -> float | None:
@@ -144,7 +144,7 @@ class BenchResult:
             f"Batch {s.get('batch')}, {s.get('warmup')} warm-up calls, at least {s.get('runs')} timed calls and "
             f"{s.get('seconds')} s per row, each row in a fresh process. x limit: p50 over the time the model's MACs "
             "take at the same process's 256³ float32 GEMM rate. extras: what pixel scaling, resize and L2 add to the "
-            "bare network's p50 (ONNX: the network cut out of the same graph, timed by the same loop).",
+            "bare network's p50 (ONNX and TFLite: the network cut out of the same graph, timed by the same loop).",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "|".join("---" for _ in head) + "|",
