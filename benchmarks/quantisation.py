@@ -42,6 +42,7 @@ from hetero.models import EmbeddingGraph
 from hetero.stats import PairedChange
 
 CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
+TITLE = "Quantised artifacts of the real edge family (emoji)"
 RECIPES = {
     "plain": {"bias_correction": False, "equalise": False},
     "equalised": {"bias_correction": False, "equalise": True},
@@ -69,6 +70,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--replot", action="store_true", help="render the Markdown and plot again from the saved JSON")
+    ap.add_argument("--title", default=TITLE, help="the Markdown's heading (which edge, which training)")
     args = ap.parse_args()
     if args.replot:
         write(json.loads((args.out / "quantisation.json").read_text()), args.out)
@@ -141,6 +143,7 @@ def main() -> None:
     print("sensitivity sweep …", flush=True)
     ranked = sweep(graph, data.calibration, split.query.images)
     result = {
+        "title": args.title,
         "edge": ckpt.model,
         "torch_edge_to_cloud_r1": float(torch_hits.mean()),
         "n_query": len(ql),
@@ -193,7 +196,7 @@ def plot(r: dict, path: Path) -> None:
 def render(r: dict) -> str:
     m = r["edge"]
     lines = [
-        "# Quantised artifacts of the real edge family (emoji)",
+        f"# {r.get('title', TITLE)}",
         "",
         f"Edge {m['name']} ({m['macs'] / 1e6:.1f} M MACs at {m.get('resolution')} px), torch edge→cloud R@1 "
         f"{r['torch_edge_to_cloud_r1']:.4f} over {r['n_query']} Twemoji queries against the cloud's OpenMoji gallery. "
