@@ -1,7 +1,7 @@
 """The real edge family on every runtime that executes here: `hetero bench` and `verify` side by side.
 
     .venv/bin/python benchmarks/runtime_bench.py --cloud runs/e/cloud --edge runs/e/edge   # ~15 min on 2 cores
-Writes benchmarks/results/runtime_bench.{json,md,csv} and plots in benchmarks/results/runtime_bench/.
+Writes benchmarks/results/NAME.{json,md,csv} and plots in benchmarks/results/NAME/ (`--name`, default runtime_bench).
 
 The emoji edge (EfficientNet-Lite0 at half width, 64 px inside the 96 px space) is exported to ONNX and TFLite at
 fp32, fp16 and int8 (artifacts whose validation fails are not written, and are listed); the torch checkpoint (eager)
@@ -21,6 +21,7 @@ from emoji_setup import emoji_run
 from hetero.devices.bench import bench
 from hetero.devices.pipeline import verify
 from hetero.export.artifact import ExportData, export_matrix
+from hetero.manifest import load_manifest
 from hetero.plots import accuracy_latency, heatmap, latency_distributions
 
 
@@ -29,6 +30,7 @@ def main() -> None:
         ap.add_argument("--edge", type=Path, required=True, help="emoji edge checkpoint (hetero train edge)")
         ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per bench row")
         ap.add_argument("--threads", default="1,2")
+        ap.add_argument("--name", default="runtime_bench", help="result file stem (another edge: another name)")
 
     run = emoji_run(__doc__, "runtime-bench-", extra)
     args, work, cfg, split = run.args, run.work, run.cfg, run.split
@@ -44,21 +46,23 @@ def main() -> None:
                    progress=lambda m: print(f"bench {m}", flush=True))  # fmt: skip
     report = verify(cfg, args.cloud, [f"{k}={v}" for k, v in units.items()], out=work / "verify").report
     out = args.out
-    plots = out / "runtime_bench"
+    name = args.name
+    edge_model = load_manifest(args.edge)[0].model["name"]  # the checkpoint's, not the config's edge
+    plots = out / name
     plots.mkdir(parents=True, exist_ok=True)
     doc = {**result.to_dict(), "export": exported.artifacts, "not_written": failed, "date": time.strftime("%Y-%m-%d"),
-           "edge": cfg.edge.model, "report": report.to_dict()}  # fmt: skip
+           "edge": edge_model, "report": report.to_dict()}  # fmt: skip
     for row in doc["rows"]:  # the committed JSON keeps statistics; `hetero bench --json` keeps every sample
         row["samples_ms"] = None
-    (out / "runtime_bench.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (out / "runtime_bench.csv").write_text(result.to_csv())
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / f"{name}.csv").write_text(result.to_csv())
     accuracy_latency(report, plots / "accuracy_latency.png")
     heatmap(report.matrix, plots / "heatmap.png")
     latency_distributions(result.to_dict(), plots / "latency.png")
     (plots / "latency.csv").unlink(missing_ok=True)  # every sample of every row: too large to commit
     r1 = {r.query: r for r in report.rows if r.gallery == "cloud"}
     lines = [
-        f"# {cfg.edge.model} on every runtime here (emoji edge, batch 1)",
+        f"# {edge_model} on every runtime here (emoji, batch 1)",
         "",
         f"Produced by `benchmarks/runtime_bench.py` on {doc['date']}. Latency: `hetero bench`, each row a fresh "
         f"process, ≥ {args.seconds:g} s of timed calls after 10 warm-up calls; × limit = p50 over the time the "
@@ -72,10 +76,10 @@ def main() -> None:
         "|---|---|---|---|",
         *(_verify_row(k, r1[k]) for k in units if k in r1),
         "",
-        "Plots: [accuracy vs latency](runtime_bench/accuracy_latency.png), [heatmap](runtime_bench/heatmap.png), "
-        "[latency distributions](runtime_bench/latency.png).",
+        f"Plots: [accuracy vs latency]({name}/accuracy_latency.png), [heatmap]({name}/heatmap.png), "
+        f"[latency distributions]({name}/latency.png).",
     ]
-    (out / "runtime_bench.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
