@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hetero.export.scopes import cut, onnx_ops, tflite_ops
 from hetero.timing import repeated_ms
 
 GEMM_N = 256
@@ -49,20 +50,6 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # Linux reports KiB, macOS bytes
 
 
-Op = tuple[str, list, list]  # (scope, input tensors, output tensors)
-
-
-def _cut(ops: list[Op]) -> tuple[set, set]:
-    """Where the network starts and ends in a graph of scoped ops ("preprocess", "norm", the network's, or "" when
-    unscoped): the tensors the network takes from the pixel scaling and resize, and those the L2 normalisation
-    takes from the network. One of each, or the graph is not hetero's shape."""
-    made_by = {o: sc for sc, _, outs in ops for o in outs}
-    starts = {i for sc, ins, _ in ops if sc not in ("preprocess", "norm")
-              for i in ins if made_by.get(i) == "preprocess"}  # fmt: skip
-    ends = {i for sc, ins, _ in ops if sc == "norm" for i in ins if made_by.get(i) not in (None, "norm", "")}
-    return starts, ends
-
-
 def bare_onnx(model_file: Path) -> tuple[bytes, str] | None:
     """The ONNX graph without its in-graph extras: from the tensor the pixel scaling and resize hand the network
     (the `/preprocess/` scope's output) to the one the L2 normalisation (`/norm/`) takes. None when the graph
@@ -74,11 +61,7 @@ def bare_onnx(model_file: Path) -> tuple[bytes, str] | None:
         return None
     model = onnx.shape_inference.infer_shapes(onnx.load(str(model_file)))  # the extractor needs value infos
 
-    def scope(name: str) -> str:
-        return name.split("/")[1] if name.startswith("/") and name.count("/") > 1 else ""
-
-    starts, ends = _cut([(scope(n.name or (n.output[0] if n.output else "")), list(n.input), list(n.output))
-                         for n in model.graph.node])  # fmt: skip
+    starts, ends = cut(onnx_ops(model.graph))
     if len(starts) != 1 or len(ends) != 1:
         return None
     bare = Extractor(model).extract_model(sorted(starts), sorted(ends))
@@ -94,15 +77,8 @@ def bare_tflite(model_file: Path) -> bytes | None:
 
     model = read_model(model_file.read_bytes())
     g = model.subgraphs[0]
-
-    def scope(t: int) -> str:
-        name = g.tensors[t].name.decode() if isinstance(g.tensors[t].name, bytes) else str(g.tensors[t].name)
-        if "Preprocess_preprocess" in name:
-            return "preprocess"
-        return "norm" if "L2Normalize_norm" in name or t in list(g.outputs) else "network"
-
-    ops = [(scope(op.outputs[0]), list(op.inputs), list(op.outputs)) for op in g.operators]
-    starts, ends = _cut(ops)
+    ops = tflite_ops(g)
+    starts, ends = cut(ops)
     if len(starts) != 1 or len(ends) != 1:
         return None
     g.operators = [op for op, (sc, _, _) in zip(g.operators, ops, strict=True) if sc == "network"]

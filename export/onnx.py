@@ -102,6 +102,9 @@ def _to_int8(src: Path, dst: Path, workdir: Path, req: BuildRequest) -> None:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from hetero.export.prepare import network_input_range
+    from hetero.export.scopes import cut, onnx_ops
+
     pre = workdir / "pre.onnx"
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
 
@@ -115,8 +118,11 @@ def _to_int8(src: Path, dst: Path, workdir: Path, req: BuildRequest) -> None:
 
     # Keep the pixel scaling, the embedding head (1k of 3M MACs) and the L2 normalisation in float: quantised, the
     # norm tail left embeddings 4% off unit length. Only the backbone runs in int8 (all of it: MIXED_PRECISION).
-    names = [n.name for n in onnx.load(str(pre)).graph.node]
-    excluded = [n for n in names if n.startswith(_FLOAT_SCOPES)]
+    graph = onnx.load(str(pre)).graph
+    excluded = [n.name for n in graph.node if n.name.startswith(_FLOAT_SCOPES)]
+    # The network's input gets the range of prepare.network_input_range (off the pixel lattice's rounding ties).
+    lo, hi = network_input_range(req.graph, req.calibration)
+    overrides = {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for name in cut(onnx_ops(graph))[0]}
     quantize_static(
         str(pre),
         str(dst),
@@ -127,6 +133,7 @@ def _to_int8(src: Path, dst: Path, workdir: Path, req: BuildRequest) -> None:
         per_channel=True,
         reduce_range=req.weight_bits == 7,
         nodes_to_exclude=excluded,
+        extra_options={"TensorQuantOverrides": overrides},
         calibrate_method={
             "minmax": CalibrationMethod.MinMax,
             "percentile": CalibrationMethod.Percentile,

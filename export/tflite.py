@@ -20,6 +20,7 @@ from hetero.errors import ArtifactError
 from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.export.quiet import native_quiet
+from hetero.export.scopes import cut, tflite_ops
 
 FILE = "model.tflite"
 MIXED_PRECISION = True  # int8 with some layers float (`keep_float`): ai-edge-quantizer's no_quantize rules
@@ -51,7 +52,10 @@ def build(req: BuildRequest) -> dict[str, Any]:
     with native_quiet():
         litert_torch.convert(_named(req.graph).eval(), sample_args=(), sample_kwargs=sample).export(str(fp32))
     if req.precision != "fp32":
-        _quantize(fp32, req.dest / FILE, req.precision, req.calibration, req.keep_float)
+        from hetero.export.prepare import network_input_range  # torch: export only, never the runner
+
+        span = network_input_range(req.graph, req.calibration) if req.precision == "int8" else None
+        _quantize(fp32, req.dest / FILE, req.precision, req.calibration, req.keep_float, span)
         fp32.unlink()
     meta = describe(req.space_id, req.graph.model.head.out_features, req.graph.input_spec, req.precision)
     _stamp(req.dest / FILE, meta)
@@ -136,7 +140,16 @@ def module_regex(module_path: str) -> str:
     return ".*/" + "/".join(f"[^/;]*_{re.escape(p)}" for p in module_path.split(".")) + "[/;].*"
 
 
-def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray, keep_float: tuple[str, ...] = ()) -> None:
+def _quantize(
+    src: Path,
+    dst: Path,
+    precision: str,
+    calibration: np.ndarray,
+    keep_float: tuple[str, ...] = (),
+    input_range: tuple[float, float] | None = None,
+) -> None:
+    """ai-edge-quantizer's recipe for `precision` on the fp32 flatbuffer; int8 calibrated on global min/max ranges,
+    the network's input given `input_range` (`prepare.network_input_range`: off the pixel lattice's ties)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
@@ -166,6 +179,13 @@ def _quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray, kee
             cal = calibrator.Calibrator(str(src), qsv_update_func=qsv_utils.min_max_update)
             cal.calibrate({sig: [{key: img[None]} for img in calibration]}, rules)
             calib = cal.get_model_qsvs()
+            if input_range is not None:
+                g = read_model(src.read_bytes()).subgraphs[0]
+                for t in cut(tflite_ops(g))[0]:
+                    name = g.tensors[t].name.decode()
+                    if name in calib:
+                        calib[name] = {**calib[name], "min": np.full_like(calib[name]["min"], input_range[0]),
+                                       "max": np.full_like(calib[name]["max"], input_range[1])}  # fmt: skip
         q.quantize(calib, enable_progress_report=False).export_model(str(dst), overwrite=True)
 
 

@@ -57,18 +57,23 @@ class Preprocess(nn.Module):
         return self.resize.size
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC -> normalised float NCHW at the space's size (what Core ML's `ImageType` does natively).
+        """uint8 NHWC -> normalised float NCHW at the space's size (what Core ML's `ImageType` does natively)."""
+        return self._scale(pixels.to(torch.float32).permute(0, 3, 1, 2))
 
-        The per-channel multiply-add is written as an inference batch norm (mean 0, variance 1, eps 0: the same
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel multiply-add, written as an inference batch norm (mean 0, variance 1, eps 0: the same
         numbers). As a Mul/Add pair, onnxruntime's int8 graphs (run channels-last) had its transpose optimiser
         move the pair onto the NHWC pixels, where a broadcast over a last dimension of 3 took 73 µs each — twice
         the emoji edge's whole network. A batch norm stays in NCHW there, and converts to the same multiply-add
         in LiteRT (a 1x1 depthwise convolution, tried first, cost LiteRT 25 µs more)."""
-        x = pixels.to(torch.float32).permute(0, 3, 1, 2)
         return F.batch_norm(x, self.zero, self.one, self.scale.view(3), self.shift.view(3), False, 0.0, 0.0)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.resize(self.normalise(pixels))
+        """Resize, then scale: the scaling is affine and bilinear weights sum to one, so the order does not change
+        the function; scaled after the resize it runs on the fewer pixels, and litert-torch then folds the
+        stem's TF-style padding into its convolution (a resize feeding the padding directly left it in NCHW
+        between two transposes)."""
+        return self._scale(self.resize(pixels.to(torch.float32).permute(0, 3, 1, 2)))
 
 
 class BasicBlock(nn.Module):

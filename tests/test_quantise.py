@@ -138,8 +138,8 @@ def test_real_family_at_every_precision_and_with_bias_correction(lite_trained, t
 
 
 def _scaling_runs_channels_first(model: Path, optimised: Path) -> bool:
-    """After onnxruntime's default optimisations (what a device runs), the pixels are transposed to NCHW before
-    the per-channel scaling. Written as Mul/Add, the transpose optimiser of int8 (channels-last) graphs moved the
+    """After onnxruntime's default optimisations (what a device runs), the pixels are transposed to NCHW on their
+    way to the per-channel scaling. Written as Mul/Add, the transpose optimiser of int8 (channels-last) graphs moved the
     pair onto the NHWC pixels, where onnxruntime's broadcast over 3 channels took 73 µs each on the emoji edge."""
     import onnx
     import onnxruntime as ort
@@ -148,9 +148,13 @@ def _scaling_runs_channels_first(model: Path, optimised: Path) -> bool:
     opts.optimized_model_filepath = str(optimised)
     ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     nodes = onnx.load(str(optimised)).graph.node
-    cast = next(n for n in nodes if n.op_type == "Cast" and n.input[0] == "image")
-    takers = [n for n in nodes if cast.output[0] in n.input]
-    return [n.op_type for n in takers] == ["Transpose"]
+    made_by = {o: n for n in nodes for o in n.output}
+    scaling = next(n for n in nodes if n.op_type in ("BatchNormalization", "Mul", "Add"))  # the first: the pixels'
+    path, node = [], scaling
+    while node.op_type != "Cast":  # back along the data input to the uint8 -> float cast
+        node = made_by[node.input[0]]
+        path.append(node.op_type)
+    return "Transpose" in path
 
 
 def test_keep_float_reaches_the_tflite_layers_it_names(lite_trained, tmp_path):
@@ -256,3 +260,29 @@ def test_tflite_int8_ranges_cover_every_calibration_image(lite_trained, tmp_path
     assert np.array_equal(embed(calibration, "forward"), embed(calibration[::-1].copy(), "reversed"))
     monkeypatch.setattr(qsv_utils, "min_max_update", qsv_utils.moving_average_update)
     assert not np.array_equal(embed(calibration, "forward-ma"), embed(calibration[::-1].copy(), "reversed-ma"))
+
+
+def test_the_network_input_range_keeps_pixels_off_rounding_ties(lite_edge):
+    """With mean = std = 0.5 the scaled pixels span exactly [-1, 1]: an 8-bit grid over that range puts every
+    pixel value on a rounding tie (so the last bit of the float scaling decides the artifact). The range given to
+    the quantisers must leave each of the 256 pixel values clear of a tie, and still cover them all."""
+    from hetero.export.prepare import network_input_range
+
+    root, data = lite_edge
+    model, ckpt = load_checkpoint(root / "edge")
+    graph = EmbeddingGraph(model, ckpt.input).eval()
+    assert ckpt.input.mean == (0.5, 0.5, 0.5) and ckpt.input.std == (0.5, 0.5, 0.5)
+    flat = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None, None], 3, axis=3)  # one image of every value
+    pixels = np.broadcast_to(flat.reshape(1, 16, 16, 3), (1, 16, 16, 3))
+    big = np.kron(pixels[0], np.ones((ckpt.input.height // 16, ckpt.input.width // 16, 1), np.uint8))[None]
+    values = (np.arange(256) / 255 - 0.5) / 0.5
+
+    def distance_to_tie(lo: float, hi: float) -> float:
+        """In steps: q = round(v / scale) + zero_point with an integer zero point, so ties sit where v / scale is a
+        half-integer (the scale is what the quantisers derive from the range)."""
+        q = values / ((hi - lo) / 255)
+        return float(np.abs(q - np.floor(q) - 0.5).min())
+
+    lo, hi = network_input_range(graph, np.concatenate([big, data.calibration[:8]]))
+    assert lo <= -1 and hi >= 1 and distance_to_tie(lo, hi) > 5e-4  # measured 0.00098 of a step
+    assert distance_to_tie(-1.0, 1.0) < 1e-6  # the plain calibrated range: every value on a tie
