@@ -13,9 +13,10 @@ Op = tuple[str, list, list]  # (scope, input tensors, output tensors)
 def cut(ops: list[Op]) -> tuple[set, set]:
     """Where the network starts and ends in a graph of scoped ops ("preprocess", "norm", the network's, or "" when
     unscoped): the tensors the network takes from the pixel scaling and resize, and those the L2 normalisation
-    takes from the network. One of each, or the graph is not hetero's shape."""
+    takes from the network. One of each, or the graph is not hetero's shape. Unscoped ops (shape arithmetic a
+    quantiser's pre-processing adds, weight dequantisation) belong to neither side."""
     made_by = {o: sc for sc, _, outs in ops for o in outs}
-    starts = {i for sc, ins, _ in ops if sc not in ("preprocess", "norm")
+    starts = {i for sc, ins, _ in ops if sc not in ("preprocess", "norm", "")
               for i in ins if made_by.get(i) == "preprocess"}  # fmt: skip
     ends = {i for sc, ins, _ in ops if sc == "norm" for i in ins if made_by.get(i) not in (None, "norm", "")}
     return starts, ends

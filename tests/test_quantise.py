@@ -135,6 +135,11 @@ def test_real_family_at_every_precision_and_with_bias_correction(lite_trained, t
     coreml = {a["precision"]: a for a in corrected.artifacts if a["format"] == "coreml"}
     assert {coreml[p]["validation"]["status"] for p in ("fp16", "int8w")} <= {"not executed", "passed"}
     assert _scaling_runs_channels_first(tmp_path / "bc" / "onnx-int8" / "model.onnx", tmp_path / "opt.onnx")
+    from hetero.devices.bench_worker import bare_onnx, bare_tflite
+
+    # `hetero bench` finds the network inside the int8 graphs too (Q/DQ pairs and shape arithmetic at the seams)
+    assert bare_onnx(tmp_path / "bc" / "onnx-int8" / "model.onnx") is not None
+    assert bare_tflite(tmp_path / "bc" / "tflite-int8" / "model.tflite") is not None
 
 
 def _scaling_runs_channels_first(model: Path, optimised: Path) -> bool:
