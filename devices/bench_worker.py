@@ -115,12 +115,12 @@ def bare_call(model_file: Path, fmt: str, shape: tuple[int, ...], threads: int) 
         flat = bare_tflite(model_file)
         if flat is None:
             return None
-        from hetero.export.tflite import _range, interpreter
+        from hetero.export.tflite import dtype_range, interpreter
 
         interp = interpreter(flat, threads)
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
         x = rng.standard_normal(inp["shape"])
-        x = (x * 20).clip(*_range(inp["dtype"])) if np.issubdtype(inp["dtype"], np.integer) else x
+        x = (x * 20).clip(*dtype_range(inp["dtype"])) if np.issubdtype(inp["dtype"], np.integer) else x
         x = x.astype(inp["dtype"])
 
         def call() -> object:  # the artifact's own loop: set, invoke, read

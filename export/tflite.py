@@ -207,7 +207,7 @@ def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.
         for img in batch:
             x = img[None]
             if in_scale:  # a quantised input takes q = x / scale + zero_point, not raw pixels
-                x = np.clip(np.round(x / in_scale + in_zero), *_range(inp["dtype"])).astype(inp["dtype"])
+                x = np.clip(np.round(x / in_scale + in_zero), *dtype_range(inp["dtype"])).astype(inp["dtype"])
             interp.set_tensor(inp["index"], x.astype(inp["dtype"], copy=False))
             interp.invoke()
             y = interp.get_tensor(out["index"])[0].copy()
@@ -252,7 +252,7 @@ def _interpreter_class() -> type:
     return Interpreter
 
 
-def _range(dtype: type) -> tuple[int, int]:
+def dtype_range(dtype: type) -> tuple[int, int]:
     info = np.iinfo(dtype)
     return int(info.min), int(info.max)
 

@@ -277,9 +277,9 @@ def test_the_network_input_range_keeps_pixels_off_rounding_ties(lite_edge):
     model, ckpt = load_checkpoint(root / "edge")
     graph = EmbeddingGraph(model, ckpt.input).eval()
     assert ckpt.input.mean == (0.5, 0.5, 0.5) and ckpt.input.std == (0.5, 0.5, 0.5)
-    flat = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None, None], 3, axis=3)  # one image of every value
-    pixels = np.broadcast_to(flat.reshape(1, 16, 16, 3), (1, 16, 16, 3))
-    big = np.kron(pixels[0], np.ones((ckpt.input.height // 16, ckpt.input.width // 16, 1), np.uint8))[None]
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)  # one image: every pixel value as a flat block
+    block = np.kron(levels, np.ones((ckpt.input.height // 16, ckpt.input.width // 16), np.uint8))
+    big = np.repeat(block[None, :, :, None], 3, axis=3)
     values = (np.arange(256) / 255 - 0.5) / 0.5
 
     def distance_to_tie(lo: float, hi: float) -> float:
