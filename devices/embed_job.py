@@ -5,7 +5,11 @@ k always holds records [k * shard_size, (k + 1) * shard_size), so its content do
 when. Each shard is written atomically (`shard-00007.npz`: embeddings, ids, the images it could not decode), so a
 killed run resumes by skipping the shards that exist and ends with files identical to an uninterrupted run. A plan
 file pins what the shards were computed from (the producer's sha256, every record's path/size/mtime, the input
-size, the shard size): a different plan in the same directory is refused instead of mixed.
+size, the shard size): a different plan in the same directory is refused instead of mixed. Beside each shard its
+record (`shard-00007.json`, written after it) holds the plan's hash and the sha256 of the shard's arrays; a shard
+is counted only when its record matches and its ids are exactly its records' (less the ones it could not
+decode): on resume an edited, truncated, emptied or foreign shard is recomputed, and before the set is completed
+or indexed one is refused — never counted.
 
 Scale-out: `workers` processes on this machine take shards from one queue (each with its own runtime); `part=(k, m)`
 makes this invocation compute only shards with index % m == k, so m machines sharing the output directory (or
@@ -28,7 +32,7 @@ import numpy as np
 
 from hetero.errors import InputError
 from hetero.folder import Record, records_key, scan, try_decode
-from hetero.io import atomic_write, atomic_write_json, read_json, sha256_path
+from hetero.io import atomic_write, atomic_write_json, open_npz, read_json, sha256_path
 from hetero.manifest import load_manifest
 
 SCHEMA = "hetero.embeddings/1"
@@ -53,6 +57,24 @@ class EmbedResult:
 
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}.npz"
+
+
+def record_name(k: int) -> str:
+    return f"shard-{k:05d}.json"
+
+
+def plan_key(plan: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def arrays_sha256(emb: np.ndarray, ids: Any, skipped: list[tuple[str, str]]) -> str:
+    """sha256 of what a shard holds (embeddings with their shape, ids, the undecodable images), not of its zip bytes."""
+    h = hashlib.sha256()
+    emb = np.ascontiguousarray(emb, np.float32)
+    h.update(f"embeddings:{list(emb.shape)};".encode() + emb.tobytes())
+    h.update(b"ids:" + "\0".join(str(i) for i in ids).encode() + b";")
+    h.update(b"skipped:" + json.dumps([list(x) for x in skipped]).encode())
+    return h.hexdigest()
 
 
 class ShardEmbedder:
@@ -88,7 +110,8 @@ class ShardEmbedder:
         return emb, ids, skipped
 
 
-def _write_shard(path: Path, emb: np.ndarray, ids: list[str], skipped: list[tuple[str, str]]) -> None:
+def _write_shard(path: Path, emb: np.ndarray, ids: list[str], skipped: list[tuple[str, str]], key: str) -> None:
+    """The shard, then its record (plan hash + arrays' sha256): a shard without a matching record never counts."""
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,
@@ -96,14 +119,45 @@ def _write_shard(path: Path, emb: np.ndarray, ids: list[str], skipped: list[tupl
             ids=np.array(ids, dtype=str),
             skipped=np.array([json.dumps(s) for s in skipped], dtype=str),
         )
+    record = {"schema": SCHEMA, "plan": key, "rows": len(ids), "sha256": arrays_sha256(emb, ids, skipped)}
+    atomic_write_json(path.with_suffix(".json"), record)
 
 
 def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     try:
-        with np.load(path, allow_pickle=False) as d:
-            return d["embeddings"], d["ids"], [tuple(json.loads(s)) for s in d["skipped"]]
-    except (OSError, ValueError, KeyError) as e:
+        with open_npz(path, "shard") as d:
+            skipped = [tuple(json.loads(s)) for s in d["skipped"]]
+            if not all(len(x) == 2 and all(isinstance(v, str) for v in x) for x in skipped):
+                raise ValueError("skipped entries are not (path, reason)")
+            return d["embeddings"], d["ids"], skipped
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
         raise InputError(f"{path}: unreadable shard ({type(e).__name__}); delete it and run again") from None
+
+
+def verify_shard(
+    path: Path, records: list[Record], key: str, dim: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """A shard's arrays, once they are shown to be what this plan computed for `records`: its record names this
+    plan and the arrays' sha256, the ids are exactly the records' less the undecodable ones, rows finite, dim
+    right. Anything else is an InputError saying what (the caller recomputes or refuses)."""
+    emb, ids, bad = read_shard(path)
+    rec_path = path.with_suffix(".json")
+    record = read_json(rec_path, "shard record") if rec_path.is_file() else None
+    if not isinstance(record, dict) or record.get("plan") != key:
+        raise InputError(f"{path}: no record of this plan beside it ({rec_path.name}): not a shard this run planned")
+    if emb.ndim != 2 or emb.shape[1] != dim or len(ids) != len(emb):
+        raise InputError(f"{path}: shard shape {list(emb.shape)} with {len(ids)} ids does not match dim {dim}")
+    if record.get("sha256") != arrays_sha256(emb, ids, bad):
+        raise InputError(f"{path}: its arrays differ from the sha256 recorded when it was written (edited?)")
+    skipped_paths = {p for p, _ in bad}
+    want = [r.id for r in records if str(r.path) not in skipped_paths]
+    if len(want) + len(bad) != len(records) or ids.tolist() != want:
+        raise InputError(f"{path}: its ids are not those of its {len(records)} records (less {len(bad)} undecodable)")
+    if not np.isfinite(emb).all():
+        raise InputError(f"{path}: {int((~np.isfinite(emb).all(1)).sum())} embeddings are not finite")
+    return emb, ids, bad
 
 
 _WORKER: ShardEmbedder | None = None
@@ -114,10 +168,10 @@ def _worker_init(producer: str, threads: int | None, batch_size: int, decode_thr
     _WORKER = ShardEmbedder(Path(producer), threads, batch_size, decode_threads)
 
 
-def _worker_shard(path: str, records: list[Record]) -> int:
+def _worker_shard(path: str, records: list[Record], key: str) -> int:
     assert _WORKER is not None
     emb, ids, skipped = _WORKER(records)
-    _write_shard(Path(path), emb, ids, skipped)
+    _write_shard(Path(path), emb, ids, skipped, key)
     return len(records)
 
 
@@ -140,6 +194,8 @@ def embed_source(
 
     if batch_size < 1 or shard_size < 1 or workers < 1:
         raise InputError(f"batch_size, shard_size and workers must be >= 1; got {batch_size}, {shard_size}, {workers}")
+    if not 0.0 <= max_bad_fraction <= 1.0:  # NaN fails this too: a NaN limit would silently drop the rule
+        raise InputError(f"max_bad_fraction must be a share between 0 and 1; got {max_bad_fraction}")
     k, m = part
     if not (m >= 1 and 0 <= k < m):
         raise InputError(f"part must be K/M with 0 <= K < M; got {k}/{m}")
@@ -168,13 +224,25 @@ def embed_source(
     else:
         atomic_write_json(plan_path, plan)
     n_shards = (len(records) + shard_size - 1) // shard_size
-    mine = [s for s in range(n_shards) if s % m == k]
-    todo = [s for s in mine if not (out / shard_name(s)).is_file()]
-    reused = len(mine) - len(todo)
-    t0 = time.perf_counter()
+    key, dim = plan_key(plan), manifest.space.dim
 
     def chunk(s: int) -> list[Record]:
         return records[s * shard_size : (s + 1) * shard_size]
+
+    def intact(s: int) -> bool:
+        """A shard present from an earlier run counts only once verified; anything else is recomputed."""
+        if not (out / shard_name(s)).is_file():
+            return False
+        try:
+            verify_shard(out / shard_name(s), chunk(s), key, dim)
+        except InputError:
+            return False
+        return True
+
+    mine = [s for s in range(n_shards) if s % m == k]
+    todo = [s for s in mine if not intact(s)]
+    reused = len(mine) - len(todo)
+    t0 = time.perf_counter()
 
     decode_threads = max(1, min(8, (os.cpu_count() or 1) // workers))
     bar = tqdm(total=sum(len(chunk(s)) for s in todo), desc="embed", unit="img", disable=not progress)
@@ -182,7 +250,7 @@ def embed_source(
         embedder = ShardEmbedder(Path(producer), threads, batch_size, decode_threads)
         for s in todo:
             emb, ids, skipped = embedder(chunk(s))
-            _write_shard(out / shard_name(s), emb, ids, skipped)
+            _write_shard(out / shard_name(s), emb, ids, skipped, key)
             bar.update(len(chunk(s)))
     elif todo:
         import multiprocessing as mp
@@ -192,7 +260,7 @@ def embed_source(
         with ProcessPoolExecutor(
             workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=init
         ) as ex:
-            futures = [ex.submit(_worker_shard, str(out / shard_name(s)), chunk(s)) for s in todo]
+            futures = [ex.submit(_worker_shard, str(out / shard_name(s)), chunk(s), key) for s in todo]
             for f in futures:
                 bar.update(f.result())
     bar.close()
@@ -206,7 +274,7 @@ def embed_source(
     present = [s for s in range(n_shards) if (out / shard_name(s)).is_file()]
     if len(present) < n_shards:
         return result  # other parts still to come: a later run finalises
-    return _finalise(result, plan, max_bad_fraction, index)
+    return _finalise(result, plan, max_bad_fraction, index, chunk)
 
 
 def load_embeddings(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -221,17 +289,19 @@ def load_embeddings(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return *_rows(out, doc["shards"]), doc
 
 
-def _finalise(result: EmbedResult, plan: dict[str, Any], max_bad_fraction: float, index: str) -> EmbedResult:
+def _finalise(
+    result: EmbedResult, plan: dict[str, Any], max_bad_fraction: float, index: str, chunk: Any
+) -> EmbedResult:
     out = result.out
     shards, skipped, rows, kept = [], [], 0, []
     h = hashlib.sha256()
+    key = plan_key(plan)
     for s in range(result.shards_total):
         path = out / shard_name(s)
-        emb, ids, bad = read_shard(path)
-        if emb.ndim != 2 or emb.shape[1] != result.dim or len(ids) != len(emb):
-            raise InputError(f"{path}: shard shape {list(emb.shape)} does not match dim {result.dim}")
-        if not np.isfinite(emb).all():
-            raise InputError(f"{path}: {int((~np.isfinite(emb).all(1)).sum())} embeddings are not finite")
+        try:
+            emb, _, bad = verify_shard(path, chunk(s), key, result.dim)
+        except InputError as e:  # another part's shard (this run did not compute it): refused, never counted
+            raise InputError(f"{e}; delete {path.name} and run that part again") from None
         digest = sha256_path(path)
         h.update(digest.encode())
         shards.append({"file": path.name, "rows": len(emb), "sha256": digest})

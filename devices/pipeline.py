@@ -117,24 +117,28 @@ def verify(
     out: Path | None = None,
     index: IndexSpec | None = None,
     upgrade: Path | None = None,
+    sign: Any = None,
 ) -> VerifyResult:
     """Every producer's queries against the cloud gallery (densely, or through a faiss `index` built over it), plus
     X → X rows; with `upgrade` (a cloud v2 trained into this cloud's space) its rows too: v2 in v1's gallery, v2 in
-    its own, each candidate in v2's. Saved to `out` when given."""
+    its own, each candidate in v2's. Saved to `out` when given, signed with the Ed25519 key `sign` when given."""
     if not candidates and not controls and upgrade is None:
         raise InputError("give at least one candidate, control or upgrade to verify against the cloud gallery")
     if out is not None:
         ensure_writable_dir(out)
     fx = cloud_fixture(cfg, cloud, keep_gallery=True, upgrade=upgrade)
     report = compatibility_report(fx, open_producers(candidates, controls), index=index)
+    if sign is not None:
+        report.sign(sign)
     return VerifyResult(report, report.save(out) if out is not None else {})
 
 
 def create_fixture(
-    cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0, upgrade: Path | None = None
+    cfg: RunConfig, cloud: Path, out: Path, max_probes: int = 0, upgrade: Path | None = None, sign: Any = None
 ) -> FixtureResult:
     """Freeze what mobile CI needs into one checksummed file; with `upgrade`, the v2 cloud's gallery and probe
-    embeddings too, so `check` gates the upgrade without backfill from the file alone."""
+    embeddings too, so `check` gates the upgrade without backfill from the file alone; with `sign` (an Ed25519
+    private key, hetero.signing), the cloud team's signature over all of it."""
     import numpy as np
 
     ensure_writable_dir(Path(out).parent)
@@ -147,7 +151,36 @@ def create_fixture(
         fx.reference_queries = fx.reference_queries[keep]
         if fx.has_upgrade:
             fx.upgrade_queries = fx.upgrade_queries[keep]
-    return FixtureResult(fx, Path(out), fx.save(out))
+    return FixtureResult(fx, Path(out), fx.save(out, sign=sign))
+
+
+@dataclass
+class SignResult:
+    path: Path
+    kind: str  # "fixture" | "report"
+    key_id: str
+    content_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "kind": self.kind, "key_id": self.key_id, "content_sha256": self.content_sha256}
+
+
+def sign_file(path: Path, key: Any) -> SignResult:
+    """Sign a fixture or a report in place (atomically), after verifying its checksum: the signature covers exactly
+    the content that was checked. A file that is neither is refused."""
+    from hetero.io import atomic_write_json
+
+    path = Path(path)
+    if path.suffix == ".json":
+        report = Report.load(path)
+        report.sign(key)
+        atomic_write_json(path, report.to_dict())
+        return SignResult(path, "report", report.signature["key_id"], report.to_dict()["content_sha256"])
+    if path.suffix == ".safetensors":
+        fx = Fixture.load(path)
+        fx.save(path, sign=key)
+        return SignResult(path, "fixture", fx.signature["key_id"], fx.content_sha256())
+    raise InputError(f"{path}: sign takes a fixture (.safetensors) or a report (.json)")
 
 
 @dataclass

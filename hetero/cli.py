@@ -38,24 +38,39 @@ def _config(args: argparse.Namespace):
 
 
 def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = None):
-    """Thresholds: --policy file, else the fixture's frozen thresholds, else the config's [check]; flags override."""
+    """Thresholds: the fixture's frozen ones are a floor that the --policy file and flags may only tighten; without
+    a fixture, --policy (its keys over the defaults), else the config's [check]; flags override."""
     import dataclasses
 
-    from hetero.config import CheckConfig, from_dict, load_policy
+    from hetero.config import CheckConfig, from_dict, read_policy
     from hetero.errors import ConfigError
+    from hetero.gate import tightened
 
-    if getattr(args, "policy", None):
-        cfg = load_policy(args.policy)
-    elif fixture_thresholds is not None:
-        cfg = from_dict(CheckConfig, fixture_thresholds, prefix="fixture thresholds.")
-    else:
-        cfg = _config(args).check
+    table = read_policy(args.policy)[0] if getattr(args, "policy", None) else {}
     overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, key in _THRESHOLD_FLAGS}
     overrides["require_executed"] = True if getattr(args, "require_executed", False) else None
+    flags = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        if fixture_thresholds is not None:
+            floor = from_dict(CheckConfig, fixture_thresholds, prefix="fixture thresholds.")
+            policy = dataclasses.asdict(from_dict(CheckConfig, table, prefix="check.", base=floor))
+            cfg = tightened(floor, policy, "the policy") if table else floor
+            return tightened(cfg, flags, "a command-line threshold") if flags else cfg
+        cfg = from_dict(CheckConfig, table, prefix="check.") if getattr(args, "policy", None) else _config(args).check
+        return dataclasses.replace(cfg, **flags)
     except ConfigError as e:
         raise ConfigError(f"command-line threshold: {e}") from None
+
+
+def _trusted_keys(args: argparse.Namespace) -> list:
+    """Public keys from --trust and the --policy file's trust list: with any, fixtures and reports must be signed."""
+    from hetero.config import read_policy
+    from hetero.signing import load_public_key
+
+    paths = list(getattr(args, "trust", None) or [])
+    if getattr(args, "policy", None):
+        paths += list(read_policy(args.policy)[1])
+    return [load_public_key(p) for p in paths]
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -212,9 +227,15 @@ _UPGRADE_HELP = (
 def cmd_verify(args: argparse.Namespace) -> int:
     from hetero.devices.pipeline import verify
 
+    key = None
+    if args.sign is not None:
+        from hetero.signing import load_private_key
+
+        key = load_private_key(args.sign)
     result = verify(
-        _config(args), args.cloud, args.candidate, args.control, args.out, _index_spec(args), upgrade=args.upgrade
-    )
+        _config(args), args.cloud, args.candidate, args.control, args.out, _index_spec(args), upgrade=args.upgrade,
+        sign=key,
+    )  # fmt: skip
     report, paths = result.report, result.paths
     _emit(
         args,
@@ -271,15 +292,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         from hetero.devices.remote import SSHHost
 
         remote = SSHHost.from_args(args)
+    trust = _trusted_keys(args)
+    if trust and args.cloud:
+        raise InputError("--trust verifies a signed fixture or report; --cloud builds its fixture here, unsigned")
     if args.report:
         result = check(
-            thresholds=_check_config(args), report=Report.load(args.report), rows=args.row, index=_index_spec(args)
+            thresholds=_check_config(args),
+            report=Report.load(args.report, trust=trust),
+            rows=args.row,
+            index=_index_spec(args),
         )
     else:
         if args.fixture:
             from hetero.fixture import Fixture
 
-            fx = Fixture.load(args.fixture)
+            fx = Fixture.load(args.fixture, trust=trust)
         else:
             fx = cloud_fixture(_config(args), args.cloud, upgrade=args.upgrade)
         result = check(
@@ -297,6 +324,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise NotExecutedError(result.not_executed)
     text = result.report.to_text() + "\n\n" + _gate_text(result.gate)
     payload = {"schema": CHECK_SCHEMA, "passed": result.passed, "gate": result.gate.to_dict()}
+    signed = result.report.signed_by or (fx.signed_by if not args.report and args.fixture else "")
+    if signed:
+        payload["signed_by"] = signed
+        text += f"\nsigned by trusted key {signed}"
     _emit(args, {**payload, "report": result.report.to_dict()}, text)
     if not result.passed:
         raise GateFailure(result.gate.failures)
@@ -308,7 +339,7 @@ def _write_check_outputs(args: argparse.Namespace, report, result, write) -> Non
     if args.junit:
         write(Path(args.junit), report.to_junit(result))
     if args.markdown:
-        gate = [f"- {'PASS' if r.passed else '**FAIL**'} {r.describe()}" for r in result.rules]
+        gate = [f"- {_verdict_word(result, r, '**FAIL**')} {r.describe()}" for r in result.rules]
         verdict = "PASS" if result.passed and result.rules else ("FAIL" if result.rules else "NOT EXECUTED")
         md = Path(args.markdown)
         write(
@@ -359,15 +390,25 @@ def cmd_fixture(args: argparse.Namespace) -> int:
     if args.action == "info":
         if args.path is None:
             raise InputError("fixture info needs the fixture file: hetero fixture info FIXTURE")
-        fx = Fixture.load(args.path)
+        fx = Fixture.load(args.path, trust=_trusted_keys(args))
         info = {**fx.info(), "path": str(args.path), "size_bytes": Path(args.path).stat().st_size}
+        info["signature"] = (
+            f"verified: key {fx.signed_by}" if fx.signed_by
+            else f"present, not verified (key {fx.signature.get('key_id')}; pass --trust)" if fx.signature
+            else "unsigned"
+        )  # fmt: skip
         _emit(args, info, "\n".join(f"{k}: {v}" for k, v in info.items()))
         return 0
     if args.cloud is None or args.out is None:
         raise InputError("fixture create needs --cloud CHECKPOINT and --out FIXTURE")
     from hetero.devices.pipeline import create_fixture
 
-    made = create_fixture(_config(args), args.cloud, args.out, args.max_probes, upgrade=args.upgrade)
+    key = None
+    if args.sign is not None:
+        from hetero.signing import load_private_key
+
+        key = load_private_key(args.sign)  # before any work: a bad key is found in a second, not after embedding
+    made = create_fixture(_config(args), args.cloud, args.out, args.max_probes, upgrade=args.upgrade, sign=key)
     fx, size = made.fixture, made.size_bytes
     _emit(
         args,
@@ -375,8 +416,30 @@ def cmd_fixture(args: argparse.Namespace) -> int:
         f"fixture -> {args.out}  ({size / 1e6:.2f} MB: {len(fx.probe_labels)} probes, {len(fx.gallery_labels)} "
         f"gallery vectors, space {fx.space.id}"
         + (f"; and cloud v2 {fx.upgrade['cloud_sha256'][:12]}'s gallery" if fx.has_upgrade else "")
+        + (f"; signed by key {fx.signature['key_id']}" if fx.signature else "")
         + ")",
     )
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from hetero.signing import generate_key
+
+    pub, kid = generate_key(args.path)
+    _emit(
+        args,
+        {"private_key": str(args.path), "public_key": str(pub), "key_id": kid},
+        f"key {kid}: private -> {args.path} (keep it secret), public -> {pub} (for check --trust)",
+    )
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from hetero.devices.pipeline import sign_file
+    from hetero.signing import load_private_key
+
+    r = sign_file(args.path, load_private_key(args.key))
+    _emit(args, r.to_dict(), f"signed {r.kind} {r.path} with key {r.key_id} (content {r.content_sha256[:16]}…)")
     return 0
 
 
@@ -477,8 +540,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict_word(gate, rule, fail: str) -> str:
+    """PASS, FAIL, or SKIP for a requested rule that could not be evaluated here (FAIL when execution is required)."""
+    if gate.counts(rule):
+        return "PASS" if rule.passed else fail
+    return "SKIP"
+
+
 def _gate_text(result) -> str:
-    lines = [("PASS  " if r.passed else "FAIL  ") + r.describe() for r in result.rules]
+    lines = [f"{_verdict_word(result, r, 'FAIL'):<6}{r.describe()}" for r in result.rules]
     return "\n".join(lines) + f"\n\ngate: {'PASS' if result.passed else 'FAIL'}"
 
 
@@ -710,6 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--upgrade", type=Path, metavar="V2", help=_UPGRADE_HELP + "rows for v2/v1, v2/v2, edge/v2 are added"
     )
+    v.add_argument("--sign", type=Path, metavar="KEY", help="sign report.json with this Ed25519 private key")
     _add_index_flags(v)
     v.set_defaults(func=cmd_verify)
 
@@ -721,14 +792,20 @@ def build_parser() -> argparse.ArgumentParser:
         "cloud → cloud, mAP, and with --previous the share of probes the previous release got right and this one\n"
         "loses. A fixture made with --upgrade V2 also gates the cloud upgrade without backfill: v2's queries in v1's\n"
         "gallery may lose at most max_upgrade_r1_loss R@1 and flip at most max_upgrade_flip_rate of v1's right\n"
-        "answers. Thresholds: --policy, else the fixture's, else the config's [check]; flags override. A runtime that\n"
-        "cannot execute here (Core ML off macOS) is skipped, never passed (--require-executed: failed).\n"
+        "answers. Thresholds: a fixture's are a floor that --policy and flags may only tighten (loosening is refused,\n"
+        "exit 2); without a fixture, --policy, else the config's [check]; flags override. With --trust KEY.pub (or a\n"
+        "policy's trust list) the fixture or report must carry a valid signature by that key (hetero sign, fixture\n"
+        "create --sign): unsigned, signed by another key or altered after signing is exit 2. A minimum at or below\n"
+        "chance on the probes is refused. Every requested rule is listed: one that cannot be evaluated here (a Core\n"
+        "ML artifact or previous release off macOS) is skipped with the reason, never passed (--require-executed:\n"
+        "failed).\n"
         "Every rule is decided on the worse end of its 95% interval (exact, on counts; paired where two producers\n"
         "embed the same probes), so a verdict does not flip on the few probes another machine's kernels move; a\n"
         "flip tolerance below what the probes resolve is refused (exit 2). Exit 1 lists every failed rule with its\n"
         "interval; JUnit/Markdown files are written on pass and fail.",
         "examples:\n"
         "  hetero check --fixture fixture.safetensors --artifact tflite-int8 --junit junit.xml\n"
+        "  hetero check --fixture fixture.safetensors --trust cloud-team.pub --artifact tflite-int8\n"
         "  hetero check --fixture fixture.safetensors --artifact new/tflite-int8 --previous old/tflite-int8 \\\n"
         "      --policy policy.toml --markdown report.md --json\n"
         "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/onnx-fp32\n"
@@ -747,7 +824,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--previous", metavar="[NAME=]PATH", help="the previous release's artifact: measure flips against it"
     )
-    c.add_argument("--policy", type=Path, help="TOML file with a [check] table of thresholds")
+    c.add_argument(
+        "--policy", type=Path, help="TOML file with a [check] table of thresholds and optionally trust = [KEY.pub]"
+    )
+    c.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="KEY.pub",
+        help="Ed25519 public key: the fixture or report must be signed by it (repeatable)",
+    )
     c.add_argument("--junit", type=Path, help="write JUnit XML here")
     c.add_argument("--markdown", type=Path, help="write a Markdown report here")
     c.add_argument("--row", action="append", default=[], help="gate only these report rows (default: all candidates)")
@@ -766,8 +853,14 @@ def build_parser() -> argparse.ArgumentParser:
         "freeze what mobile CI needs into one file",
         "`create` embeds the config's held-out probes and gallery with the cloud model and writes one checksummed\n"
         "safetensors file: probe images (uint8, the on-device input), gallery embeddings and labels, the cloud's own\n"
-        "query embeddings, the space and the config's [check] thresholds. `info` shows one.",
+        "query embeddings, the space and the config's [check] thresholds. `--sign KEY` adds the cloud team's\n"
+        "Ed25519 signature over all of it (`hetero key generate` makes a key pair); CI checks it with --trust\n"
+        "KEY.pub, and the thresholds become a floor nobody downstream can loosen. `info` shows one (with --trust,\n"
+        "verified).",
         "examples:\n  hetero fixture create --cloud runs/demo/cloud --out fixture.safetensors\n"
+        "  hetero key generate keys/cloud-team && hetero fixture create --cloud runs/demo/cloud \\\n"
+        "      --out fixture.safetensors --sign keys/cloud-team\n"
+        "  hetero fixture info fixture.safetensors --trust keys/cloud-team.pub\n"
         "  hetero fixture info fixture.safetensors --json",
     )
     f.add_argument("action", choices=["create", "info"])
@@ -778,7 +871,36 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--upgrade", type=Path, metavar="V2", help=_UPGRADE_HELP + "its gallery and probe embeddings are added"
     )
+    f.add_argument("--sign", type=Path, metavar="KEY", help="sign the fixture with this Ed25519 private key (create)")
+    f.add_argument(
+        "--trust", type=Path, action="append", default=[], metavar="KEY.pub", help="verify its signature (info)"
+    )
     f.set_defaults(func=cmd_fixture)
+
+    k = add(
+        "key",
+        "make an Ed25519 key pair for signing fixtures and reports",
+        "`generate PATH` writes a new private key to PATH (PEM, mode 0600: keep it with the team that owns the\n"
+        "cloud) and its public key to PATH.pub (give it to mobile CI: check --trust PATH.pub). Never overwrites.\n"
+        "`openssl genpkey -algorithm ed25519` keys work as well.",
+        "example:\n  hetero key generate keys/cloud-team",
+    )
+    k.add_argument("action", choices=["generate"])
+    k.add_argument("path", type=Path, help="private key file to write; the public key goes to PATH.pub")
+    k.set_defaults(func=cmd_key)
+
+    sg = add(
+        "sign",
+        "sign a fixture or a report with the cloud team's key",
+        "Verifies the file's checksum, then writes it again (atomically) with an Ed25519 signature over its content:\n"
+        "header, thresholds and every array of a fixture; every row and count of a report. `check --trust KEY.pub`\n"
+        "then refuses it if any byte changes, or if it is re-signed by a key CI does not trust.",
+        "examples:\n  hetero sign fixture.safetensors --key keys/cloud-team\n"
+        "  hetero sign runs/demo/report.json --key keys/cloud-team",
+    )
+    sg.add_argument("path", type=Path, help="fixture (.safetensors) or report (.json) to sign in place")
+    sg.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    sg.set_defaults(func=cmd_sign)
 
     b = add(
         "bench",

@@ -79,10 +79,17 @@ def _to_onnx(model: Path, workdir: Path, pre: Preprocessing) -> Path:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            scripted, (torch.zeros(shape),), str(out), dynamo=False, opset_version=17,
-            input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-        )  # fmt: skip
+        try:
+            torch.onnx.export(
+                scripted, (torch.zeros(shape),), str(out), dynamo=False, opset_version=17,
+                input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            )  # fmt: skip
+        except Exception as e:  # torch raises many types for a module it cannot trace or export
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise InputError(
+                f"{model}: the TorchScript model could not be exported to ONNX ({first}); check the declared input "
+                "size and layout, or export it to ONNX yourself and import that"
+            ) from None
     return out
 
 
@@ -158,7 +165,11 @@ def _wrap(user: Any, pre: Preprocessing, normalize: bool, space_id: str) -> Any:
     merged.graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", None]))
     del merged.metadata_props[:]
     merged.metadata_props.add(key=SPACE_KEY, value=space_id)  # binds the manifest's claim to the hashed file
-    onnx.checker.check_model(merged)
+    try:
+        onnx.checker.check_model(merged)
+    except onnx.checker.ValidationError as e:
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise InputError(f"the cloud model is not a valid ONNX graph once wrapped ({first})") from None
     return merged
 
 
@@ -182,24 +193,36 @@ def _probe(path: Path, pre: Preprocessing, normalize: bool, model: Path) -> int:
     if not np.isfinite(out).all():
         raise InputError(f"{model}: the model's output is not finite on probe images")
     norms = np.linalg.norm(out, axis=1)
-    if not normalize and np.abs(norms - 1).max() > 1e-3:
+    if normalize and norms.min() < 0.5:  # L2 of a zero vector stays zero: the model put out nothing to normalise
+        raise InputError(f"{model}: the model's output is zero on probe images; it embeds nothing")
+    if np.abs(norms - 1).max() > 1e-3:
         raise InputError(
             f"{model}: the output is not unit length (norms {norms.min():.3g}..{norms.max():.3g}); cosine retrieval "
             "needs unit vectors: declare normalize (--normalize) to L2-normalise inside the graph"
         )
+    if np.abs(out - out[0]).max() < 1e-6:  # noise and a flat grey image embedded identically: a constant function
+        raise InputError(f"{model}: the model gives the same embedding for every probe image; it embeds nothing")
     return int(out.shape[1])
 
 
 def import_cloud(model: Path, out: Path, pre: Preprocessing, *, name: str = "", normalize: bool = False) -> Manifest:
     """Wrap and check the user's cloud model; write the unit at `out` atomically and return its manifest."""
-    import onnx
 
     model = Path(model)
     if not model.is_file():
         raise InputError(f"cloud model not found: {model}")
     ensure_writable_dir(Path(out).parent)
-    digest = sha256_path(model)
+    digest = model_digest(model)
     name = name or model.stem
+    try:
+        return _import(model, out, pre, name, normalize, digest)
+    except MemoryError:
+        raise InputError(f"{model}: ran out of memory importing it (is this an embedding model?)") from None
+
+
+def _import(model: Path, out: Path, pre: Preprocessing, name: str, normalize: bool, digest: str) -> Manifest:
+    import onnx
+
     with tempfile.TemporaryDirectory() as work:
         src = _to_onnx(model, Path(work), pre)
         try:
@@ -221,7 +244,7 @@ def import_cloud(model: Path, out: Path, pre: Preprocessing, *, name: str = "", 
                 space=EmbeddingSpace(id=space_id, dim=dim, input=spec),
                 input=spec,
                 model={"name": f"imported:{name}", "embed_dim": dim, "imported": True},
-                source={"model_file": model.name, "model_sha256": digest},
+                source={"model_file": model.name, "model_sha256": digest},  # graph + its external data
                 extra={
                     "role": ROLE,
                     "declared_preprocessing": {**pre.__dict__, "mean": list(pre.mean), "std": list(pre.std)},
@@ -230,6 +253,25 @@ def import_cloud(model: Path, out: Path, pre: Preprocessing, *, name: str = "", 
             )
             write_manifest(tmp, manifest)
     return load_manifest(out)[0]
+
+
+def model_digest(model: Path) -> str:
+    """The sha256 that names an imported cloud's space: of the file alone, or — for an ONNX graph that keeps its
+    weights in external data files (torch.onnx.export's `model.onnx.data`) — of the graph and every file it
+    references, so the same graph with other weights is another space. A reference outside the model's folder is
+    refused (hetero.onnxrun.external_data)."""
+    import hashlib
+
+    from hetero.onnxrun import external_data
+
+    model = Path(model)
+    files = external_data(model) if model.suffix.lower() == ".onnx" else []
+    if not files:
+        return sha256_path(model)
+    h = hashlib.sha256(b"hetero.onnx+external/1\n" + sha256_path(model).encode() + b"\n")
+    for f in files:
+        h.update(f.relative_to(model.parent.resolve()).as_posix().encode() + b"\0" + sha256_path(f).encode() + b"\n")
+    return h.hexdigest()
 
 
 def is_imported_cloud(m: Manifest) -> bool:

@@ -336,13 +336,29 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def load_policy(path: Path) -> CheckConfig:
-    """A gate policy file: TOML with only a [check] table; unknown keys, wrong types and bad values refused."""
+def read_policy(path: Path) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """A gate policy file: TOML with a [check] table and optionally `trust = ["key.pub", ...]` (public keys whose
+    signature fixtures and reports must carry; relative to the file). Returns the [check] keys it sets, validated
+    (unknown keys, wrong types and bad values refused), and the trusted key paths."""
     path = Path(path)
     data = _read_toml(path, "policy file")
-    if set(data) - {"check"}:
-        raise ConfigError(f"{path}: a policy holds only a [check] table, found {sorted(set(data) - {'check'})}")
+    if set(data) - {"check", "trust"}:
+        raise ConfigError(
+            f"{path}: a policy holds a [check] table and a trust list, found {sorted(set(data) - {'check', 'trust'})}"
+        )
+    trust = data.get("trust", [])
+    if not isinstance(trust, list) or not all(isinstance(t, str) and t for t in trust):
+        raise ConfigError(f"{path}: trust must be a list of public key paths")
+    table = data.get("check", {})
     try:
-        return from_dict(CheckConfig, data.get("check", {}), prefix="check.")
+        from_dict(CheckConfig, table, prefix="check.")
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    return dict(table), tuple(path.parent / t for t in trust)
+
+
+def load_policy(path: Path) -> CheckConfig:
+    """A gate policy file's thresholds, every key it leaves out at its default."""
+    return from_dict(CheckConfig, read_policy(path)[0], prefix="check.")
+
+

@@ -2,8 +2,9 @@
 
 Probe images (uint8, the on-device input), the cloud gallery's embeddings and labels, the cloud's own query
 embeddings (so the cloud → cloud reference needs no cloud model), the space, and the gate thresholds. One safetensors
-file: tensors plus a JSON header whose sha256 of the tensor bytes makes corruption detectable. No training data,
-no cloud model, no GPU.
+file: tensors plus a JSON header whose sha256 of the tensor bytes makes corruption detectable, and optionally the
+cloud team's Ed25519 signature over that hash (hetero.signing), which makes tampering detectable: with a trusted
+key, an unsigned, re-signed or edited fixture is refused. No training data, no cloud model, no GPU.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hetero.io import atomic_write_bytes
 from hetero.spaces import EmbeddingSpace
 
 FIXTURE_SCHEMA = "hetero.fixture/1"
+_SIGNATURE_KEY = "hetero.signature"  # safetensors metadata beside "hetero.fixture": the signature record
 _ARRAYS = ("probe_images", "probe_labels", "gallery_embeddings", "gallery_labels", "reference_queries")
 # A fixture for a cloud upgrade also carries the v2 cloud's gallery and its embeddings of the probes (hetero.lineage).
 _UPGRADE_ARRAYS = ("upgrade_gallery_embeddings", "upgrade_queries")
@@ -44,9 +46,16 @@ class Fixture:
     upgrade_gallery_embeddings: np.ndarray | None = None  # float32 [M, dim]
     upgrade_queries: np.ndarray | None = None  # float32 [N, dim]
     upgrade: dict[str, Any] = field(default_factory=dict)
+    signature: dict[str, str] | None = None  # as loaded (hetero.signing); `save(sign=KEY)` writes a new one
+    signed_by: str = ""  # the trusted key id that verified it at load
 
     def __post_init__(self) -> None:
         n, m, d = len(self.probe_labels), len(self.gallery_labels), self.space.dim
+        if m and len(np.unique(self.gallery_labels)) < 2:
+            raise InputError(
+                "a fixture's gallery holds a single class: every model retrieves it at top-1, so no gate could fail; "
+                "use at least two classes"
+            )
         given = [a is not None for a in (self.upgrade_gallery_embeddings, self.upgrade_queries)] + [bool(self.upgrade)]
         if any(given) and not all(given):
             raise InputError("a fixture's upgrade needs the v2 gallery, the v2 probe embeddings and its lineage")
@@ -103,19 +112,34 @@ class Fixture:
             **({"upgrade": self.upgrade} if self.has_upgrade else {}),
         }
 
-    def save(self, path: Path) -> int:
-        """Write atomically; returns the size in bytes."""
+    def content_sha256(self) -> str:
+        """The hash a signature covers: the header (space, thresholds, source) and every array."""
+        return _content_sha256(self._tensors(), self.info())
+
+    def save(self, path: Path, sign: Any = None) -> int:
+        """Write atomically; `sign`: an Ed25519 private key (hetero.signing) whose signature travels in the file.
+        Returns the size in bytes."""
         from safetensors.numpy import save
+
+        from hetero import signing
 
         tensors = self._tensors()
         info = self.info()
-        header = {**info, "content_sha256": _content_sha256(tensors, info)}
-        data = save(tensors, metadata={"hetero.fixture": json.dumps(header)})
+        digest = _content_sha256(tensors, info)
+        header = {**info, "content_sha256": digest}
+        metadata = {"hetero.fixture": json.dumps(header)}
+        if sign is not None:
+            self.signature = signing.sign(sign, FIXTURE_SCHEMA, digest)
+        if self.signature:
+            metadata[_SIGNATURE_KEY] = json.dumps(self.signature)
+        data = save(tensors, metadata=metadata)
         atomic_write_bytes(Path(path), data)
         return len(data)
 
     @classmethod
-    def load(cls, path: Path) -> Fixture:
+    def load(cls, path: Path, trust: list[Any] | None = None) -> Fixture:
+        """Load and verify: checksum always; with `trust` (hetero.signing.TrustedKey list), a signature by one of
+        those keys over the same content, before any of it is used."""
         from safetensors.numpy import load
 
         path = Path(path)
@@ -124,7 +148,9 @@ class Fixture:
         raw = path.read_bytes()
         try:
             tensors = load(raw)
-            header = json.loads(_metadata(raw)["hetero.fixture"])
+            meta = _metadata(raw)
+            header = json.loads(meta["hetero.fixture"])
+            signature = json.loads(meta[_SIGNATURE_KEY]) if _SIGNATURE_KEY in meta else None
         except Exception as e:  # safetensors raises its own error types for a damaged file
             raise InputError(
                 f"{path}: corrupt or truncated fixture ({str(e).strip()[:120] or type(e).__name__})"
@@ -143,6 +169,11 @@ class Fixture:
             raise InputError(
                 f"{path}: fixture checksum mismatch: the file is corrupt, was edited, or was written by an older hetero"
             )
+        signed_by = ""
+        if trust:
+            from hetero import signing
+
+            signed_by = signing.verify(signature, FIXTURE_SCHEMA, claimed, trust, str(path)).key_id
         thresholds, source = header.get("thresholds"), header.get("source", {})
         if (
             not isinstance(thresholds, dict)
@@ -159,6 +190,8 @@ class Fixture:
             source=source,
             created=str(header.get("created", "")),
             upgrade=upgrade,
+            signature=signature if isinstance(signature, dict) else None,
+            signed_by=signed_by,
             **{a: tensors[a] for a in (*_ARRAYS, *(_UPGRADE_ARRAYS if upgrade else ()))},
         )
         if fx.info() != header:  # what the header says must be what the arrays are (probe count, shape, classes)

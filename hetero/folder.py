@@ -144,8 +144,12 @@ def _read_manifest(path: Path, rows: Iterator[tuple[int, dict]]) -> list[Record]
 
 def decode(path: Path, size: int) -> np.ndarray:
     """The camera rule: uint8 RGB [size, size, 3] (module docstring). Raises OSError/ValueError if unreadable."""
+    import stat
+
     from PIL import Image, ImageOps
 
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the reader forever; a device never ends
+        raise ValueError("not a regular file (a named pipe, socket or device)")
     with Image.open(path) as im:
         im.load()
         im = ImageOps.exif_transpose(im)

@@ -236,3 +236,34 @@ def take_rows(images: Any, idx: Any, chunk: int = 1024) -> Any:
             out.flush()
             del out
     return np.memmap(path, dtype=images.dtype, mode="c", shape=shape)
+
+
+MAX_NPZ_RATIO = 64  # how much larger than its compressed size an .npz member may be (float data barely compresses)
+MAX_NPZ_SMALL = 64 << 20  # members up to this size are never refused for their ratio
+
+
+@contextlib.contextmanager
+def open_npz(path: Path, what: str = "file") -> Iterator[Any]:
+    """`np.load` of an .npz, after its members' sizes were checked from the zip directory *before* anything is
+    decompressed: a member that inflates to over 64x its stored size (and beyond 64 MiB) is refused — embeddings
+    barely compress, and a small file that decompresses to gigabytes would exhaust memory before any check ran."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable .npz ({e})") from None
+    for info in infos:
+        if info.file_size > MAX_NPZ_SMALL and info.file_size > MAX_NPZ_RATIO * max(info.compress_size, 1):
+            raise InputError(
+                f"{path}: member {info.filename!r} would inflate from {info.compress_size:,} to {info.file_size:,} "
+                f"bytes (over {MAX_NPZ_RATIO}x): refused before decompressing"
+            )
+    with np.load(path, allow_pickle=False) as z:
+        yield z

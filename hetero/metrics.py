@@ -81,11 +81,17 @@ def retrieval_metrics(
 
 
 def chance_levels(query_labels: np.ndarray, gallery_labels: np.ndarray) -> dict[str, float]:
-    """Expected R@1 of a random ranking: the share of same-label gallery items, averaged over queries."""
-    _, counts = np.unique(gallery_labels, return_counts=True)
-    share = dict(zip(np.unique(gallery_labels).tolist(), (counts / len(gallery_labels)).tolist(), strict=True))
+    """Expected R@1 and mAP of a random ranking, averaged over queries: R@1 is the share of same-label gallery items;
+    a query with R relevant among N has expected AP (H_N + (R - 1)/(N - 1) · (N - H_N)) / N (H_N the harmonic
+    number) — what the gate's minimums must exceed to mean anything."""
+    classes, counts = np.unique(gallery_labels, return_counts=True)
+    n = len(gallery_labels)
+    h = float(np.sum(1.0 / np.arange(1, n + 1))) if n else 0.0
+    ap = (h + (counts - 1) / max(n - 1, 1) * (n - h)) / max(n, 1)
+    share = dict(zip(classes.tolist(), (counts / max(n, 1)).tolist(), strict=True))
+    expected_ap = dict(zip(classes.tolist(), ap.tolist(), strict=True))
     r1 = float(np.mean([share.get(int(y), 0.0) for y in query_labels]))
-    return {"recall_at_1": r1}
+    return {"recall_at_1": r1, "map": float(np.mean([expected_ap.get(int(y), 0.0) for y in query_labels]))}
 
 
 def cosine_parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

@@ -43,7 +43,7 @@ def test_embed_resumes_after_a_kill_with_identical_files(tiny, source: Path, tmp
     full = embed_source(source, tiny.cloud, tmp_path / "a", **kw)
     part = embed_source(source, tiny.cloud, tmp_path / "b", part=(0, 2), **kw)  # as if killed after 3 shards
     assert not part.complete and not (tmp_path / "b" / "embeddings.json").exists()
-    assert sorted(p.name for p in (tmp_path / "b").glob("shard-*")) == [shard_name(s) for s in (0, 2, 4)]
+    assert sorted(p.name for p in (tmp_path / "b").glob("shard-*.npz")) == [shard_name(s) for s in (0, 2, 4)]
     rest = embed_source(source, tiny.cloud, tmp_path / "b", **kw)
     assert rest.complete and rest.shards_reused == 3 and rest.shards_computed == 2 and rest.rows == full.rows
     a = json.loads((tmp_path / "a" / "embeddings.json").read_text())
@@ -82,6 +82,50 @@ def test_a_changed_shard_is_refused(tiny, source: Path, tmp_path: Path) -> None:
         np.savez(f, embeddings=emb[::-1], ids=ids, skipped=np.array([json.dumps(b) for b in bad], dtype=str))
     with pytest.raises(InputError, match="sha256 differs"):
         load_embeddings(tmp_path / "e")
+
+
+def _rewrite(path: Path, emb, ids, bad) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, embeddings=emb, ids=np.asarray(ids, dtype=str), skipped=np.array([json.dumps(b) for b in bad], str))
+
+
+@pytest.mark.parametrize("damage", ["empty", "revalued", "reided", "truncated", "no record"])
+def test_a_damaged_shard_is_recomputed_on_resume_and_refused_by_another_part(
+    tiny, source: Path, tmp_path: Path, damage: str
+) -> None:
+    """An edited shard never counts: the part that owns it recomputes it (same files as a clean run); a run that
+    only finalises (another part's shard) refuses it. Before, every one of these gave a 'complete' set."""
+    kw = {"shard_size": 8, "max_bad_fraction": 0.05, "progress": False}
+    clean = embed_source(source, tiny.cloud, tmp_path / "a", **kw)
+    out = tmp_path / "e"
+    embed_source(source, tiny.cloud, out, **kw)
+    shard = out / shard_name(1)
+    emb, ids, bad = read_shard(shard)
+    if damage == "empty":
+        _rewrite(shard, emb[:0], ids[:0], bad)
+    elif damage == "revalued":
+        _rewrite(shard, emb[::-1], ids, bad)
+    elif damage == "reided":
+        _rewrite(shard, emb, ids[::-1], bad)
+    elif damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:100])
+    else:
+        shard.with_suffix(".json").unlink()
+    (out / "embeddings.json").unlink()
+    with pytest.raises(InputError, match=shard_name(1)):  # part 0/2 owns shards 0, 2, 4: shard 1 is refused
+        embed_source(source, tiny.cloud, out, part=(0, 2), **kw)
+    assert not (out / "embeddings.json").exists()
+    again = embed_source(source, tiny.cloud, out, part=(1, 2), **kw)  # its owner recomputes it
+    assert again.complete and again.shards_computed == 1 and again.rows == clean.rows
+    a = json.loads((tmp_path / "a" / "embeddings.json").read_text())
+    b = json.loads((out / "embeddings.json").read_text())
+    assert a["sha256"] == b["sha256"]
+
+
+def test_max_bad_fraction_must_be_a_share(tiny, source: Path, tmp_path: Path) -> None:
+    for bad in (float("nan"), 1.5, -0.1):
+        with pytest.raises(InputError, match="max_bad_fraction"):
+            embed_source(source, tiny.cloud, tmp_path / "e", max_bad_fraction=bad, progress=False)
 
 
 def test_embed_cli_builds_an_index_and_reports_json(tiny, source: Path, tmp_path: Path, capsys) -> None:
