@@ -23,6 +23,7 @@ from hetero.devices.loader import load
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
 from hetero.fixture import Fixture
 from hetero.index import DENSE, GallerySearch, IndexSpec
+from hetero.lineage import require_cloud
 from hetero.manifest import Manifest, load_manifest
 from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.report import Report, Row
@@ -112,40 +113,6 @@ def fixture_from_cloud(
         gallery_images=gallery.images if keep_gallery_images else None,
         **extra,
     )
-
-
-def require_cloud(m: Manifest, where: object) -> None:
-    """A cloud is the model whose weights define the space id (`<name>-<model>@<sha256 of its weights>`): an edge
-    trained into that space, an artifact or another cloud's checkpoint would embed the gallery with the wrong model.
-    A cloud imported with `hetero cloud import` defines its space by its user file's hash (hetero.cloud)."""
-    from hetero.cloud import is_imported_cloud, require_imported_cloud
-
-    if is_imported_cloud(m):
-        require_imported_cloud(Path(str(where)))
-        return
-    if m.kind != "checkpoint" or m.format != "safetensors":
-        raise InputError(
-            f"{where}: a {m.format} {m.kind} is not a cloud model; pass the cloud's training checkpoint "
-            "or a unit made by `hetero cloud import`"
-        )
-    if _is_checked_upgrade(m, Path(str(where))):
-        return  # a cloud v2 in v1's space: after a backfill it is the cloud that fills the gallery
-    if not m.space.id.endswith(f"@{m.sha256[:12]}"):
-        raise InputError(
-            f"{where}: this checkpoint ({m.model.get('name')}) does not define space {m.space.id}: its weights are "
-            f"{m.sha256[:12]}; pass the checkpoint of the cloud that defines the space"
-        )
-
-
-def _is_checked_upgrade(m: Manifest, where: Path) -> bool:
-    """A cloud checkpoint trained into another cloud's space, whose weights carry that space (hetero.lineage)."""
-    from hetero.checkpoint import SPACE_STAMP, weights_stamp
-    from hetero.lineage import UPGRADE
-
-    lineage = m.extra.get("lineage") or {}
-    if lineage.get("kind") != UPGRADE or lineage.get("compatible_with") != m.space.id:
-        return False
-    return weights_stamp(load_manifest(where)[1]).get(SPACE_STAMP) == m.space.id
 
 
 def timed_embed(rt: base.Runtime, images: np.ndarray) -> tuple[np.ndarray, float]:

@@ -3,9 +3,11 @@
 Often a team adopting hetero cannot run its production cloud model — only its output exists, one embedding per
 catalogue image. `import_embeddings` turns such a file (.npz with `ids` and `embeddings`; .safetensors with an
 `embeddings` tensor and the ids in its metadata or an integer `ids` tensor; .parquet with `id` and `embedding`
-columns) into a cloud unit: `embeddings.npz` + manifest, space id `<name>@<sha256 of the user's file>[:12]`, the
-input contract declared by the user (the pixels an edge of this space takes). Every row is checked when imported:
-unique ids, finite, unit length (or `normalize`), one dimension.
+columns) into a cloud unit: `embeddings.npz` + manifest, space id `<name>@<sha256 of the rows>[:12]` — the ids and
+embeddings as stored, recomputed at every load like a checkpoint's weights, so rows replaced after the import (and
+the manifest's sha256 fixed) no longer claim the space — and the input contract declared by the user (the pixels an
+edge of this space takes). Every row is checked when imported: unique ids, finite, unit length (or `normalize`),
+one dimension.
 
 It is a cloud in every place a cloud gives *embeddings of known images*: BCT prototypes (class means of the training
 images' rows), regression/contrastive targets (the clean image's row: with no model there are no augmented views),
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hetero.errors import InputError
-from hetero.io import atomic_dir, ensure_writable_dir, sha256_path
+from hetero.io import atomic_dir, ensure_writable_dir, open_npz, sha256_path
 from hetero.manifest import Manifest, load_manifest, write_manifest
 from hetero.spaces import EmbeddingSpace, InputSpec
 
@@ -71,7 +73,7 @@ def read_embedding_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
+    with open_npz(path, "embedding file") as z:
         missing = {"ids", "embeddings"} - set(z.files)
         if missing:
             has = ", ".join(z.files) or "none"
@@ -126,12 +128,17 @@ def check_rows(ids: np.ndarray, emb: np.ndarray, where: object, *, normalize: bo
     bad = ~np.isfinite(emb).all(axis=1)
     if bad.any():
         raise InputError(f"{where}: {int(bad.sum())} rows are not finite (first: id {str(ids[np.argmax(bad)])!r})")
-    norms = np.linalg.norm(emb, axis=1)
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1)  # float32 overflows to inf past ~1.8e19 per component
     zero = norms == 0
     if zero.any():
         raise InputError(f"{where}: {int(zero.sum())} rows are zero (first: id {str(ids[np.argmax(zero)])!r})")
     if normalize:
-        return (emb / norms[:, None]).astype(np.float32)
+        unit = (emb / norms[:, None]).astype(np.float32)
+        lost = np.abs(np.linalg.norm(unit, axis=1) - 1) > UNIT_TOLERANCE  # e.g. rows that underflow in float32
+        if lost.any():
+            raise InputError(f"{where}: {int(lost.sum())} rows cannot be normalised in float32 (first: id "
+                             f"{str(ids[np.argmax(lost)])!r})")  # fmt: skip
+        return unit
     off = np.abs(norms - 1) > UNIT_TOLERANCE
     if off.any():
         raise InputError(
@@ -149,7 +156,7 @@ def import_embeddings(file: Path, out: Path, spec: InputSpec, *, name: str = "",
     emb = check_rows(ids, emb, file, normalize=normalize)
     digest = sha256_path(file)
     name = name or file.stem
-    space = EmbeddingSpace(id=f"{name}@{digest[:12]}", dim=int(emb.shape[1]), input=spec)
+    space = EmbeddingSpace(id=f"{name}@{rows_sha256(ids, emb)[:12]}", dim=int(emb.shape[1]), input=spec)
     with atomic_dir(Path(out)) as tmp:
         np.savez(tmp / FILE_NAME, ids=ids, embeddings=emb)
         write_manifest(
@@ -170,6 +177,17 @@ def import_embeddings(file: Path, out: Path, spec: InputSpec, *, name: str = "",
     return load_manifest(out)[0]
 
 
+def rows_sha256(ids: np.ndarray, emb: np.ndarray) -> str:
+    """sha256 of a table's content — ids and float32 rows, in order — what its space id names."""
+    import hashlib
+
+    emb = np.ascontiguousarray(emb, np.float32)
+    h = hashlib.sha256(f"hetero.embeddings/1:{list(emb.shape)};".encode())
+    h.update("\0".join(np.asarray(ids).astype(str).tolist()).encode() + b";")
+    h.update(emb.tobytes())
+    return h.hexdigest()
+
+
 def is_embedding_cloud(m: Manifest) -> bool:
     return m.format == FORMAT and m.extra.get("role") == ROLE
 
@@ -184,14 +202,19 @@ class EmbeddingTable:
         m = self.manifest
         if not is_embedding_cloud(m):
             raise InputError(f"{path}: not an embedding-file cloud unit (hetero cloud import FILE.npz|.parquet)")
-        src = str(m.source.get("file_sha256", ""))
-        if len(src) != 64 or not m.space.id.endswith(f"@{src[:12]}"):
-            raise InputError(f"{path}: space {m.space.id} does not name the imported file's hash; import it again")
-        with np.load(data_file, allow_pickle=False) as z:
-            self.ids, self.embeddings = z["ids"].astype(str), z["embeddings"].astype(np.float32)
-        if self.embeddings.shape != (len(self.ids), m.space.dim):
+        try:
+            with open_npz(data_file, "embedding table") as z:
+                self.ids, self.embeddings = z["ids"].astype(str), z["embeddings"].astype(np.float32)
+        except (KeyError, ValueError, OSError, EOFError) as e:
+            raise InputError(f"{data_file}: unreadable embedding table ({type(e).__name__})") from None
+        if self.embeddings.ndim != 2 or self.embeddings.shape != (len(self.ids), m.space.dim):
             shape = list(self.embeddings.shape)
             raise InputError(f"{path}: stored rows {shape} do not match the manifest's dim {m.space.dim}")
+        if not m.space.id.endswith(f"@{rows_sha256(self.ids, self.embeddings)[:12]}"):
+            raise InputError(
+                f"{path}: its rows are not the ones space {m.space.id} was imported with (changed after the "
+                "import); import the embedding file again — into a new space"
+            )
         self._row = {k: i for i, k in enumerate(self.ids.tolist())}
         self.space, self.input, self.sha256 = m.space, m.input, m.sha256
         self.resolution, self.feature_dim, self.embed_dim = None, None, m.space.dim

@@ -251,6 +251,10 @@ def train(
     if (tcfg.share_cloud_head or tcfg.inherit_cloud) and cloud_model is None:
         what = "share_cloud_head" if tcfg.share_cloud_head else "inherit_cloud"
         raise InputError(f"{what} = true needs the cloud checkpoint: pass --cloud (hetero's, of the same family)")
+    if isinstance(teacher, CheckpointTeacher):  # an edge or a foreign checkpoint is no cloud: its "v2" would claim
+        from hetero.lineage import require_cloud  # the space without being trained against what defines it
+
+        require_cloud(cloud_manifest, cloud)
     split = split or load_split(cfg.data)
     if isinstance(teacher, CheckpointTeacher):
         _require_cloud_matches(cloud_manifest, cfg, split)
