@@ -230,7 +230,11 @@ def _import(model: Path, out: Path, pre: Preprocessing, name: str, normalize: bo
         except Exception as e:  # protobuf DecodeError and friends
             raise InputError(f"{model}: not an ONNX model ({type(e).__name__})") from None
         space_id = f"{name}@{digest[:12]}"
-        wrapped = _wrap(user, pre, normalize, space_id)
+        try:
+            wrapped = _wrap(user, pre, normalize, space_id)
+        except onnx.checker.ValidationError as e:  # onnx.compose checks the graphs it merges
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise InputError(f"{model}: not a valid ONNX graph ({first})") from None
         with atomic_dir(Path(out)) as tmp:
             onnx.save(wrapped, str(tmp / MODEL_NAME))
             dim = _probe(tmp / MODEL_NAME, pre, normalize, model)
