@@ -122,7 +122,7 @@ def weights_stamp(weights: Path) -> dict[str, str]:
         raw = (f.metadata() or {}).get(STAMP_KEY)
     try:
         stamp = json.loads(raw) if raw is not None else {}
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # malformed, too deep, or a 5,000-digit number
         stamp = None
     if not isinstance(stamp, dict) or not all(isinstance(v, str) for v in stamp.values()):
         raise ManifestError(f"{weights}: its lineage stamp is not what hetero writes")

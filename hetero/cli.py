@@ -284,8 +284,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             "give exactly one of: --report REPORT.json | --fixture FIXTURE --artifact A | "
             "--cloud CHECKPOINT --artifact A | --cloud CHECKPOINT --upgrade V2"
         )
-    for out in (args.junit, args.markdown):
+    for flag, out in (("--junit", args.junit), ("--markdown", args.markdown)):
         if out is not None:
+            if Path(out).is_dir():
+                raise InputError(f"{flag} {out} is a directory; give the file to write")
             ensure_writable_dir(Path(out).parent)
     remote = None
     if getattr(args, "remote", None):
@@ -1127,7 +1129,7 @@ def _report_error(args: argparse.Namespace, message: str, exit_code: int) -> Non
         suite = ET.Element("testsuite", name="hetero.check", tests="1", failures="0", errors="1", skipped="0")
         case = ET.SubElement(suite, "testcase", classname="hetero.check", name="inputs")
         ET.SubElement(case, "error", message=message)
-        with contextlib.suppress(OSError):  # the error line on stderr still says what went wrong
+        with contextlib.suppress(OSError, ValueError, HeteroError):  # an unwritable --junit may be the error itself
             atomic_write_text(Path(junit), ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n")
 
 

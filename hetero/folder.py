@@ -109,10 +109,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+        from hetero.io import parse_json
+
+        row = parse_json(line, f"{path}:{n}")
         if not isinstance(row, dict):
             raise InputError(f"{path}:{n}: each line is one JSON object with path and label")
         yield n, row
@@ -236,7 +235,9 @@ def load_images(
             os.truncate(tmp, len(kept) * size * size * 3)  # skipped images leave the tail unused
         meta = {"kept": kept, "skipped": skipped, "records": len(records)}
         atomic_write_text(meta_path, json.dumps(meta))
-    meta = json.loads(meta_path.read_text())
+    from hetero.io import read_json
+
+    meta = read_json(meta_path, "image cache record")
     _require_few_bad(source, meta["skipped"], meta["records"], max_bad_fraction)
     kept = [records[i] for i in meta["kept"]]
     if not kept:

@@ -57,6 +57,7 @@ class IndexResult:
     bytes: int
     recall: dict[str, float] = field(default_factory=dict)  # measured against exact search
     params: dict[str, Any] = field(default_factory=dict)
+    fallback: str = ""  # why another kind was built than the one asked for (e.g. too few vectors to train IVF-PQ)
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,9 +86,20 @@ def _check_vectors(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
+def ivfpq_fallback(n: int, spec: IndexSpec) -> str:
+    """Why IVF-PQ cannot be trained on `n` vectors ("" when it can): each sub-quantiser's k-means needs at least
+    2^pq_bits points (faiss aborts the training otherwise), and exact search over so few is fast anyway."""
+    need = 2**spec.pq_bits
+    if n < need:
+        return f"IVF-PQ with {spec.pq_bits}-bit codes needs at least {need} vectors to train, there are {n}: exact"
+    return ""
+
+
 def factory_string(n: int, dim: int, spec: IndexSpec) -> tuple[str, str]:
-    """(resolved kind, faiss index-factory string) for `n` vectors of `dim`."""
+    """(resolved kind, faiss index-factory string) for `n` vectors of `dim`; IVF-PQ on too few vectors is exact."""
     kind = spec.kind if spec.kind != "auto" else ("exact" if n <= EXACT_UP_TO else "ivfpq")
+    if kind == "ivfpq" and ivfpq_fallback(n, spec):
+        kind = "exact"
     if kind == "exact":
         return kind, "Flat"
     if kind == "hnsw":
@@ -119,6 +131,7 @@ def build(x: np.ndarray, spec: IndexSpec = IndexSpec(), *, measure_queries: int 
     result = IndexResult(
         index, kind, factory, n, dim, round(seconds, 2), int(faiss.serialize_index(index).nbytes),
         params={"nprobe": spec.nprobe, "rerank": spec.rerank, "ef_search": spec.ef_search},
+        fallback=ivfpq_fallback(n, spec) if spec.kind == "ivfpq" else "",
     )  # fmt: skip
     if kind != "exact":
         rng = np.random.default_rng(spec.seed + 1)
@@ -153,6 +166,7 @@ class GallerySearch:
             "recall_vs_exact": b.recall,
             "params": b.params,
             "bytes": b.bytes,
+            **({"fallback": b.fallback} if b.fallback else {}),
         }
 
 
@@ -214,7 +228,15 @@ def load(path: Path, spec: IndexSpec | None = None) -> tuple[Any, dict[str, Any]
     sidecar = path.with_name(path.name + ".json")
     if not path.is_file() or not sidecar.is_file():
         raise InputError(f"index {path} or its record {sidecar.name} is missing")
-    meta = json.loads(sidecar.read_text())
-    index = faiss.read_index(str(path))
-    configure(index, meta["kind"], spec or IndexSpec(**meta["params"]))
+    from hetero.io import read_json
+
+    meta = read_json(sidecar, "index record")
+    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict) or not isinstance(meta.get("kind"), str):
+        raise InputError(f"{sidecar}: not an index record (kind and params)")
+    try:
+        index = faiss.read_index(str(path))
+        configure(index, meta["kind"], spec or IndexSpec(**meta["params"]))
+    except (RuntimeError, TypeError, ValueError) as e:  # faiss raises RuntimeError for a damaged file
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise InputError(f"{path}: unreadable index ({why})") from None
     return index, meta

@@ -202,14 +202,26 @@ def path_size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def parse_json(text: str | bytes, where: str) -> Any:
+    """`json.loads` for text a user or another machine wrote: malformed JSON, nesting too deep for the parser
+    (RecursionError) and integers past Python's 4,300-digit limit (ValueError) are all one InputError line."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply to read") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(f"{where}: not valid JSON ({str(e).splitlines()[0][:160]})") from None
+
+
 def read_json(path: Path, what: str = "file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
         raise InputError(f"{what} is not valid JSON: {path} ({e})") from None
+    return parse_json(text, f"{what} {path}")
 
 
 def take_rows(images: Any, idx: Any, chunk: int = 1024) -> Any:

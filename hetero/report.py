@@ -299,6 +299,8 @@ def search_line(record: dict[str, Any] | None) -> str:
     r = record.get("recall_vs_exact") or {}
     if record["kind"] != "exact" and "recall_1_at_10" in r:
         text += f", recall vs exact 1-R@10 {r['recall_1_at_10']:.3f} / 10-R@10 {r['recall_10_at_10']:.3f}"
+    if record.get("fallback"):
+        text += f" ({record['fallback']})"
     return text + "; mAP counts relevant items within the top results (a lower bound of the full-ranking mAP)"
 
 
@@ -333,7 +335,10 @@ def _check_row_types(r: Row, where: str) -> None:
         elif t.startswith("int"):
             ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
         elif t.startswith("float"):
-            ok = _number(v) and (f.name == "latency_ms" or -1.0 <= v <= 1.0)
+            if f.name in ("latency_ms", "relative_flip_rate"):  # a ratio over chance may exceed 1 (a control's does)
+                ok = _number(v) and v >= 0
+            else:
+                ok = _number(v) and -1.0 <= v <= 1.0
         elif t.startswith("dict"):
             ok = isinstance(v, dict) and all(
                 isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v.values()
@@ -346,8 +351,31 @@ def _check_row_types(r: Row, where: str) -> None:
             problems.append(f"{f.name}={v!r}")
     if r.kind not in KINDS:
         problems.append(f"kind={r.kind!r}")
+    problems += _count_problems(r)
     if problems:
         raise InputError(f"{where}: row {r.name!r} has invalid values: {', '.join(problems[:3])}")
+
+
+def _count_problems(r: Row) -> list[str]:
+    """Counts that cannot come from one probe set: more hits than queries, paired changes beyond their pairs, an
+    executed row with no queries, an interval that is not one."""
+    out = []
+    if r.executed and r.recall_at_1 is not None and r.n_query < 1:
+        out.append(f"n_query={r.n_query} (an executed row has queries)")
+    if isinstance(r.r1_hits, int) and isinstance(r.n_query, int) and r.r1_hits > r.n_query:
+        out.append(f"r1_hits={r.r1_hits} > n_query={r.n_query}")
+    for name in ("vs_reference", "vs_previous"):
+        d = getattr(r, name)
+        if isinstance(d, dict):
+            if set(d) != {"n", "worse", "better"}:
+                out.append(f"{name} keys {sorted(d)}")
+            elif d["worse"] + d["better"] > d["n"] or d["n"] != r.n_query:
+                out.append(f"{name}={d} (worse + better <= n = n_query {r.n_query})")
+    if isinstance(r.map_interval, list) and len(r.map_interval) == 2 and all(map(_number, r.map_interval)):
+        lo, hi = r.map_interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            out.append(f"map_interval={r.map_interval}")
+    return out
 
 
 def _with_interval(r: Row) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from hetero.config import RunConfig, SearchConfig, override, to_dict
 from hetero.data import OpenSetSplit, load_dataset, open_set_split
 from hetero.embed import embed_batches
 from hetero.errors import InputError
-from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir, parse_json, read_json
 from hetero.manifest import Manifest
 from hetero.metrics import retrieval_metrics
 from hetero.models import MODELS, EmbeddingGraph, create_model
@@ -87,7 +88,16 @@ class Trial:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Trial:
-        return cls(**{**d, "candidate": Candidate(d["candidate"]["arch"], int(d["candidate"]["resolution"]))})
+        """A logged trial, its types checked (TypeError/ValueError otherwise): ranking compares these numbers."""
+        t = cls(**{**d, "candidate": Candidate(d["candidate"]["arch"], int(d["candidate"]["resolution"]))})
+        numbers = (t.macs_ratio, t.val_recall_at_1, t.val_edge_to_edge, t.val_cosine, t.seconds)
+        if t.stage not in ("proxy", "full") or not isinstance(t.key, str) or not isinstance(t.macs, int):
+            raise TypeError("stage, key or macs of the wrong kind")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise ValueError("a trial's measurements are not finite numbers")
+        if not isinstance(t.candidate.arch, dict):
+            raise TypeError("candidate arch is not a table")
+        return t
 
 
 @dataclass
@@ -235,12 +245,15 @@ def _config_hash(cfg: RunConfig, cloud_sha: str, weights: dict[str, float]) -> s
 def _read_trials(path: Path) -> list[Trial]:
     if not path.is_file():
         return []
-    trials = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    trials, seen = [], set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            trials.append(Trial.from_json(json.loads(line)))
-        except (ValueError, KeyError, TypeError):
-            break  # a line cut short by an interruption: that trial runs again
+            t = Trial.from_json(parse_json(line, str(path)))
+        except (InputError, KeyError, TypeError, ValueError, AttributeError):
+            continue  # a line cut short by an interruption (or garbled): that trial runs again, the others stay
+        if (t.stage, t.key) not in seen:
+            seen.add((t.stage, t.key))
+            trials.append(t)
     return trials
 
 
@@ -271,7 +284,7 @@ def search(
     weights = dict(loss_weights if loss_weights is not None else cfg.edge.loss_weights)
     stamp = {"config": _config_hash(cfg, cm.sha256, weights), "base": base}
     stamp_path = out / "search-config.json"
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != stamp:
+    if stamp_path.is_file() and read_json(stamp_path, "search stamp") != stamp:
         raise InputError(f"{out} holds a search with another config, cloud or objective: use a new --out")
     atomic_write_json(stamp_path, stamp)
 
@@ -331,7 +344,7 @@ def search(
     front = pareto_front([(float(t.macs), t.val_recall_at_1) for t in full])
     result = SearchResult(
         trials, best, final, cloud_macs, budget, pareto=[full[i].key for i in front],
-        seconds=sum(t.seconds for t in trials) + float(json.loads((final / "manifest.json").read_text())["extra"]
+        seconds=sum(t.seconds for t in trials) + float(read_json(final / "manifest.json", "manifest")["extra"]
                                                        ["train_seconds"]),
     )  # fmt: skip
     atomic_write_json(out / RESULT, result.to_json())
@@ -359,7 +372,8 @@ def _is_final(path: Path, best: Trial) -> bool:
     mf = path / "manifest.json"
     if not mf.is_file():
         return False
-    m = json.loads(mf.read_text())
-    return m.get("model", {}).get("arch") == best.candidate.arch and m["model"].get("resolution") == (
-        best.candidate.resolution
-    )
+    m = read_json(mf, "manifest")
+    model = m.get("model") if isinstance(m, dict) else None
+    if not isinstance(model, dict):
+        return False
+    return model.get("arch") == best.candidate.arch and model.get("resolution") == best.candidate.resolution

@@ -28,7 +28,7 @@ from hetero.cloud import load_teacher
 from hetero.config import DataConfig, RunConfig, TrainConfig, to_dict
 from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
-from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir
+from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir, parse_json
 from hetero.losses import LOSS_TERMS, Batch, CompatibilityObjective, build_objective, check_weights
 from hetero.manifest import Manifest
 from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
@@ -197,13 +197,22 @@ def _load_state(path: Path, fingerprint: str, model, opt, sched, gen) -> list[di
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged state file is a one-line error, whatever torch raises
         raise InputError(f"{path}: cannot read resume state ({type(e).__name__}); delete it to start over") from None
-    if state.get("fingerprint") != fingerprint:
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         raise InputError(f"{path} was written by a different run (config, data or cloud); delete it to start over")
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    gen.set_state(state["generator"])
-    return json.loads(state["history"])
+    try:  # the right fingerprint over the wrong contents (edited, or another version's layout): refused whole
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        history = parse_json(state["history"], f"{path} history")
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise TypeError("history is not a list of epoch records")
+    except InputError:
+        raise
+    except Exception as e:  # torch raises RuntimeError/KeyError/TypeError/ValueError for state that does not fit
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:100]}" if str(e) else type(e).__name__
+        raise InputError(f"{path}: resume state does not fit this run ({why}); delete it to start over") from None
+    return history
 
 
 def resume_dir(out: Path) -> Path:
