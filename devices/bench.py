@@ -205,6 +205,11 @@ def _row(
     return row
 
 
+MAX_THREADS = 256  # more than any phone or server CPU this runs on: 100,000 threads only stall the machine
+MAX_RUNS = 1_000_000
+MAX_SECONDS = 3600.0  # per row; an infinite or NaN duration would never end (or end at once, silently)
+
+
 def bench(
     units: Sequence[str],
     threads: Sequence[int] = (1,),
@@ -219,10 +224,13 @@ def bench(
     """Every unit (`[NAME=]PATH`) at every thread count, here and (with `remote`, an SSHHost) on the remote host."""
     if not units:
         raise InputError("give at least one unit to bench")
-    if not threads or min(threads) < 1:
-        raise InputError(f"thread counts must be >= 1; got {list(threads)}")
-    if runs < 1 or seconds < 0 or warmup < 0 or batch < 1:
-        raise InputError(f"runs >= 1, seconds >= 0, warmup >= 0, batch >= 1; got {runs}, {seconds}, {warmup}, {batch}")
+    if not threads or min(threads) < 1 or max(threads) > MAX_THREADS:
+        raise InputError(f"thread counts must be in 1..{MAX_THREADS}; got {list(threads)}")
+    if not (1 <= runs <= MAX_RUNS and 0 <= seconds <= MAX_SECONDS and 0 <= warmup <= MAX_RUNS and 1 <= batch <= 4096):
+        raise InputError(  # NaN fails every comparison, so it is refused too
+            f"runs in 1..{MAX_RUNS}, seconds in 0..{MAX_SECONDS:g} (finite), warmup in 0..{MAX_RUNS}, batch in "
+            f"1..4096; got {runs}, {seconds}, {warmup}, {batch}"
+        )
     opened = []
     for spec in units:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)

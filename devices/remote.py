@@ -36,8 +36,10 @@ class SSHHost:
     timeout: float = 300.0
 
     def __post_init__(self) -> None:
-        if not _HOST.match(self.target) or self.target.startswith("-"):
+        if not _HOST.fullmatch(self.target) or self.target.startswith("-"):  # `$` alone admits a trailing newline
             raise InputError(f"not a valid SSH target: {self.target!r} (expected user@host)")
+        if not (isinstance(self.port, int) and 1 <= self.port <= 65535):
+            raise InputError(f"SSH port must be in 1..65535, got {self.port!r}")
 
     @classmethod
     def from_args(cls, args: Any) -> SSHHost:

@@ -8,8 +8,11 @@ artifact as *not executed* — never as passed.
 
 from __future__ import annotations
 
+import contextlib
 import platform
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +120,16 @@ _KINDS = {
 _WEIGHT_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8w": 0.99}
 
 
+@contextlib.contextmanager
+def private_copy(package: Path) -> Iterator[Path]:
+    """A throwaway copy of an .mlpackage for coremltools to open: opening a package rewrites its Manifest.json in
+    canonical form, and the unit's sha256 covers that file — reading must never change what was hashed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / Path(package).name
+        shutil.copytree(package, copy)
+        yield copy
+
+
 def program_ops(path: Path) -> list[Op]:
     """The compute ops of a saved mlprogram (main function), with weights materialised (int8w dequantised)."""
     from coremltools.converters.mil.frontend.milproto.load import load as load_program
@@ -124,9 +137,9 @@ def program_ops(path: Path) -> list[Op]:
     from hetero.export import structure
 
     ct = _ct()
-    with native_quiet():
-        model_spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
-        program = load_program(model_spec, model_spec.specificationVersion, str(path / "Data/com.apple.CoreML/weights"))
+    with native_quiet(), private_copy(path) as copy:
+        model_spec = ct.models.MLModel(str(copy), skip_model_load=True).get_spec()
+        program = load_program(model_spec, model_spec.specificationVersion, str(copy / "Data/com.apple.CoreML/weights"))
     ops = []
     for op in program.functions["main"].operations:
         kind = _KINDS.get(op.op_type)
@@ -168,8 +181,8 @@ def inspect(path: Path, graph: EmbeddingGraph, space_id: str, dim: int, precisio
     ct = _ct()
     spec: InputSpec = graph.input_spec
     try:
-        with native_quiet():
-            model_spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+        with native_quiet(), private_copy(path) as copy:
+            model_spec = ct.models.MLModel(str(copy), skip_model_load=True).get_spec()
         ops = program_ops(path)
     except Exception as e:  # coremltools raises assorted types for an unreadable package
         raise ArtifactError(f"{path}: coremltools cannot read it ({str(e).strip()[:200]})") from None
@@ -208,9 +221,12 @@ def runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.
         raise NotExecutedError(f"Core ML executes only on macOS (this is {platform.system()})")
     from PIL import Image
 
-    ml = _ct().models.MLModel(str(path))
+    keep = tempfile.TemporaryDirectory()  # lives as long as the runner: the package is opened from a copy
+    copy = Path(keep.name) / Path(path).name
+    shutil.copytree(path, copy)
+    ml = _ct().models.MLModel(str(copy))
 
-    def run(batch: np.ndarray) -> np.ndarray:
+    def run(batch: np.ndarray, _keep: Any = keep) -> np.ndarray:
         return np.stack([np.asarray(ml.predict({INPUT_NAME: Image.fromarray(img)})[OUTPUT_NAME])[0] for img in batch])
 
     return run

@@ -166,8 +166,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out is None:
         raise InputError("give --out DIR (artifacts go to DIR/<format>-<precision>/), or --validate ARTIFACT")
     ensure_writable_dir(args.out)
-    formats = _csv(args.formats) or list(cfg.export.formats)
-    precisions = _csv(args.precisions) or list(cfg.export.precisions)
+    formats = _csv(args.formats, "--formats") if args.formats is not None else list(cfg.export.formats)
+    precisions = _csv(args.precisions, "--precisions") if args.precisions is not None else list(cfg.export.precisions)
     result = export_matrix(
         args.checkpoint, args.out, formats, precisions, data, cfg.export, log=lambda s: _log(args, s)
     )
@@ -176,8 +176,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+def _csv(value: str, flag: str) -> list[str]:
+    """A flag's comma-separated names; one given empty (`--formats ,`) is refused, never read as 'the defaults'."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise InputError(f"{flag} names nothing ({value!r}); leave it out for the config's defaults")
+    return names
 
 
 def _drop_text(q: dict) -> str:

@@ -126,6 +126,8 @@ def _read_manifest(path: Path, rows: Iterator[tuple[int, dict]]) -> list[Record]
             raise InputError(f"{path}:{n}: unknown column {unknown[0]!r} (columns: path, label, role, domain, id)")
         if not get.get("path") or not get.get("label"):
             raise InputError(f"{path}:{n}: every row needs a path and a label")
+        if "\0" in get["path"]:
+            raise InputError(f"{path}:{n}: the path holds a NUL byte, which no file name can")
         role = get.get("role", "")
         if role not in ROLES:
             raise InputError(f"{path}:{n}: role must be query, gallery or empty; got {role!r}")

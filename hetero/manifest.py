@@ -100,7 +100,7 @@ def _require_fields(d: dict[str, Any], where: Path) -> None:
     if d.get("kind") not in ("checkpoint", "artifact"):
         problems.append(f"kind must be 'checkpoint' or 'artifact', got {d.get('kind')!r}")
     f = d.get("file")
-    if not isinstance(f, str) or not f or f in (".", "..") or "/" in f or "\\" in f or f.startswith("~"):
+    if not isinstance(f, str) or not f or f in (".", "..") or any(c in f for c in "/\\\0") or f.startswith("~"):
         problems.append(f"file must be a plain file name inside the unit, got {f!r}")
     h = d.get("sha256")
     if not (isinstance(h, str) and len(h) == 64 and set(h) <= _HEX):
@@ -111,6 +111,11 @@ def _require_fields(d: dict[str, Any], where: Path) -> None:
     for key in ("model", "source", "validation", "extra", "tool_versions"):
         if key in d and not isinstance(d[key], dict):
             problems.append(f"{key} must be an object, got {type(d[key]).__name__}")
+    model = d.get("model")
+    for key in ("macs", "params", "embed_dim"):  # counts the bench and the search compute with
+        v = model.get(key) if isinstance(model, dict) else None
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            problems.append(f"model.{key} must be a non-negative integer, got {v!r}")
     if "seed" in d and d["seed"] is not None and (not isinstance(d["seed"], int) or isinstance(d["seed"], bool)):
         problems.append(f"seed must be an integer or null, got {d['seed']!r}")
     if problems:

@@ -147,6 +147,8 @@ def render(doc: dict[str, Any], out: Path, stem: str) -> dict[str, dict[str, Pat
     from hetero.errors import InputError
     from hetero.report import REPORT_SCHEMA, Report
 
+    if not isinstance(doc, dict):
+        raise InputError(f"{stem}: not a hetero report or bench result (a JSON {type(doc).__name__})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if doc.get("schema") == REPORT_SCHEMA:
@@ -156,5 +158,34 @@ def render(doc: dict[str, Any], out: Path, stem: str) -> dict[str, dict[str, Pat
             made["heatmap"] = heatmap(report.matrix, out / f"{stem}_heatmap.png")[1]
         return made
     if doc.get("schema") == "hetero.bench/1":
+        check_bench_doc(doc, stem)
         return {"latency": latency_distributions(doc, out / f"{stem}_latency.png")[1]}
     raise InputError(f"{stem}: not a hetero report or bench result (schema {doc.get('schema')!r})")
+
+
+def check_bench_doc(doc: dict[str, Any], where: str) -> None:
+    """A saved bench result is an input like any other: rows of the right types, latencies and samples finite and
+    non-negative — a p50 of "fast" or NaN samples would otherwise be drawn (or skipped) without a word."""
+    import math
+
+    from hetero.errors import InputError
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    rows = doc.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InputError(f"{where}: bench rows must be a list of objects")
+    for i, r in enumerate(rows):
+        problems = [k for k in ("name", "host", "runtime") if not isinstance(r.get(k, ""), str)]
+        if not (isinstance(r.get("threads"), int) and not isinstance(r.get("threads"), bool) and r["threads"] >= 1):
+            problems.append("threads")
+        samples = r.get("samples_ms")
+        if samples is not None and not (isinstance(samples, list) and all(number(v) for v in samples)):
+            problems.append("samples_ms")
+        for key in ("latency", "bare_latency"):
+            lat = r.get(key)
+            if lat is not None and not (isinstance(lat, dict) and lat and all(number(v) for v in lat.values())):
+                problems.append(key)
+        if problems:
+            raise InputError(f"{where}: bench row {i} has invalid {', '.join(problems)}")

@@ -6,6 +6,7 @@ retrained cloud model is a *different* space and old edge artifacts are refused 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,29 @@ class InputSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
+    def __post_init__(self) -> None:
+        """The contract an app and every runtime rely on: refused whole when any part could not be honoured (a
+        std of 0 divides by zero in the graph; a fourth mean would be silently ignored)."""
+        problems = []
+        for key in ("height", "width"):
+            v = getattr(self, key)
+            if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16384):
+                problems.append(f"{key} must be an integer in 1..16384, got {v!r}")
+        if self.layout != "NHWC" or self.dtype != "uint8":
+            problems.append(f"pixels are uint8 NHWC, got {self.dtype!r} {self.layout!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            problems.append(f"channel_order must be RGB or BGR, got {self.channel_order!r}")
+        for key, low in (("mean", -math.inf), ("std", 0.0)):
+            v = getattr(self, key)
+            if not (
+                isinstance(v, tuple) and len(v) == 3
+                and all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > low
+                        for x in v)
+            ):  # fmt: skip
+                problems.append(f"{key} must be three finite numbers{' above 0' if low == 0 else ''}, got {v!r}")
+        if problems:
+            raise ManifestError("invalid input spec: " + "; ".join(problems))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
@@ -40,8 +64,8 @@ class InputSpec:
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
         try:
             return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
-        except (TypeError, KeyError) as e:
-            raise ManifestError(f"invalid input spec {d!r}: {e}") from None
+        except (TypeError, KeyError, AttributeError) as e:
+            raise ManifestError(f"invalid input spec: {str(e)[:200]}") from None
 
     def shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, self.height, self.width, 3)
@@ -67,15 +91,20 @@ class EmbeddingSpace:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EmbeddingSpace:
         try:
+            dim, sid = d["dim"], d["id"]
+            if not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1):
+                raise ValueError(f"dim must be a positive integer, got {dim!r}")
+            if not (isinstance(sid, str) and sid and "\0" not in sid):
+                raise ValueError(f"id must be a non-empty string, got {sid!r}")
             return cls(
-                id=str(d["id"]),
-                dim=int(d["dim"]),
+                id=sid,
+                dim=dim,
                 metric=str(d.get("metric", "cosine")),
                 normalized=bool(d.get("normalized", True)),
                 input=InputSpec.from_dict(d["input"]),
             )
-        except (TypeError, KeyError, ValueError) as e:
-            raise ManifestError(f"invalid embedding space {d!r}: {e}") from None
+        except (TypeError, KeyError, ValueError, AttributeError) as e:
+            raise ManifestError(f"invalid embedding space: {str(e)[:200]}") from None
 
     def require_same(self, other: EmbeddingSpace, what: str) -> None:
         """Refuse vectors from another space: mixing them would return plausible-looking garbage.
