@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +113,15 @@ class ShardEmbedder:
 
 def _write_shard(path: Path, emb: np.ndarray, ids: list[str], skipped: list[tuple[str, str]], key: str) -> None:
     """The shard, then its record (plan hash + arrays' sha256): a shard without a matching record never counts."""
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            embeddings=emb,
-            ids=np.array(ids, dtype=str),
-            skipped=np.array([json.dumps(s) for s in skipped], dtype=str),
-        )
+    arrays = {
+        "embeddings": np.ascontiguousarray(emb, np.float32),
+        "ids": np.array(ids, dtype=str),
+        "skipped": np.array([json.dumps(s) for s in skipped], dtype=str),
+    }
+    with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():  # np.savez stamps the wall clock into the zip: same arrays, other bytes
+            with zf.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
+                np.lib.format.write_array(f, arr, allow_pickle=False)
     record = {"schema": SCHEMA, "plan": key, "rows": len(ids), "sha256": arrays_sha256(emb, ids, skipped)}
     atomic_write_json(path.with_suffix(".json"), record)
 
@@ -132,7 +135,7 @@ def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]
             return d["embeddings"], d["ids"], skipped
     except InputError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"{path}: unreadable shard ({type(e).__name__}); delete it and run again") from None
 
 
@@ -299,11 +302,11 @@ def _finalise(
     for s in range(result.shards_total):
         path = out / shard_name(s)
         try:
-            emb, _, bad = verify_shard(path, chunk(s), key, result.dim)
+            emb, ids, bad = verify_shard(path, chunk(s), key, result.dim)
         except InputError as e:  # another part's shard (this run did not compute it): refused, never counted
             raise InputError(f"{e}; delete {path.name} and run that part again") from None
         digest = sha256_path(path)
-        h.update(digest.encode())
+        h.update(arrays_sha256(emb, ids, bad).encode())  # the set's hash is of its content, not its zip bytes
         shards.append({"file": path.name, "rows": len(emb), "sha256": digest})
         skipped += bad
         rows += len(emb)

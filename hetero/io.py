@@ -277,5 +277,9 @@ def open_npz(path: Path, what: str = "file") -> Iterator[Any]:
                 f"{path}: member {info.filename!r} would inflate from {info.compress_size:,} to {info.file_size:,} "
                 f"bytes (over {MAX_NPZ_RATIO}x): refused before decompressing"
             )
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npz ({e})") from None
+    with z:
         yield z

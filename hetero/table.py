@@ -19,6 +19,7 @@ is an error naming it — never a silently smaller set.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,7 +206,7 @@ class EmbeddingTable:
         try:
             with open_npz(data_file, "embedding table") as z:
                 self.ids, self.embeddings = z["ids"].astype(str), z["embeddings"].astype(np.float32)
-        except (KeyError, ValueError, OSError, EOFError) as e:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise InputError(f"{data_file}: unreadable embedding table ({type(e).__name__})") from None
         if self.embeddings.ndim != 2 or self.embeddings.shape != (len(self.ids), m.space.dim):
             shape = list(self.embeddings.shape)

@@ -193,3 +193,171 @@ def test_config_bytes(tmp_path, raw):
     p.write_bytes(raw)
     _loads_or_input_error(lambda: load_config(Path(p)))
     _loads_or_input_error(lambda: load_policy(Path(p)))
+
+
+# ---- issue 27: the loaders where the probe found defects ------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    ids=st.lists(st.text(max_size=6) | st.integers(-5, 5), max_size=6),
+    rows=st.integers(0, 6),
+    dim=st.integers(0, 5),
+    values=st.sampled_from([0.0, 1.0, -2.5, 3e38, -3e38, 1e-45, float("nan"), float("inf")]),
+    dtype=st.sampled_from(["float32", "float16", "float64", "int32"]),
+    normalize=st.booleans(),
+)
+def test_embedding_file_loaders(tmp_path, ids, rows, dim, values, dtype, normalize):
+    """Any .npz of ids and rows: a unit whose rows are unit length and finite, or one InputError line."""
+    import numpy as np
+
+    from hetero.spaces import InputSpec
+    from hetero.table import EmbeddingTable, import_embeddings
+
+    emb = np.random.default_rng(rows * 7 + dim).normal(size=(rows, dim))
+    if rows and dim:
+        emb[0, 0] = values
+    src = tmp_path / "e.npz"
+    np.savez(src, ids=np.array(ids), embeddings=emb.astype(dtype))
+    out = tmp_path / "unit"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        import_embeddings(src, out, InputSpec(8, 8), normalize=normalize)
+    except InputError:
+        return
+    table = EmbeddingTable(out)
+    norms = np.linalg.norm(table.embeddings.astype(np.float64), axis=1)
+    assert np.isfinite(table.embeddings).all() and np.abs(norms - 1).max() < 2e-3
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny, tmp_path_factory):
+    """A small complete `hetero embed` set (3 shards) to damage."""
+    from hetero.devices.embed_job import embed_source
+    from tests.test_own_data import _folder
+
+    src = _folder(tmp_path_factory.mktemp("src") / "imgs", classes=3, per_class=4, size=16)
+    out = tmp_path_factory.mktemp("emb") / "e"
+    r = embed_source(src, tiny.cloud, out, shard_size=4, progress=False)
+    return src, out, json.loads((out / "embeddings.json").read_text())["sha256"], r.rows
+
+
+@settings(FUZZ, max_examples=15)
+@given(data=st.data())
+def test_embed_plans_and_shards(tiny, tmp_path, embedded, data):
+    """Damage the plan, a shard record or a shard's arrays: a rerun either rebuilds exactly the clean set or refuses
+    with one line; it never completes with different rows."""
+    import numpy as np
+
+    from hetero.devices.embed_job import embed_source, read_shard, record_name, shard_name
+
+    src, clean, clean_sha, rows = embedded
+    out = tmp_path / "e"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(clean, out)
+    (out / "embeddings.json").unlink()
+    what = data.draw(st.sampled_from(["plan", "record", "arrays", "bytes"]))
+    k = data.draw(st.integers(0, 2))
+    if what == "plan":
+        (out / "plan.json").write_text(json.dumps(_mutate(json.loads((out / "plan.json").read_text()), data)))
+    elif what == "record":
+        rec = out / record_name(k)
+        rec.write_text(json.dumps(_mutate(json.loads(rec.read_text()), data)))
+    elif what == "arrays":
+        emb, ids, bad = read_shard(out / shard_name(k))
+        emb = emb.copy()
+        if emb.size:
+            emb.reshape(-1)[data.draw(st.integers(0, emb.size - 1))] = data.draw(st.floats(allow_nan=True))
+        with open(out / shard_name(k), "wb") as f:
+            np.savez(f, embeddings=emb, ids=ids, skipped=np.array([json.dumps(b) for b in bad], dtype=str))
+    else:
+        raw = bytearray((out / shard_name(k)).read_bytes())
+        raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+        (out / shard_name(k)).write_bytes(bytes(raw))
+    try:
+        r = embed_source(src, tiny.cloud, out, shard_size=4, progress=False)
+    except InputError:
+        return
+    assert r.complete and r.rows == rows
+    assert json.loads((out / "embeddings.json").read_text())["sha256"] == clean_sha
+
+
+@FUZZ
+@given(data=st.data(), kind=st.sampled_from(["report", "bench"]))
+def test_report_renderer(tmp_path, valid, data, kind):
+    """`hetero report` on any document: plots, or one InputError line."""
+    from hetero.plots import render
+
+    bench = {"schema": "hetero.bench/1", "settings": {"batch": 1}, "rows": [
+        {"name": "u", "host": "local", "runtime": "onnxruntime", "threads": 1, "samples_ms": [0.1, 0.2, 0.15],
+         "latency": {"n": 3, "p50": 0.15, "p90": 0.19, "p99": 0.2}}]}  # fmt: skip
+    doc = _mutate(valid["report"] if kind == "report" else bench, data)
+    _loads_or_input_error(lambda: render(doc, tmp_path / "plots", "x"))
+
+
+@FUZZ
+@given(data=st.data())
+def test_resume_state(tmp_path, data):
+    """A resume state with the right fingerprint and anything inside: resumed, or one InputError line."""
+    import torch
+
+    from hetero.train import _load_state, _save_state
+
+    def fresh():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return model, opt, torch.optim.lr_scheduler.StepLR(opt, 1), torch.Generator().manual_seed(0)
+
+    path = tmp_path / "state.pt"
+    _save_state(path, "fp", *fresh(), [{"epoch": 1}])
+    state = torch.load(path, weights_only=True)
+    key = data.draw(st.sampled_from(["model", "optimizer", "scheduler", "generator", "history"]))
+    choice = data.draw(st.sampled_from(["drop", "json", "tensor"]))
+    if choice == "drop":
+        del state[key]
+    elif choice == "json":
+        state[key] = json.dumps(data.draw(json_values))
+    else:
+        state[key] = torch.zeros(data.draw(st.integers(0, 4)), dtype=torch.uint8)
+    torch.save(state, path)
+    _loads_or_input_error(lambda: _load_state(path, "fp", *fresh()))
+
+
+@FUZZ
+@given(lines=st.lists(json_values.map(json.dumps) | st.text(max_size=40), max_size=6), cut=st.integers(0, 200))
+def test_search_logs(tmp_path, lines, cut):
+    """Any trials.jsonl: the intact trials of it, never an exception (a cut or garbled line runs again)."""
+    from hetero.search import Candidate, Trial, _read_trials
+
+    good = json.dumps(Trial("full", "k", Candidate({"width": [1.0]}, 32), 10, 0.1, None, 0.5, 0.4, 0.9, 2.0).to_json())
+    text = "\n".join([good, *lines, good[:cut]])
+    (tmp_path / "trials.jsonl").write_text(text)
+    trials = _read_trials(tmp_path / "trials.jsonl")
+    assert trials and trials[0].key == "k" and all(isinstance(t.val_recall_at_1, float | int) for t in trials)
+
+
+@FUZZ
+@given(data=st.data())
+def test_signatures_never_verify_altered_content(tmp_path, valid, data):
+    """A signed report with any value changed (checksum recomputed, signature kept): refused under trust."""
+    from hetero.report import content_sha256
+    from hetero.signing import generate_key, load_private_key, load_public_key
+
+    key = tmp_path / "k"
+    if not key.exists():
+        generate_key(key)
+    report = Report.from_dict(valid["report"])
+    report.sign(load_private_key(key))
+    signed = report.to_dict()
+    doc = _mutate({k: v for k, v in signed.items() if k not in ("content_sha256", "signature")}, data)
+    if isinstance(doc, dict):
+        doc = {**doc, "content_sha256": content_sha256(doc), "signature": signed["signature"]}
+    changed = doc != signed
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(doc))
+    try:
+        Report.load(p, trust=[load_public_key(Path(f"{key}.pub"))])
+    except InputError:
+        return
+    assert not changed
