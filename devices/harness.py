@@ -23,7 +23,6 @@ from hetero.devices.loader import load
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
 from hetero.fixture import Fixture
 from hetero.index import DENSE, GallerySearch, IndexSpec
-from hetero.lineage import require_cloud
 from hetero.manifest import Manifest, load_manifest
 from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.report import Report, Row
@@ -63,6 +62,8 @@ def open_cloud(path: Path) -> base.Runtime | EmbeddingTable:
     manifest, _ = load_manifest(path)
     if is_embedding_cloud(manifest):
         return EmbeddingTable(path)  # verifies that the space names the imported file
+    from hetero.lineage import require_cloud  # lazily: it reads checkpoint stamps (torch), which `check` never needs
+
     require_cloud(manifest, path)
     return load(path)
 

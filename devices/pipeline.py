@@ -188,7 +188,7 @@ class CheckResult:
     report: Report
     gate: GateResult
     thresholds: CheckConfig
-    not_executed: str = ""  # set when no candidate could execute here: the gate has no rules, and that is no pass
+    not_executed: str = ""  # set when no rule could be evaluated here (each listed as skipped): that is no pass
 
     @property
     def passed(self) -> bool:
@@ -231,7 +231,7 @@ def check(
     try:
         gate = evaluate(report, thresholds, rows or None, require_executed=thresholds.require_executed)
     except NotExecutedError as e:
-        return CheckResult(report, GateResult([]), thresholds, str(e))
+        return CheckResult(report, getattr(e, "gate", GateResult([])), thresholds, str(e))
     return CheckResult(report, gate, thresholds)
 
 

@@ -346,7 +346,7 @@ def _write_check_outputs(args: argparse.Namespace, report, result, write) -> Non
         write(Path(args.junit), report.to_junit(result))
     if args.markdown:
         gate = [f"- {_verdict_word(result, r, '**FAIL**')} {r.describe()}" for r in result.rules]
-        verdict = "PASS" if result.passed and result.rules else ("FAIL" if result.rules else "NOT EXECUTED")
+        verdict = "PASS" if result.passed else ("FAIL" if result.failures else "NOT EXECUTED")
         md = Path(args.markdown)
         write(
             md,

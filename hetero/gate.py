@@ -332,8 +332,12 @@ def evaluate(
                 f"not executed here: {previous.note}" if not previous.executed else "has no paired outcomes"
             )
             results += _not_evaluated(r, missing, why, cfg)
-    if not any(x.evaluated for x in results) and not require_executed:
-        raise NotExecutedError("no candidate could be executed on this machine: " + "; ".join(r.note for r in rows))
     if not results:
         raise InputError("every gate threshold is off for these rows: nothing would be checked")
-    return GateResult(results, require_executed)
+    gate = GateResult(results, require_executed)
+    if not any(x.evaluated for x in results) and not require_executed:
+        reasons = sorted({x.reason for x in results})
+        error = NotExecutedError("no candidate could be executed on this machine: " + "; ".join(reasons))
+        error.gate = gate  # the rules, each skipped with its reason, for JUnit and Markdown
+        raise error
+    return gate

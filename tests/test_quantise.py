@@ -124,9 +124,10 @@ def test_real_family_at_every_precision_and_with_bias_correction(lite_trained, t
         # its output) and neither variant collapses. What it buys is measured on the emoji edge in
         # benchmarks/results/quantisation.md.
         assert abs(gain) > 1e-4, (fmt, prec, gain)
-        # measured: corrected 0.905-0.928, plain 0.839-0.935 across both; a dropped scale or a lost constant
-        # buffer collapses towards 0
-        assert _mean_cos(corrected, fmt, prec) > 0.85 and _mean_cos(plain, fmt, prec) > 0.7
+        # measured: corrected 0.905-0.928, plain 0.839-0.935 on an AVX-512 VNNI CPU; ONNX int8 (8-bit weights)
+        # corrected 0.784 on an AVX2-only one, whose u8s8 kernels saturate (docs/environment.md). A dropped scale or
+        # a lost constant buffer collapses towards 0: the floor separates that from every machine's healthy value.
+        assert _mean_cos(corrected, fmt, prec) > 0.6 and _mean_cos(plain, fmt, prec) > 0.5
         extra = json.loads((tmp_path / "bc" / f"{fmt}-{prec}" / "manifest.json").read_text())["extra"]
         assert extra["prepared"]["bias_corrected"] > 20 and extra["prepared"]["weight_bits"] == 8
     for fmt in ("onnx", "tflite"):  # measured 0.9982 (ONNX computes in fp16) to 0.9999 over trainings of this member
