@@ -176,8 +176,10 @@ def check_bench_doc(doc: dict[str, Any], where: str) -> None:
     rows = doc.get("rows")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise InputError(f"{where}: bench rows must be a list of objects")
+    if not isinstance(doc.get("settings", {}), dict):
+        raise InputError(f"{where}: bench settings must be an object")
     for i, r in enumerate(rows):
-        problems = [k for k in ("name", "host", "runtime") if not isinstance(r.get(k, ""), str)]
+        problems = [k for k in ("name", "host", "runtime") if not isinstance(r.get(k), str)]
         if not (isinstance(r.get("threads"), int) and not isinstance(r.get("threads"), bool) and r["threads"] >= 1):
             problems.append("threads")
         samples = r.get("samples_ms")

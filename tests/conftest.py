@@ -33,8 +33,8 @@ epochs = 10
 seed = {SEED}
 
 [edge]
-seed = {SEED + 1}
 epochs = 20
+seed = {SEED + 1}
 resolution = 12  # the graph resizes inside, in every test that exports or gates the edge
 
 [export]
