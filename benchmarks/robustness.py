@@ -9,7 +9,11 @@ run's own outputs must each be caught:
 - a dropped resize: Core ML built from the pre-fix path (the network without the graph's resize): the structural
   check against the torch graph must refuse it;
 - a swapped cloud: the BCT edge checkpoint passed where the cloud belongs: building the fixture must be refused;
-- an edited fixture header: a threshold loosened in place: loading the fixture must be refused.
+- an edited fixture header: a threshold loosened in place: loading the fixture must be refused;
+- a forged signed fixture: the run's fixture signed, then a threshold loosened and the checksum recomputed (what a
+  person with the format but not the key does): loading it with the signer's public key trusted must be refused;
+- a dropped rule: the ONNX artifact gated against a previous release that cannot execute here (its Core ML unit)
+  with execution required: the negative-flip rule it asks for must fail the gate, never vanish.
 
     .venv/bin/python benchmarks/robustness.py                 # 10 seeds × {1, 2} threads, ~20 min on 2 cores
     .venv/bin/python benchmarks/robustness.py --seeds 0 1 --threads 1
@@ -135,6 +139,37 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
     assert edited.read_bytes() != (out / "fixture.safetensors").read_bytes(), "the header edit did not apply"
     caught, why = _caught(lambda: bool(Fixture.load(edited)))
     mutations["edited fixture header"] = {"caught": caught, "how": why}
+
+    from hetero.fixture import _content_sha256, _metadata
+    from hetero.signing import generate_key, load_private_key, load_public_key
+
+    pub, _ = generate_key(work / "team")
+    signed = work / "signed.safetensors"
+    fixture.save(signed, sign=load_private_key(work / "team"))
+    from safetensors.numpy import load as st_load
+    from safetensors.numpy import save as st_save
+
+    raw = signed.read_bytes()
+    tensors, meta = st_load(raw), _metadata(raw)
+    header = json.loads(meta["hetero.fixture"])
+    header.pop("content_sha256")
+    header["thresholds"]["min_map"] = round(header["thresholds"]["min_map"] / 2, 4)
+    header["content_sha256"] = _content_sha256(tensors, header)
+    meta["hetero.fixture"] = json.dumps(header)
+    forged = work / "forged.safetensors"
+    forged.write_bytes(st_save(tensors, metadata=meta))
+    Fixture.load(forged)  # the checksum alone is satisfied: the forgery is a valid file
+    caught, why = _caught(lambda: bool(Fixture.load(forged, trust=[load_public_key(pub)])))
+    mutations["forged signed fixture"] = {"caught": caught, "how": why}
+
+    producers = [
+        open_producer(f"candidate={out / 'export' / 'onnx-fp32'}", "candidate", threads=threads),
+        open_producer(f"released={out / 'export' / 'coreml-fp32'}", "previous", threads=threads),
+    ]
+    strict = dataclasses.replace(cfg.check, require_executed=True)
+    caught, why = _caught(lambda: evaluate(compatibility_report(fixture, producers), strict, require_executed=True)
+                          .passed)  # fmt: skip
+    mutations["dropped rule (previous not executed)"] = {"caught": caught, "how": why}
 
     def r1(name: str) -> float | None:
         return rows[name].recall_at_1 if name in rows else None

@@ -360,5 +360,3 @@ def read_policy(path: Path) -> tuple[dict[str, Any], tuple[Path, ...]]:
 def load_policy(path: Path) -> CheckConfig:
     """A gate policy file's thresholds, every key it leaves out at its default."""
     return from_dict(CheckConfig, read_policy(path)[0], prefix="check.")
-
-

@@ -91,22 +91,8 @@ class GateResult:
         }
 
 
-def _json_numbers(d: dict[str, Any]) -> dict[str, Any]:
-    """NaN (an interval a rule does not have, a value not measured) is not JSON: null instead."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def _counts(r: Row, what: str) -> PairedChange:
-    d = getattr(r, what)
-    try:
-        return PairedChange(int(d["n"]), int(d["worse"]), int(d["better"]))
-    except (TypeError, KeyError, ValueError):
-        raise InputError(
-            f"row {r.name!r} has no valid paired counts {what!r}: re-run verify with this hetero"
-        ) from None
-
-
 _R1, _REL, _MAP = "R@1", "R@1 / cloud R@1", "mAP"
+_CLOUD = "cloud → cloud"  # what an upgrade's paired rules compare with
 
 
 def _paired_limits(cfg: CheckConfig, versus: str) -> list[tuple[str, float, str, str]]:
@@ -116,9 +102,6 @@ def _paired_limits(cfg: CheckConfig, versus: str) -> list[tuple[str, float, str,
         (f"negative flips vs {versus}", getattr(cfg, f"max_{knob}_flip_rate"), f"max_{knob}_flip_rate", "flip_rate"),
         (f"R@1 lost vs {versus}", getattr(cfg, f"max_{knob}_r1_loss"), f"max_{knob}_r1_loss", "loss"),
     ]
-
-
-_CLOUD = "cloud → cloud"
 
 
 def requested(r: Row, cfg: CheckConfig, previous: bool) -> list[str]:
