@@ -17,6 +17,7 @@ run's own outputs must each be caught:
 
     .venv/bin/python benchmarks/robustness.py                 # 10 seeds × {1, 2} threads, ~20 min on 2 cores
     .venv/bin/python benchmarks/robustness.py --seeds 0 1 --threads 1
+    .venv/bin/python benchmarks/robustness.py --keep runs/robustness   # per-run results kept; a rerun reuses them
 Writes benchmarks/results/robustness.{json,md}.
 """
 
@@ -212,6 +213,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--keep", type=Path, help="keep each run's JSON here and reuse those already there (split or resume a sweep)"
+    )
     ap.add_argument("--one", nargs=3, metavar=("SEED", "THREADS", "JSON"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -221,18 +225,21 @@ def main() -> None:
         return
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        keep = args.keep or Path(tmp)
+        keep.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
             for threads in args.threads:
-                dest = Path(tmp) / f"{seed}-{threads}.json"
-                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--one", str(seed), str(threads), str(dest)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
-                if proc.returncode != 0:
-                    raise SystemExit(f"seed {seed} × {threads} threads crashed:\n{proc.stderr[-2000:]}")
+                dest = keep / f"{seed}-{threads}.json"
+                if not dest.is_file():
+                    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--one", str(seed), str(threads), str(dest)],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                    )
+                    if proc.returncode != 0:
+                        raise SystemExit(f"seed {seed} × {threads} threads crashed:\n{proc.stderr[-2000:]}")
                 runs.append(json.loads(dest.read_text()))
                 last = runs[-1]
                 missed = [k for k, m in last["mutations"].items() if not m["caught"]]
