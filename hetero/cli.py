@@ -62,6 +62,15 @@ def _check_config(args: argparse.Namespace, fixture_thresholds: dict | None = No
         raise ConfigError(f"command-line threshold: {e}") from None
 
 
+def _signing_key(args: argparse.Namespace):
+    """The private key of --sign, loaded before any work: a bad key is found in a second, not after embedding."""
+    if args.sign is None:
+        return None
+    from hetero.signing import load_private_key
+
+    return load_private_key(args.sign)
+
+
 def _trusted_keys(args: argparse.Namespace) -> list:
     """Public keys from --trust and the --policy file's trust list: with any, fixtures and reports must be signed."""
     from hetero.config import read_policy
@@ -231,11 +240,7 @@ _UPGRADE_HELP = (
 def cmd_verify(args: argparse.Namespace) -> int:
     from hetero.devices.pipeline import verify
 
-    key = None
-    if args.sign is not None:
-        from hetero.signing import load_private_key
-
-        key = load_private_key(args.sign)
+    key = _signing_key(args)
     result = verify(
         _config(args), args.cloud, args.candidate, args.control, args.out, _index_spec(args), upgrade=args.upgrade,
         sign=key,
@@ -409,11 +414,7 @@ def cmd_fixture(args: argparse.Namespace) -> int:
         raise InputError("fixture create needs --cloud CHECKPOINT and --out FIXTURE")
     from hetero.devices.pipeline import create_fixture
 
-    key = None
-    if args.sign is not None:
-        from hetero.signing import load_private_key
-
-        key = load_private_key(args.sign)  # before any work: a bad key is found in a second, not after embedding
+    key = _signing_key(args)
     made = create_fixture(_config(args), args.cloud, args.out, args.max_probes, upgrade=args.upgrade, sign=key)
     fx, size = made.fixture, made.size_bytes
     _emit(
