@@ -1,6 +1,7 @@
 """Architecture search on emoji (issue: the best edge within 1/10 of the cloud's MACs), and the honest comparison.
 
-1. `hetero.search.search` with emoji.toml's `[search]` table: sub-networks of the Lite2 cloud's member within 1/10 of
+1. `hetero.training.search.search` with emoji.toml's `[search]` table: sub-networks of the Lite2 cloud's member within
+1/10 of
    its MACs, a 3-epoch proxy ranking on 150 training identities held out of every search training, the top 3 trained
    fully, the best retrained on every training identity. Resumable (`--work` keeps trials.jsonl).
 2. The searched edge against the best hand-picked edge at the same budget (Lite0 width 0.75 at 52 px, the levers
@@ -23,12 +24,12 @@ from emoji_setup import emoji_run
 
 from hetero.config import override
 from hetero.devices.loader import load
-from hetero.devices.pipeline import cloud_fixture
 from hetero.manifest import load_manifest
-from hetero.metrics import retrieval_metrics
-from hetero.search import ValidationScorer, search, validation_split
-from hetero.stats import PairedChange
-from hetero.train import train
+from hetero.pipeline import cloud_fixture
+from hetero.release.metrics import retrieval_metrics
+from hetero.release.stats import PairedChange
+from hetero.training.search import ValidationScorer, search, validation_split
+from hetero.training.train import train
 
 HAND = {"model": "efficientnet_lite0_075", "resolution": 52, "arch": {}}
 # Edge recipes both arms are trained with: the config's (what the search ranked with), and the levers table's best

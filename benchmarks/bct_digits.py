@@ -1,6 +1,6 @@
 """How compatible is a BCT edge model on the default digits run, across seeds?
 
-Runs the demo (`hetero.devices.pipeline.run_demo`, what `hetero demo` calls) once per seed (cloud seed s, edge seed s+1,
+Runs the demo (`hetero.pipeline.run_demo`, what `hetero demo` calls) once per seed (cloud seed s, edge seed s+1,
 fresh models each time) and tabulates cloud→cloud, BCT edge→cloud (torch and every runtime), edge→edge and the
 independent control, with chance level.
 
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from hetero.config import load_config
-from hetero.devices.pipeline import run_demo
+from hetero.pipeline import run_demo
 
 ROWS = [
     ("cloud → cloud", "cloud → cloud"),
@@ -33,7 +33,7 @@ ROWS = [
 
 
 def run_seed(seed: int, work: Path) -> dict:
-    """One demo run through the API (`hetero.devices.pipeline.run_demo`), cloud seed s and edge seed s + 1."""
+    """One demo run through the API (`hetero.pipeline.run_demo`), cloud seed s and edge seed s + 1."""
     base = load_config()
     cfg = dataclasses.replace(
         base, cloud=dataclasses.replace(base.cloud, seed=seed), edge=dataclasses.replace(base.edge, seed=seed + 1)

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hetero.devices.embed_job import embed_source
+from hetero.data.folder import decode, scan
 from hetero.devices.loader import load
-from hetero.folder import decode, scan
+from hetero.embed_job import embed_source
 
 
 def write_folder(root: Path, limit: int) -> Path:
-    from hetero import emoji
+    from hetero.data import emoji
     from hetero.io import cache_root
 
     d = emoji.load(96, cache_root())

@@ -3,7 +3,8 @@
 One cloud model (EfficientNet-Lite2 at 96 px, ImageNet init) is fine-tuned on 705 identities (3 styles each); edge
 models (EfficientNet-Lite0 at half width and 64 px, ~7% of the cloud's MACs) are trained with each objective. On the
 705 held-out identities, Twemoji queries search an OpenMoji gallery embedded by the cloud model (chance 1/705).
-Everything goes through the stage API (`hetero.train.train`, `hetero.devices.pipeline.verify`), as a user's script does.
+Everything goes through the stage API (`hetero.training.train.train`, `hetero.pipeline.verify`), as a user's script
+does.
 
 Cost (issue target: compatible training <= 1.15x the wall time of independent training): a few epochs each of the
 independent baseline, a cached-cloud objective and the same objective running the cloud model every step, measured
@@ -24,10 +25,10 @@ import time
 from pathlib import Path
 
 from hetero.config import DEFAULT_CONFIG, OBJECTIVES, RunConfig, load_config, override
-from hetero.data import load_split
-from hetero.devices.pipeline import verify
+from hetero.data.datasets import load_split
 from hetero.manifest import Manifest, load_manifest
-from hetero.train import train
+from hetero.pipeline import verify
+from hetero.training.train import train
 
 CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
 EDGES = ["independent", "distillation", "l2", "bct", "contrastive", "bct_regression"]
@@ -42,7 +43,7 @@ LABELS = {
 
 
 def timed_train(role: str, cfg: RunConfig, out: Path, **kw) -> tuple[Manifest, float]:
-    """`hetero.train.train` and its wall seconds (data loading and the cloud cache included)."""
+    """`hetero.training.train.train` and its wall seconds (data loading and the cloud cache included)."""
     print(f"training {role} -> {out.name} …", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     manifest = train(role, cfg, out, progress=False, **kw)

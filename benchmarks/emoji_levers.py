@@ -10,7 +10,8 @@ edge reproduces the cloud: mean cos(edge, cloud) on training images and on held-
 under-fitting (low on both) from failing to generalise the match to unseen identities (high on train, low on
 held-out).
 
-Every run goes through the stage API (`hetero.train.train`; configs changed with `hetero.config.override`). A run
+Every run goes through the stage API (`hetero.training.train.train`; configs changed with `hetero.config.override`). A
+run
 directory whose manifest already holds the same config is reused, so an interrupted benchmark continues where it
 stopped and results are written after every run.
 
@@ -28,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hetero.config import DEFAULT_CONFIG, OBJECTIVES, RunConfig, TrainConfig, load_config, override, to_dict
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.loader import load
 from hetero.manifest import load_manifest
-from hetero.train import train
+from hetero.training.train import train
 
 CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
 
@@ -144,7 +145,7 @@ def trained(out: Path, role: str, cfg: RunConfig, split, **kw) -> Path:
 
 
 def evaluate(cloud: Path, edge: Path, split) -> dict:
-    from hetero.metrics import retrieval_metrics
+    from hetero.release.metrics import retrieval_metrics
 
     sets = {"train": split.train.images, "query": split.query.images, "gallery": split.gallery.images}
     cloud_model, edge_model = load(cloud), load(edge)

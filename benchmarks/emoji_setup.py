@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hetero.config import RunConfig, load_config, override
-from hetero.data import OpenSetSplit, load_split
+from hetero.data.datasets import OpenSetSplit, load_split
 
 CONFIG = Path(__file__).resolve().parents[1] / "hetero" / "configs" / "emoji.toml"
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hetero.config import DEFAULT_CONFIG, load_config
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.loader import load
 from hetero.export.artifact import ExportData, export_matrix
 from hetero.timing import median_ms

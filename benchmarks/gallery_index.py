@@ -1,4 +1,5 @@
-"""A 1,000,000 x 128 gallery: exact search against faiss IVF-PQ (plain and re-ranked) and HNSW, through hetero.index.
+"""A 1,000,000 x 128 gallery: exact search against faiss IVF-PQ (plain and re-ranked) and HNSW, through
+hetero.release.index.
 
     .venv/bin/python benchmarks/gallery_index.py            # about 10 minutes on 2 cores, ~3 GB of memory
 Writes benchmarks/results/gallery_index.{json,md}.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetero.index import IndexSpec, build, configure, exact_search, factory_string, measure_recall
+from hetero.release.index import IndexSpec, build, configure, exact_search, factory_string, measure_recall
 from hetero.timing import median_ms
 
 

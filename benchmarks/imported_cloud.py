@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from emoji_setup import emoji_run
 
-from hetero.checkpoint import load_checkpoint
-from hetero.cloud import Preprocessing, import_cloud
 from hetero.config import override
 from hetero.devices.harness import open_cloud
 from hetero.devices.loader import load
-from hetero.devices.pipeline import cloud_fixture
-from hetero.metrics import retrieval_metrics
-from hetero.stats import PairedChange, proportion
-from hetero.train import train
+from hetero.models.checkpoint import load_checkpoint
+from hetero.pipeline import cloud_fixture
+from hetero.release.metrics import retrieval_metrics
+from hetero.release.stats import PairedChange, proportion
+from hetero.training.cloud import Preprocessing, import_cloud
+from hetero.training.train import train
 
 
 class TeamExport(torch.nn.Module):

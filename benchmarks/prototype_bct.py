@@ -15,7 +15,7 @@ objective classification + BCT unless named:
 - file + regression: the same file, plus cosine regression to each training image's stored row (one clean view:
   what a file can give).
 Same emoji cloud, edge config and seeds for every arm; per seed the paired difference of edge→cloud R@1 against the
-classifier arm on the same probes with its exact 95% interval (hetero.stats).
+classifier arm on the same probes with its exact 95% interval (hetero.release.stats).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from emoji_setup import emoji_run
 
 from hetero.config import override
 from hetero.devices.loader import load
-from hetero.devices.pipeline import cloud_fixture
-from hetero.metrics import retrieval_metrics
-from hetero.stats import PairedChange, proportion
-from hetero.train import train
+from hetero.pipeline import cloud_fixture
+from hetero.release.metrics import retrieval_metrics
+from hetero.release.stats import PairedChange, proportion
+from hetero.training.train import train
 
 BCT = {"classification": 1.0, "bct": 1.0}
 # arm -> (edge overrides, loss weights, whether the cloud is the embedding file)
@@ -50,9 +50,9 @@ def embedding_file(cfg, cloud: Path, work: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hetero.data import load_dataset
+    from hetero.data.datasets import load_dataset
     from hetero.manifest import load_manifest
-    from hetero.table import import_embeddings
+    from hetero.training.table import import_embeddings
 
     data = load_dataset(cfg.data.dataset, cfg.data.image_size, cfg.data)
     emb = load(cloud).embed(data.images)

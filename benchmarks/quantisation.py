@@ -27,9 +27,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from hetero.checkpoint import load_checkpoint
 from hetero.config import DEFAULT_CONFIG, load_config, override
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.harness import timed_embed
 from hetero.devices.loader import load
 from hetero.embed import embed_batches
@@ -38,8 +37,9 @@ from hetero.export.artifact import FORMAT_MODULES, ExportData, deployable, weigh
 from hetero.export.formats import BuildRequest, tolerance
 from hetero.export.sensitivity import sweep
 from hetero.export.validate import Embeddings, validate_parity
-from hetero.models import EmbeddingGraph
-from hetero.stats import PairedChange
+from hetero.models.checkpoint import load_checkpoint
+from hetero.models.registry import EmbeddingGraph
+from hetero.release.stats import PairedChange
 
 CONFIG = DEFAULT_CONFIG.parent / "emoji.toml"
 TITLE = "Quantised artifacts of the real edge family (emoji)"

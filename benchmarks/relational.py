@@ -4,7 +4,7 @@ embeddings match the cloud's own), same cloud, config and seeds.
 
     .venv/bin/python benchmarks/relational.py --cloud /path/to/emoji/cloud --seeds 1,2,3
 Writes benchmarks/results/relational.{json,md}: per seed edge→cloud R@1 of both arms and the paired difference on
-the same 705 probes with its exact 95% interval (hetero.stats).
+the same 705 probes with its exact 95% interval (hetero.release.stats).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from emoji_setup import emoji_run
 
 from hetero.config import override
 from hetero.devices.loader import load
-from hetero.devices.pipeline import cloud_fixture
-from hetero.metrics import retrieval_metrics
-from hetero.stats import PairedChange
-from hetero.train import train
+from hetero.pipeline import cloud_fixture
+from hetero.release.metrics import retrieval_metrics
+from hetero.release.stats import PairedChange
+from hetero.training.train import train
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Do hetero's verdicts hold on another machine? Seeds and thread counts stand in for machines.
 
-Runs the demo (`hetero.devices.pipeline.run_demo`, the default digits config) under every seed × thread count —
+Runs the demo (`hetero.pipeline.run_demo`, the default digits config) under every seed × thread count —
 cloud seed s, edge seed s + 1; torch, onnxruntime and LiteRT limited to t threads — each in its own process so the
 thread limits really apply. Each run must pass its gate and every export validation. Then four mutations of that
 run's own outputs must each be caught:
@@ -82,17 +82,17 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    from hetero.checkpoint import load_checkpoint
     from hetero.config import load_config
-    from hetero.data import load_split
+    from hetero.data.datasets import load_split
     from hetero.devices.harness import compatibility_report, open_producer
-    from hetero.devices.pipeline import cloud_fixture, run_demo
     from hetero.export import coreml
     from hetero.export.artifact import ExportData, validate_artifact
     from hetero.export.formats import BuildRequest
-    from hetero.fixture import Fixture
-    from hetero.gate import evaluate
-    from hetero.models import EmbeddingGraph
+    from hetero.models.checkpoint import load_checkpoint
+    from hetero.models.registry import EmbeddingGraph
+    from hetero.pipeline import cloud_fixture, run_demo
+    from hetero.release.fixture import Fixture
+    from hetero.release.gate import evaluate
 
     base = load_config()
     cfg = dataclasses.replace(
@@ -141,8 +141,8 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
     caught, why = _caught(lambda: bool(Fixture.load(edited)))
     mutations["edited fixture header"] = {"caught": caught, "how": why}
 
-    from hetero.fixture import _content_sha256, _metadata
-    from hetero.signing import generate_key, load_private_key, load_public_key
+    from hetero.release.fixture import _content_sha256, _metadata
+    from hetero.release.signing import generate_key, load_private_key, load_public_key
 
     pub, _ = generate_key(work / "team")
     signed = work / "signed.safetensors"

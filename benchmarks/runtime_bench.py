@@ -19,10 +19,10 @@ from pathlib import Path
 from emoji_setup import emoji_run
 
 from hetero.devices.bench import bench
-from hetero.devices.pipeline import verify
 from hetero.export.artifact import ExportData, export_matrix
 from hetero.manifest import load_manifest
-from hetero.plots import accuracy_latency, heatmap, latency_distributions
+from hetero.pipeline import verify
+from hetero.release.plots import accuracy_latency, heatmap, latency_distributions
 
 
 def main() -> None:

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from emoji_setup import emoji_run
 
-import hetero.targets as targets_module
-from hetero.cloud import load_teacher
+import hetero.training.targets as targets_module
 from hetero.config import override
-from hetero.losses import build_objective
-from hetero.models import Preprocess, create_model
-from hetero.targets import cloud_targets
-from hetero.train import TrainStep, fit
+from hetero.models.registry import Preprocess, create_model
+from hetero.training.cloud import load_teacher
+from hetero.training.losses import build_objective
+from hetero.training.targets import cloud_targets
+from hetero.training.train import TrainStep, fit
 
 
 def _model(cfg, n_classes: int) -> torch.nn.Module:
@@ -99,7 +99,7 @@ def main() -> None:
 
     def two_pass_seconds() -> float:
         saved = targets_module.render
-        import hetero.train as train_module
+        import hetero.training.train as train_module
 
         train_module.render = two_pass_render
         try:

@@ -34,15 +34,15 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from hetero.config import OBJECTIVES, CheckConfig, RunConfig, load_config, override, to_dict
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.harness import compatibility_report, fixture_from_cloud, open_cloud, open_producer, open_upgrade
 from hetero.devices.loader import load
-from hetero.gate import evaluate
 from hetero.io import atomic_write_json, atomic_write_text
 from hetero.manifest import load_manifest
-from hetero.metrics import retrieval_metrics
-from hetero.stats import PairedChange
-from hetero.train import train
+from hetero.release.gate import evaluate
+from hetero.release.metrics import retrieval_metrics
+from hetero.release.stats import PairedChange
+from hetero.training.train import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "hetero" / "configs" / "emoji.toml"
 ARMS = {

@@ -17,10 +17,10 @@ from pathlib import Path
 from upgrade import ARMS, CONFIG, _nfr_ratio, _top1
 
 from hetero.config import load_config, override
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.harness import open_cloud, open_upgrade
 from hetero.io import atomic_write_json, atomic_write_text
-from hetero.train import train
+from hetero.training.train import train
 
 PAIR = ("bct", "bct_focal")
 

@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 
 import hetero.devices.base as base
-from hetero.data import ImageSet
+from hetero.data.datasets import ImageSet
 from hetero.devices.loader import load
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
-from hetero.fixture import Fixture
-from hetero.index import DENSE, GallerySearch, IndexSpec
 from hetero.manifest import Manifest, load_manifest
-from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
-from hetero.report import Report, Row
-from hetero.stats import PairedChange, mean_interval
-from hetero.table import EmbeddingTable, is_embedding_cloud
+from hetero.release.fixture import Fixture
+from hetero.release.index import DENSE, GallerySearch, IndexSpec
+from hetero.release.metrics import chance_levels, cosine_parity, retrieval_metrics
+from hetero.release.report import Report, Row
+from hetero.release.stats import PairedChange, mean_interval
 from hetero.timing import per_item_ms
+from hetero.training.table import EmbeddingTable, is_embedding_cloud
 
 
 @dataclass
@@ -62,7 +62,9 @@ def open_cloud(path: Path) -> base.Runtime | EmbeddingTable:
     manifest, _ = load_manifest(path)
     if is_embedding_cloud(manifest):
         return EmbeddingTable(path)  # verifies that the space names the imported file
-    from hetero.lineage import require_cloud  # lazily: it reads checkpoint stamps (torch), which `check` never needs
+    from hetero.training.lineage import (
+        require_cloud,  # lazily: it reads checkpoint stamps (torch), which `check` never needs
+    )
 
     require_cloud(manifest, path)
     return load(path)
@@ -76,8 +78,8 @@ def cloud_embeddings(cloud: base.Runtime | EmbeddingTable, images: ImageSet, wha
 
 
 def open_upgrade(path: Path, cloud: base.Runtime | EmbeddingTable) -> base.Runtime:
-    """A cloud v2 on its runtime, after its lineage was checked against the v1 `cloud` (hetero.lineage)."""
-    from hetero.lineage import require_upgrade
+    """A cloud v2 on its runtime, after its lineage was checked against the v1 `cloud` (hetero.training.lineage)."""
+    from hetero.training.lineage import require_upgrade
 
     require_upgrade(path, cloud.manifest)
     return load(path)

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hetero.checkpoint import load_checkpoint
 from hetero.devices.base import check_pixels
 from hetero.embed import embed_batches
-from hetero.models import EmbeddingGraph
+from hetero.models.checkpoint import load_checkpoint
+from hetero.models.registry import EmbeddingGraph
 
 
 class TorchRuntime:

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hetero.checkpoint import load_checkpoint
 from hetero.config import ExportConfig
-from hetero.data import ImageSet, OpenSetSplit
+from hetero.data.datasets import ImageSet, OpenSetSplit
 from hetero.embed import embed_batches
 from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
 from hetero.export import coreml, onnx, tflite
@@ -30,7 +29,8 @@ from hetero.export.sensitivity import sweep
 from hetero.export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.io import atomic_dir, path_size
 from hetero.manifest import Manifest, load_manifest, write_manifest
-from hetero.models import EmbeddingGraph
+from hetero.models.checkpoint import load_checkpoint
+from hetero.models.registry import EmbeddingGraph
 
 FORMAT_MODULES: dict[str, ModuleType] = {"onnx": onnx, "coreml": coreml, "tflite": tflite}
 

@@ -26,7 +26,7 @@ from hetero.spaces import InputSpec
 
 if TYPE_CHECKING:
     from hetero.export.structure import Op
-    from hetero.models import EmbeddingGraph
+    from hetero.models.registry import EmbeddingGraph
 
 FILE = "model.mlpackage"
 MIXED_PRECISION = False  # int8w compresses every weight

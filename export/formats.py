@@ -20,7 +20,7 @@ from hetero.config import ExportConfig
 from hetero.errors import InputError
 
 if TYPE_CHECKING:
-    from hetero.models import EmbeddingGraph
+    from hetero.models.registry import EmbeddingGraph
 
 PRECISIONS: dict[str, str] = {
     "fp32": "float32 weights and compute",

@@ -19,7 +19,7 @@ from torch import nn
 
 from hetero.embed import embed_batches
 from hetero.export.prepare import quantise_weight
-from hetero.models import EmbeddingGraph
+from hetero.models.registry import EmbeddingGraph
 
 
 @dataclass(frozen=True)

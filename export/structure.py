@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hetero.models import EmbeddingGraph, Resize
+from hetero.models.registry import EmbeddingGraph, Resize
 
 
 @dataclass(frozen=True)

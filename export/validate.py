@@ -4,7 +4,7 @@ Both views compare the artifact with the torch model it came from, on every held
 - embedding parity: per-image cosine (min and mean), output shape, unit norm, finite values;
 - retrieval parity, leave-one-out: each held-out image queries all the *other* held-out images as embedded by torch,
   once with the torch query and once with the artifact's. That is paired: the R@1 the artifact loses is
-  (worse − better) / n over the queries that changed side, with an exact 95% interval (`hetero.stats`). The rule
+  (worse − better) / n over the queries that changed side, with an exact 95% interval (`hetero.release.stats`). The rule
   passes only when the interval's upper end is within `max_r1_drop` (fail-closed), and a tolerance below what n
   queries can resolve is refused up front: a verdict must not flip on the few queries that CPU kernels of another
   machine move.
@@ -20,8 +20,8 @@ import numpy as np
 
 from hetero.errors import InputError, ParityError
 from hetero.export.formats import Tolerance
-from hetero.metrics import cosine_parity
-from hetero.stats import PairedChange, paired_queries_needed, paired_resolution
+from hetero.release.metrics import cosine_parity
+from hetero.release.stats import PairedChange, paired_queries_needed, paired_resolution
 
 
 @dataclass(frozen=True)

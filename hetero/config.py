@@ -19,7 +19,7 @@ from hetero.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
-# Presets for `hetero train --objective` (loss term -> weight); the terms themselves live in hetero.losses.
+# Presets for `hetero train --objective` (loss term -> weight); the terms themselves live in hetero.training.losses.
 OBJECTIVES: dict[str, dict[str, float]] = {
     "bct": {"classification": 1.0, "bct": 1.0},
     "bct_regression": {"classification": 1.0, "bct": 1.0, "regression_cosine": 1.0},
@@ -43,7 +43,7 @@ class DataConfig:
     # Cross-style sets (emoji): queries drawn in one style, gallery in another; empty = split each class by fraction.
     query_style: str = ""
     gallery_style: str = ""
-    # dataset = "folder": your images, a folder root/<class>/... or a .csv/.jsonl manifest (hetero.folder); a
+    # dataset = "folder": your images, a folder root/<class>/... or a .csv/.jsonl manifest (hetero.data.folder); a
     # manifest's domains play the part of styles above (e.g. query_style = "phone", gallery_style = "catalogue").
     path: str = ""
     max_bad_fraction: float = 0.01  # share of the source's images that may fail to decode (listed) before the run stops
@@ -90,7 +90,9 @@ class TrainConfig:
     transfer: str = ""  # edge: unlabeled images added for the cloud-comparing terms (e.g. "emoji_unlabeled")
     mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
     init: str = ""  # start from this checkpoint's weights (same model and classes), e.g. to fine-tune it
-    qat: bool = False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.qat); batch norm frozen
+    qat: bool = (
+        False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.training.qat); batch norm frozen
+    )
     # The released model this one replaces (a checkpoint in the same space): focal_distillation / plain_distillation
     # then distil from it (run on each training view) instead of from the cloud — edge release N -> N+1.
     previous: str = ""
@@ -175,7 +177,8 @@ class ExportConfig:
 class CheckConfig:
     """Gate thresholds for every candidate row; 0 turns a rule off (it is then not listed, never 'passed')."""
 
-    # Each rule is decided on the worse end of its 95% interval (hetero.gate); on the digits fixture's 358 probes
+    # Each rule is decided on the worse end of its 95% interval (hetero.release.gate); on the digits fixture's 358
+    # probes
     # the R@1 interval is about +-0.04 wide, so these sit that far below the weakest healthy seed.
     min_recall_at_1: float = 0.45  # chance on the digits split is 0.25
     min_relative_recall_at_1: float = 0.5  # candidate→cloud R@1 / cloud→cloud R@1, paired with the cloud's probes
@@ -193,7 +196,8 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """`hetero search`: the edge architecture within a budget (hetero.search). Candidates are the base member cut
+    """`hetero search`: the edge architecture within a budget (hetero.training.search). Candidates are the base member
+    cut
     stage by stage; the proxy ranks them on training identities held out of every search training."""
 
     base: str = ""  # the reshapable member candidates are cut from ("" = the cloud's own model)

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from hetero.checkpoint import save_checkpoint
 from hetero.cli import main
 from hetero.config import OBJECTIVES, DataConfig, RunConfig, from_dict, load_config
-from hetero.data import load_split
-from hetero.devices.pipeline import create_fixture
+from hetero.data.datasets import load_split
 from hetero.export.artifact import ExportData, export_matrix
-from hetero.models import EmbeddingGraph, create_model
+from hetero.models.checkpoint import save_checkpoint
+from hetero.models.registry import EmbeddingGraph, create_model
+from hetero.pipeline import create_fixture
 from hetero.spaces import InputSpec
-from hetero.train import train
+from hetero.training.train import train
 
 # Another seed is the cheapest stand-in for another machine: HETERO_TEST_SEED=k trains every shared model of the
 # suite (the tiny run, the real-family member) from other seeds; the suite must pass under any of them.

@@ -14,7 +14,7 @@ import torch
 from hetero.devices.bench import BenchRow, LatencyStats, bench
 from hetero.errors import InputError
 from hetero.manifest import load_manifest
-from hetero.models import model_cost
+from hetero.models.registry import model_cost
 from hetero.spaces import InputSpec
 from tests.conftest import run_cli
 
@@ -81,7 +81,7 @@ def test_bench_runs_units_in_fresh_processes_and_renders(tiny, tmp_path: Path) -
 
 def _preprocessed(m, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Random pixels of the unit's space and what the pixel scaling and resize make of them (float NCHW)."""
-    from hetero.models import Preprocess
+    from hetero.models.registry import Preprocess
 
     pixels = np.random.default_rng(1).integers(0, 256, (n, *m.input.shape(1)[1:]), dtype=np.uint8)
     return pixels, Preprocess(m.input, m.model.get("resolution"))(torch.from_numpy(pixels)).numpy()
@@ -152,7 +152,7 @@ def test_bench_cli_bad_input_is_one_line(tiny, tmp_path: Path, capsys) -> None:
 
 
 def test_pareto_front_of_known_points() -> None:
-    from hetero.plots import pareto_front
+    from hetero.release.plots import pareto_front
 
     pts = [(1.0, 0.5), (2.0, 0.6), (3.0, 0.55), (0.5, 0.2), (1.5, 0.4)]
     assert pareto_front(pts) == [3, 0, 1]  # (3, .55) loses to (2, .6); (1.5, .4) to (1, .5)
@@ -161,7 +161,7 @@ def test_pareto_front_of_known_points() -> None:
 @pytest.fixture(scope="module")
 def verified(tiny, tmp_path_factory):
     from hetero.config import load_config
-    from hetero.devices.pipeline import verify
+    from hetero.pipeline import verify
 
     out = tmp_path_factory.mktemp("verified")
     cands = [f"edge={tiny.edge}", f"onnx={tiny.onnx}"]
@@ -180,7 +180,7 @@ def test_the_matrix_holds_every_query_producer_in_every_gallery(verified) -> Non
 
 
 def test_report_renders_plots_with_the_right_series(verified, tmp_path: Path) -> None:
-    from hetero.plots import accuracy_latency, heatmap
+    from hetero.release.plots import accuracy_latency, heatmap
 
     report, out = verified
     fig, files = accuracy_latency(report, tmp_path / "al.png")
@@ -212,7 +212,7 @@ def test_bench_results_plot_their_latency_distributions(tiny, tmp_path: Path, ca
     assert run_cli("report", tmp_path / "bench.json", "--out", tmp_path / "p", "--quiet") == 0
     data = (tmp_path / "p" / "bench_latency.csv").read_text().splitlines()
     assert len(data) >= 1 + 2 * 20  # every timed call of both rows
-    from hetero.plots import latency_distributions
+    from hetero.release.plots import latency_distributions
 
     fig, _ = latency_distributions(json.loads((tmp_path / "bench.json").read_text()), tmp_path / "l.png")
     assert len(fig.axes[0].get_xticklabels()) == 2

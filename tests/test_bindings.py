@@ -14,14 +14,14 @@ import pytest
 from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from hetero.cloud import Preprocessing, import_cloud
 from hetero.config import load_config
+from hetero.data.folder import Record, try_decode
 from hetero.errors import ArtifactError, InputError
-from hetero.folder import Record, try_decode
 from hetero.io import sha256_path
 from hetero.onnxrun import session_runner
-from hetero.table import EmbeddingTable, import_embeddings
-from hetero.train import train
+from hetero.training.cloud import Preprocessing, import_cloud
+from hetero.training.table import EmbeddingTable, import_embeddings
+from hetero.training.train import train
 from tests.test_embedding_table import SPEC, _rows
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from hetero.config import DEFAULT_CONFIG, RunConfig, load_config, override
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.errors import ConfigError, InputError, ManifestError, SpaceMismatchError
 from hetero.io import atomic_dir
 from hetero.manifest import Manifest, load_manifest, write_manifest
-from hetero.models import EmbeddingGraph, create_model, model_cost
+from hetero.models.registry import EmbeddingGraph, create_model, model_cost
 from hetero.spaces import EmbeddingSpace, InputSpec
 
 
@@ -140,7 +140,7 @@ def test_atomic_dir_leaves_nothing_on_failure_and_keeps_the_old_unit(tmp_path):
 def test_training_is_reproducible_from_the_seed(tmp_path):
     """The seed in the manifest must reproduce the checkpoint bit for bit (init, shuffling and augmentation)."""
     from hetero.config import from_dict
-    from hetero.train import train
+    from hetero.training.train import train
 
     cfg = from_dict(RunConfig, {"data": {"image_size": 8}, "cloud": {"epochs": 1, "batch_size": 256}})
     a = train("cloud", cfg, tmp_path / "a", progress=False)

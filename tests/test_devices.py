@@ -15,8 +15,8 @@ import pytest
 from conftest import export_to, make_fixture, run_cli
 
 from hetero.devices.loader import load
-from hetero.fixture import Fixture
 from hetero.io import sha256_path
+from hetero.release.fixture import Fixture
 
 
 @pytest.fixture(scope="session")
@@ -167,8 +167,8 @@ def test_previous_release_flips(tiny, fixture_file, tmp_path, capsys):
     flips = next(r for r in out["gate"]["rules"] if r["rule"] == "negative flips vs previous")
     assert flips["value"] > 0.05 and not flips["passed"] and rc == 1
     # which items regressed: per class, adding up to the counts the gate decided on
-    from hetero.fixture import Fixture
-    from hetero.report import Report
+    from hetero.release.fixture import Fixture
+    from hetero.release.report import Report
 
     row = next(r for r in out["report"]["rows"] if r["name"] == "new → cloud")
     assert sum(row["previous_flips_by_class"].values()) == row["vs_previous"]["worse"] > 0

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hetero import index as gallery_index
-from hetero.devices.embed_job import embed_source, load_embeddings, read_shard, shard_name
+from hetero.data.folder import decode, scan
 from hetero.devices.loader import load
+from hetero.embed_job import embed_source, load_embeddings, read_shard, shard_name
 from hetero.errors import InputError
-from hetero.folder import decode, scan
+from hetero.release import index as gallery_index
 from tests.conftest import run_cli
 from tests.test_own_data import _folder
 
@@ -209,7 +209,7 @@ def _labelled(n_gallery: int = 400, n_query: int = 60, classes: int = 40, seed: 
 
 
 def test_metrics_through_an_exact_index_equal_dense_and_a_short_list_bounds_map() -> None:
-    from hetero.metrics import retrieval_metrics
+    from hetero.release.metrics import retrieval_metrics
 
     q, ql, g, gl = _labelled()
     dense = retrieval_metrics(q, ql, g, gl, per_query=True)
@@ -245,8 +245,8 @@ def test_check_searches_the_fixture_gallery_through_an_index_and_says_so(tiny, t
 
 
 def test_a_saved_report_cannot_be_searched_again(tiny, tmp_path: Path, capsys) -> None:
-    from hetero.devices.pipeline import check
-    from hetero.fixture import Fixture
+    from hetero.pipeline import check
+    from hetero.release.fixture import Fixture
     from tests.conftest import make_fixture
 
     fx = Fixture.load(make_fixture(tiny, tmp_path / "fx.safetensors"))

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from hetero.config import load_config, override
-from hetero.data import load_dataset, load_split
+from hetero.data.datasets import load_dataset, load_split
 from hetero.devices.loader import load
-from hetero.devices.pipeline import cloud_fixture, verify
 from hetero.errors import ConfigError, InputError
 from hetero.manifest import load_manifest
+from hetero.pipeline import cloud_fixture, verify
 from hetero.spaces import InputSpec
-from hetero.table import EmbeddingTable, import_embeddings, read_embedding_file
-from hetero.train import train
+from hetero.training.table import EmbeddingTable, import_embeddings, read_embedding_file
+from hetero.training.train import train
 from tests.conftest import run_cli
 
 SPEC = InputSpec(height=16, width=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -48,7 +48,7 @@ def test_every_format_imports_the_same_rows(tmp_path: Path, suffix: str) -> None
     ids, emb = _rows()
     src = _write(tmp_path / f"cloud{suffix}", ids, emb)
     m = import_embeddings(src, tmp_path / "unit", SPEC, name="shop")
-    from hetero.table import rows_sha256
+    from hetero.training.table import rows_sha256
 
     # the space is named by the rows, not the file: the same rows in any format are the same space
     assert m.format == "embeddings" and m.space.id == f"shop@{rows_sha256(ids, emb)[:12]}" and m.space.dim == 4

@@ -10,15 +10,15 @@ import pytest
 from conftest import run_cli
 from onnx import numpy_helper
 
-from hetero.checkpoint import load_checkpoint
 from hetero.config import load_config
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.loader import load
 from hetero.errors import ArtifactError, NotExecutedError
 from hetero.export import coreml
 from hetero.export.formats import SUPPORT
 from hetero.io import sha256_path
-from hetero.models import EmbeddingGraph
+from hetero.models.checkpoint import load_checkpoint
+from hetero.models.registry import EmbeddingGraph
 
 ON_MAC = platform.system() == "Darwin"
 ALL_PRECISIONS = "fp32,fp16,int8,int8w"

@@ -15,9 +15,9 @@ import pytest
 from conftest import make_fixture, run_cli
 
 from hetero.errors import InputError
-from hetero.fixture import Fixture
 from hetero.io import atomic_dir, recover, sha256_path
-from hetero.report import content_sha256
+from hetero.release.fixture import Fixture
+from hetero.release.report import content_sha256
 
 
 def _err(capsys, needle: str) -> str:

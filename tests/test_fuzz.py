@@ -14,12 +14,12 @@ from conftest import make_fixture, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hetero.checkpoint import load_checkpoint
 from hetero.config import load_config, load_policy
 from hetero.errors import InputError
-from hetero.fixture import Fixture
 from hetero.manifest import load_manifest
-from hetero.report import Report
+from hetero.models.checkpoint import load_checkpoint
+from hetero.release.fixture import Fixture
+from hetero.release.report import Report
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -212,7 +212,7 @@ def test_embedding_file_loaders(tmp_path, ids, rows, dim, values, dtype, normali
     import numpy as np
 
     from hetero.spaces import InputSpec
-    from hetero.table import EmbeddingTable, import_embeddings
+    from hetero.training.table import EmbeddingTable, import_embeddings
 
     emb = np.random.default_rng(rows * 7 + dim).normal(size=(rows, dim))
     if rows and dim:
@@ -233,7 +233,7 @@ def test_embedding_file_loaders(tmp_path, ids, rows, dim, values, dtype, normali
 @pytest.fixture(scope="module")
 def embedded(tiny, tmp_path_factory):
     """A small complete `hetero embed` set (3 shards) to damage."""
-    from hetero.devices.embed_job import embed_source
+    from hetero.embed_job import embed_source
     from tests.test_own_data import _folder
 
     src = _folder(tmp_path_factory.mktemp("src") / "imgs", classes=3, per_class=4, size=16)
@@ -249,7 +249,7 @@ def test_embed_plans_and_shards(tiny, tmp_path, embedded, data):
     with one line; it never completes with different rows."""
     import numpy as np
 
-    from hetero.devices.embed_job import embed_source, read_shard, record_name, shard_name
+    from hetero.embed_job import embed_source, read_shard, record_name, shard_name
 
     src, clean, clean_sha, rows = embedded
     out = tmp_path / "e"
@@ -286,7 +286,7 @@ def test_embed_plans_and_shards(tiny, tmp_path, embedded, data):
 @given(data=st.data(), kind=st.sampled_from(["report", "bench"]))
 def test_report_renderer(tmp_path, valid, data, kind):
     """`hetero report` on any document: plots, or one InputError line."""
-    from hetero.plots import render
+    from hetero.release.plots import render
 
     bench = {"schema": "hetero.bench/1", "settings": {"batch": 1}, "rows": [
         {"name": "u", "host": "local", "runtime": "onnxruntime", "threads": 1, "samples_ms": [0.1, 0.2, 0.15],
@@ -301,7 +301,7 @@ def test_resume_state(tmp_path, data):
     """A resume state with the right fingerprint and anything inside: resumed, or one InputError line."""
     import torch
 
-    from hetero.train import _load_state, _save_state
+    from hetero.training.train import _load_state, _save_state
 
     def fresh():
         torch.manual_seed(0)
@@ -328,7 +328,7 @@ def test_resume_state(tmp_path, data):
 @given(lines=st.lists(json_values.map(json.dumps) | st.text(max_size=40), max_size=6), cut=st.integers(0, 200))
 def test_search_logs(tmp_path, lines, cut):
     """Any trials.jsonl: the intact trials of it, never an exception (a cut or garbled line runs again)."""
-    from hetero.search import Candidate, Trial, _read_trials
+    from hetero.training.search import Candidate, Trial, _read_trials
 
     good = json.dumps(Trial("full", "k", Candidate({"width": [1.0]}, 32), 10, 0.1, None, 0.5, 0.4, 0.9, 2.0).to_json())
     text = "\n".join([good, *lines, good[:cut]])
@@ -341,8 +341,8 @@ def test_search_logs(tmp_path, lines, cut):
 @given(data=st.data())
 def test_signatures_never_verify_altered_content(tmp_path, valid, data):
     """A signed report with any value changed (checksum recomputed, signature kept): refused under trust."""
-    from hetero.report import content_sha256
-    from hetero.signing import generate_key, load_private_key, load_public_key
+    from hetero.release.report import content_sha256
+    from hetero.release.signing import generate_key, load_private_key, load_public_key
 
     key = tmp_path / "k"
     if not key.exists():

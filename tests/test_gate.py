@@ -11,9 +11,9 @@ from hetero.config import CheckConfig
 from hetero.devices.harness import Producer, compatibility_report
 from hetero.devices.loader import load
 from hetero.errors import ConfigError, InputError, NotExecutedError
-from hetero.fixture import Fixture
-from hetero.gate import evaluate
-from hetero.report import Report, Row
+from hetero.release.fixture import Fixture
+from hetero.release.gate import evaluate
+from hetero.release.report import Report, Row
 
 OFF = {"min_recall_at_1": 0.0, "min_relative_recall_at_1": 0.0, "min_map": 0.0, "max_previous_flip_rate": 1.0}
 

@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from hetero.errors import SpaceMismatchError
-from hetero.metrics import chance_levels, cosine_parity, retrieval_metrics
+from hetero.release.metrics import chance_levels, cosine_parity, retrieval_metrics
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hetero.checkpoint import load_checkpoint
 from hetero.config import ExportConfig
 from hetero.errors import ArtifactError
 from hetero.export import coreml
 from hetero.export.artifact import export_matrix
 from hetero.export.formats import BuildRequest
-from hetero.models import EmbeddingGraph
+from hetero.models.checkpoint import load_checkpoint
+from hetero.models.registry import EmbeddingGraph
 
 
 def test_resized_edge_exports_to_every_format_from_one_graph(lite_edge):

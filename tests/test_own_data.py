@@ -11,17 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from hetero.cloud import (
+from hetero.config import DataConfig, load_config, override
+from hetero.data.datasets import load_split
+from hetero.data.folder import decode, load_images, scan
+from hetero.errors import ConfigError, InputError
+from hetero.training.cloud import (
     ImportedCloudTeacher,
     Preprocessing,
     import_cloud,
     prototypes_from_embeddings,
     require_imported_cloud,
 )
-from hetero.config import DataConfig, load_config, override
-from hetero.data import load_split
-from hetero.errors import ConfigError, InputError
-from hetero.folder import decode, load_images, scan
 from tests.conftest import run_cli
 
 
@@ -85,7 +85,7 @@ def test_folder_counts_and_lists_bad_images_and_fails_past_the_limit(tmp_path: P
 def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path: Path, monkeypatch) -> None:
     root = _folder(tmp_path / "imgs")
     first = load_images(root, 8, cache_dir=tmp_path / "cache", progress=False)
-    import hetero.folder as folder
+    import hetero.data.folder as folder
 
     monkeypatch.setattr(folder, "decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
     again = load_images(root, 8, cache_dir=tmp_path / "cache", progress=False)
@@ -316,8 +316,8 @@ def test_edge_trains_into_an_imported_cloud_from_a_folder(tmp_path: Path) -> Non
     classifier, a BCT (prototypes) + regression edge, verified against the cloud gallery."""
     from sklearn.datasets import load_digits
 
-    from hetero.devices.pipeline import verify
-    from hetero.train import train
+    from hetero.pipeline import verify
+    from hetero.training.train import train
 
     d = load_digits()
     root = tmp_path / "digits"
@@ -371,8 +371,8 @@ def test_the_readme_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_a_cloud_trained_before_new_data_keys_still_matches(tiny) -> None:
     """Data keys added later (path, max_bad_fraction) were at their defaults for an older cloud: still the same data."""
-    from hetero.checkpoint import load_checkpoint
-    from hetero.train import _require_cloud_matches
+    from hetero.models.checkpoint import load_checkpoint
+    from hetero.training.train import _require_cloud_matches
 
     cfg = load_config(tiny.config)
     _, m = load_checkpoint(tiny.cloud)
@@ -401,8 +401,8 @@ class RealFamilyNet(torch.nn.Module):
 def test_a_real_family_cloud_imports_and_computes_what_torch_does(lite_edge, tmp_path: Path) -> None:
     """The imported path on the model family we ship, on real digits: the unit's embeddings match torch running the
     user's network with the declared preprocessing and L2, and retrieval among them is the torch ranking's."""
-    from hetero.checkpoint import load_checkpoint
-    from hetero.metrics import retrieval_metrics
+    from hetero.models.checkpoint import load_checkpoint
+    from hetero.release.metrics import retrieval_metrics
     from tests.conftest import LITE_RES, LITE_SIZE
 
     root, data = lite_edge

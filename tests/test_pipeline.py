@@ -9,14 +9,14 @@ import pytest
 import torch
 from conftest import ONNX_FP32, run_cli
 
-from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import load_config
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.loader import load
-from hetero.devices.pipeline import check, verify
 from hetero.errors import ParityError
 from hetero.export.artifact import ExportData, export_artifact
-from hetero.report import Report
+from hetero.models.checkpoint import load_checkpoint, save_checkpoint
+from hetero.pipeline import check, verify
+from hetero.release.report import Report
 
 
 def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path):

@@ -41,7 +41,7 @@ def test_a_report_with_a_relative_flip_rate_above_one_is_checked(tiny, tmp_path,
     doc = json.loads(report.read_text())
     ctrl = next(r for r in doc["rows"] if r["kind"] == "control")
     ctrl["relative_flip_rate"] = 1.013  # what the demo's control measured
-    from hetero.report import content_sha256
+    from hetero.release.report import content_sha256
 
     doc["content_sha256"] = content_sha256({k: v for k, v in doc.items() if k != "content_sha256"})
     report.write_text(json.dumps(doc))
@@ -61,7 +61,7 @@ def test_report_counts_are_range_checked(tiny, tmp_path, capsys, edit, needle):
     report = _report(tiny, tmp_path, capsys, control=False)
     doc = json.loads(report.read_text())
     edit(next(r for r in doc["rows"] if r["kind"] == "candidate"))
-    from hetero.report import content_sha256
+    from hetero.release.report import content_sha256
 
     doc["content_sha256"] = content_sha256({k: v for k, v in doc.items() if k != "content_sha256"})
     report.write_text(json.dumps(doc))
@@ -100,13 +100,13 @@ def test_an_unwritable_junit_path_is_exit_2_not_a_traceback(tiny, tmp_path, caps
 def test_ivfpq_on_a_small_gallery_falls_back_to_exact_and_says_so(tiny, tmp_path, capsys):
     """faiss aborted training IVF-PQ on fewer than 256 vectors (the digits gallery has 360, with --max-probes
     the fixture's gallery stays; here a 100-row gallery)."""
-    from hetero.index import GallerySearch, IndexSpec
+    from hetero.release.index import GallerySearch, IndexSpec
 
     x = np.random.default_rng(0).normal(size=(100, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     d = GallerySearch(x, IndexSpec(kind="ivfpq")).describe()
     assert d["kind"] == "exact" and "needs at least 256 vectors" in d["fallback"]
-    from hetero.report import search_line
+    from hetero.release.report import search_line
 
     assert "needs at least 256" in search_line(d)
 
@@ -197,7 +197,7 @@ def test_remote_targets_are_matched_whole(target):
 
 
 def test_a_search_log_keeps_every_intact_trial_around_a_cut_line(tmp_path):
-    from hetero.search import Candidate, Trial, _read_trials
+    from hetero.training.search import Candidate, Trial, _read_trials
 
     def trial(k: str) -> str:
         t = Trial("proxy", k, Candidate({"width": [1.0]}, 32), 10, 0.1, None, 0.5, 0.5, 0.9, 1.0)
@@ -215,7 +215,7 @@ def test_resume_state_with_the_right_fingerprint_and_wrong_contents_is_refused(t
     """Before: a traceback from load_state_dict or json.loads; the fingerprint alone was checked."""
     import torch
 
-    from hetero.train import _load_state, _save_state
+    from hetero.training.train import _load_state, _save_state
 
     def fresh():
         torch.manual_seed(0)

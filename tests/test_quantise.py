@@ -12,14 +12,14 @@ import pytest
 import torch
 from conftest import run_cli
 
-from hetero.checkpoint import load_checkpoint
 from hetero.config import ExportConfig, TrainConfig
 from hetero.errors import ConfigError, ParityError
 from hetero.export import tflite
 from hetero.export.artifact import export_artifact, export_matrix
 from hetero.export.prepare import prepare, quantise_weight
 from hetero.export.sensitivity import quantisable_layers, sweep
-from hetero.models import EmbeddingGraph
+from hetero.models.checkpoint import load_checkpoint
+from hetero.models.registry import EmbeddingGraph
 
 
 def _embed(model, spec, images: np.ndarray) -> np.ndarray:

@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import run_cli
 
-from hetero.checkpoint import load_checkpoint, save_checkpoint
 from hetero.config import load_config, override
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.errors import InputError
-from hetero.mbnet import inherit_weights
-from hetero.models import create_model, model_cost
-from hetero.search import sample_candidates, validation_split
+from hetero.models.checkpoint import load_checkpoint, save_checkpoint
+from hetero.models.mbnet import inherit_weights
+from hetero.models.registry import create_model, model_cost
 from hetero.spaces import InputSpec
+from hetero.training.search import sample_candidates, validation_split
 
 ARCH = {
     "width": [0.5, 1.0, 0.75, 0.5, 0.5, 0.75, 0.5],
@@ -163,7 +163,7 @@ def test_latency_budget_filters_candidates_by_the_measure_given(tiny, tmp_path):
     """With budget_ms, only candidates the latency measure admits are trained, and each trial records its time;
     the measure is the real one (an ONNX graph on onnxruntime) or any callable the caller passes."""
     from hetero.devices.bench import graph_latency_ms
-    from hetero.search import search
+    from hetero.training.search import search
 
     cfg = override(load_config(tiny.config), **{"search": {**_search_table(), "budget_ms": 10.0, "top": 1}})
     split = load_split(cfg.data)
@@ -177,7 +177,7 @@ def test_latency_budget_filters_candidates_by_the_measure_given(tiny, tmp_path):
     assert {t.candidate.resolution for t in r.trials} == {12}
     assert all(t.latency_ms == 1.0 for t in r.trials)
     model = create_model("mobilenetv2_100", embed_dim=8, num_classes=2, resolution=12, arch=r.best.candidate.arch)
-    from hetero.models import EmbeddingGraph
+    from hetero.models.registry import EmbeddingGraph
 
     graph = EmbeddingGraph(model.eval(), InputSpec(16, 16)).eval()
     for fmt in ("onnx", "tflite"):

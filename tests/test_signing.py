@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import export_to, make_fixture, run_cli
 
-from hetero.devices.pipeline import sign_file
 from hetero.errors import InputError
-from hetero.fixture import Fixture
-from hetero.signing import SignatureError, generate_key, load_private_key, load_public_key
+from hetero.pipeline import sign_file
+from hetero.release.fixture import Fixture
+from hetero.release.signing import SignatureError, generate_key, load_private_key, load_public_key
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _resign_header(path: Path, out: Path, edit) -> None:
     signature (or drop it)."""
     from safetensors.numpy import load, save
 
-    from hetero.fixture import _content_sha256, _metadata
+    from hetero.release.fixture import _content_sha256, _metadata
 
     raw = path.read_bytes()
     tensors, meta = load(raw), _metadata(raw)
@@ -124,7 +124,7 @@ def test_a_signed_report_is_verified_and_an_edited_count_refused(tiny, keys, tmp
     pub = f"{keys['team']}.pub"
     report = out / "report.json"
     assert run_cli("check", "--config", tiny.config, "--report", report, "--trust", pub, "--quiet") == 0
-    from hetero.report import content_sha256
+    from hetero.release.report import content_sha256
 
     doc = json.loads(report.read_text())
     row = next(r for r in doc["rows"] if r["kind"] == "candidate")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetero.stats import (
+from hetero.release.stats import (
     PairedChange,
     clopper_pearson,
     count_queries_needed,

@@ -18,10 +18,10 @@ from conftest import run_cli
 from safetensors.torch import load_file
 
 from hetero.errors import ConfigError, InputError
-from hetero.losses import LOSS_TERMS, OBJECTIVES, Batch, build_objective
-from hetero.models import CosineClassifier, create_model, model_cost
+from hetero.models.registry import CosineClassifier, create_model, model_cost
 from hetero.spaces import InputSpec
-from hetero.teacher import CheckpointTeacher, ClassPrototypes
+from hetero.training.losses import LOSS_TERMS, OBJECTIVES, Batch, build_objective
+from hetero.training.teacher import CheckpointTeacher, ClassPrototypes
 
 
 class _Cloud:
@@ -165,8 +165,8 @@ def test_slim_members_inherit_leading_channels_and_fit_the_cost_budget():
 
 
 def test_an_edge_can_start_from_the_cloud_checkpoint(tiny, tmp_path, capsys):
-    from hetero.checkpoint import load_checkpoint
-    from hetero.train import _inherit_from_cloud
+    from hetero.models.checkpoint import load_checkpoint
+    from hetero.training.train import _inherit_from_cloud
 
     cloud, man = load_checkpoint(tiny.cloud)
     edge = create_model("hnet_edge", embed_dim=cloud.head.out_features, num_classes=cloud.classifier.weight.shape[0])
@@ -188,8 +188,8 @@ def test_an_edge_can_start_from_the_cloud_checkpoint(tiny, tmp_path, capsys):
 
 
 def test_an_edge_can_share_the_clouds_frozen_head(tiny, tmp_path, capsys):
-    from hetero.checkpoint import load_checkpoint
     from hetero.manifest import load_manifest
+    from hetero.models.checkpoint import load_checkpoint
 
     def config(edge: str) -> Path:
         path = tmp_path / f"{len(list(tmp_path.glob('*.toml')))}.toml"
@@ -221,7 +221,7 @@ def test_an_edge_can_share_the_clouds_frozen_head(tiny, tmp_path, capsys):
 
 
 def test_low_resolution_edge_takes_the_spaces_pixels():
-    from hetero.models import EmbeddingGraph
+    from hetero.models.registry import EmbeddingGraph
 
     slim = create_model("efficientnet_lite0_050", embed_dim=16, num_classes=3, resolution=32).eval()
     graph = EmbeddingGraph(slim, InputSpec(height=48, width=48))
@@ -245,7 +245,7 @@ def test_the_space_input_follows_the_cloud_weights_normalisation():
     import dataclasses
 
     from hetero.config import RunConfig, TrainConfig
-    from hetero.train import input_spec_for
+    from hetero.training.train import input_spec_for
 
     lite = input_spec_for(dataclasses.replace(RunConfig(), cloud=TrainConfig(model="efficientnet_lite2")))
     mbv2 = input_spec_for(dataclasses.replace(RunConfig(), cloud=TrainConfig(model="mobilenetv2_100")))
@@ -258,12 +258,12 @@ def test_the_space_input_follows_the_cloud_weights_normalisation():
 
 
 def test_cloud_targets_are_cached_per_view_and_match_the_cloud(tiny, tmp_path):
-    from hetero.checkpoint import load_checkpoint
     from hetero.config import load_config
-    from hetero.data import load_split
-    from hetero.models import Preprocess
-    from hetero.targets import Views, cloud_targets, render
-    from hetero.train import input_spec_for
+    from hetero.data.datasets import load_split
+    from hetero.models.checkpoint import load_checkpoint
+    from hetero.models.registry import Preprocess
+    from hetero.training.targets import Views, cloud_targets, render
+    from hetero.training.train import input_spec_for
 
     cfg = load_config(tiny.config)
     split, spec = load_split(cfg.data), input_spec_for(cfg)
@@ -326,7 +326,7 @@ def test_blended_views_take_the_blend_of_both_labels():
 
 
 def test_sample_views_blend_the_requested_share():
-    from hetero.targets import sample_views
+    from hetero.training.targets import sample_views
 
     idx = torch.arange(4000)
     plain = sample_views(idx, 4000, torch.Generator().manual_seed(0), augment=True, mix=0.0)
@@ -468,7 +468,7 @@ def test_ddp_two_processes_gloo(tiny, tmp_path):
 
 
 def test_emoji_identities_render_in_three_styles():
-    from hetero import emoji
+    from hetero.data import emoji
 
     d = emoji.build(32, progress=False, limit=6)
     assert d["images"].shape == (18, 32, 32, 3) and d["images"].dtype == np.uint8
@@ -482,7 +482,7 @@ def test_emoji_identities_render_in_three_styles():
 
 
 def test_unlabeled_emoji_never_touch_a_held_out_identity(tmp_path, monkeypatch):
-    from hetero import emoji
+    from hetero.data import emoji
 
     real = emoji.build_unlabeled(24, progress=False, limit=4)
     ids = set(emoji.build(24, progress=False)["names"])
@@ -499,7 +499,7 @@ def test_unlabeled_emoji_never_touch_a_held_out_identity(tmp_path, monkeypatch):
 
 
 def test_unlabeled_images_feed_only_the_cloud_terms(tiny, tmp_path, capsys, monkeypatch):
-    from hetero import data
+    from hetero.data import datasets as data
     from hetero.manifest import load_manifest
 
     b = _batch()
@@ -541,7 +541,7 @@ def test_unlabeled_images_feed_only_the_cloud_terms(tiny, tmp_path, capsys, monk
 
 def test_style_split_queries_one_style_against_another():
     from hetero.config import DataConfig
-    from hetero.data import ImageSet, open_set_split
+    from hetero.data.datasets import ImageSet, open_set_split
 
     n_id = 10
     labels = np.repeat(np.arange(n_id), 3)
@@ -561,9 +561,9 @@ def test_style_split_queries_one_style_against_another():
 
 
 def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch, capsys):
-    import hetero.data
+    import hetero.data.datasets
 
-    monkeypatch.setattr(hetero.data, "FASHION_MNIST_DIR", tmp_path / "nope")
+    monkeypatch.setattr(hetero.data.datasets, "FASHION_MNIST_DIR", tmp_path / "nope")
     cfg = tmp_path / "fm.toml"
     cfg.write_text('[data]\ndataset = "fashion_mnist"\n')
     assert run_cli("train", "cloud", "--config", cfg, "--out", tmp_path / "c", "--quiet") == 2
@@ -574,7 +574,7 @@ def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch, 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
 def test_fashion_mnist_loads_from_the_debian_package():
-    from hetero.data import load_dataset
+    from hetero.data.datasets import load_dataset
 
     d = load_dataset("fashion_mnist", 16)
     assert d.images.shape == (70000, 16, 16, 3)
@@ -599,9 +599,9 @@ def test_unknown_names_list_the_valid_ones(tmp_path, capsys, toml, needle):
 
 def test_any_object_with_the_teacher_members_can_be_the_cloud(tmp_path):
     """Not a hetero model: a fixed projection of pixels with prototypes. The cache and BCT use only the protocol."""
-    from hetero.data import ImageSet
+    from hetero.data.datasets import ImageSet
     from hetero.spaces import EmbeddingSpace
-    from hetero.targets import cloud_targets
+    from hetero.training.targets import cloud_targets
 
     spec = InputSpec(8, 8)
     proj = torch.randn(3 * 8 * 8, 4, generator=torch.Generator().manual_seed(0))
@@ -634,7 +634,7 @@ def test_any_object_with_the_teacher_members_can_be_the_cloud(tmp_path):
 
 def test_relational_distillation_matches_the_cloud_s_neighbourhood_not_each_vector():
     """Zero when the edge embeds as the cloud does; positive otherwise; equal to KL computed by hand."""
-    from hetero.losses import Batch, RelationalDistillation
+    from hetero.training.losses import Batch, RelationalDistillation
 
     torch.manual_seed(0)
     cloud = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)

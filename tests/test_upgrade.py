@@ -13,17 +13,17 @@ import torch
 from conftest import run_cli
 
 from hetero.config import OBJECTIVES, CheckConfig, load_config, override
-from hetero.data import load_split
+from hetero.data.datasets import load_split
 from hetero.devices.harness import compatibility_report
-from hetero.devices.pipeline import check, create_fixture
 from hetero.errors import InputError
-from hetero.fixture import Fixture
-from hetero.gate import evaluate
-from hetero.lineage import require_upgrade
-from hetero.losses import Batch, FocalDistillation, PlainDistillation
 from hetero.manifest import load_manifest
-from hetero.teacher import CheckpointTeacher, ClassPrototypes
-from hetero.train import _aligned_prototypes, train
+from hetero.pipeline import check, create_fixture
+from hetero.release.fixture import Fixture
+from hetero.release.gate import evaluate
+from hetero.training.lineage import require_upgrade
+from hetero.training.losses import Batch, FocalDistillation, PlainDistillation
+from hetero.training.teacher import CheckpointTeacher, ClassPrototypes
+from hetero.training.train import _aligned_prototypes, train
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_fixture_carries_both_galleries_and_check_gates_the_upgrade(upgrade, tin
     jsonschema.Draft202012Validator(schemas.load("fixture")).validate({**fx.info(), "content_sha256": "0" * 64})
     # v2's rows are what its model gives: embed the probes with the v2 checkpoint and rank v1's gallery here
     from hetero.devices.loader import load
-    from hetero.metrics import retrieval_metrics
+    from hetero.release.metrics import retrieval_metrics
 
     v2_queries = load(root / "v2").embed(fx.probe_images)
     assert np.allclose(v2_queries, fx.upgrade_queries, atol=1e-5)

@@ -4,8 +4,10 @@ Edge training never needs the cloud's code: it needs the cloud's embedding (and,
 each training view, optionally its class prototypes (BCT scores edge embeddings against them), and the space and
 input spec those live in. A `Teacher` provides exactly that; loss terms receive tensors (`ClassPrototypes`, the
 cached embeddings in a `Batch`), never a model. A user's ONNX/TorchScript cloud imported with `hetero cloud import`
-is one too (`hetero.cloud.ImportedCloudTeacher`: no features, prototypes from its embeddings), and so is a file of
-the cloud's embeddings (`hetero.table.EmbeddingTable`: stored rows by image id); `hetero.cloud.load_teacher` picks.
+is one too (`hetero.training.cloud.ImportedCloudTeacher`: no features, prototypes from its embeddings), and so is a
+file of
+the cloud's embeddings (`hetero.training.table.EmbeddingTable`: stored rows by image id);
+`hetero.training.cloud.load_teacher` picks.
 """
 
 from __future__ import annotations
@@ -68,12 +70,12 @@ class CheckpointTeacher:
 
     @classmethod
     def load(cls, path: Path) -> CheckpointTeacher:
-        from hetero.checkpoint import load_checkpoint
+        from hetero.models.checkpoint import load_checkpoint
 
         return cls(*load_checkpoint(path))
 
     def features_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from hetero.models import features_and_embedding
+        from hetero.models.registry import features_and_embedding
 
         return features_and_embedding(self.model, x)
 

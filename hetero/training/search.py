@@ -4,7 +4,8 @@ best in the cloud's space within a compute budget.
 Why this shape (Duggal et al., CVPR 2021, CMP-NAS): an edge must approximate the cloud's *architecture* to reproduce
 its function on unseen identities, so candidates are sub-networks of one reshapable member (per-stage width, depth,
 depthwise kernel and the compute resolution), inheriting its weights (first blocks, leading channels, kernel
-centres: `hetero.mbnet`). A cheap proxy ranks them — a short training against the cached cloud views — and the top
+centres: `hetero.models.mbnet`). A cheap proxy ranks them — a short training against the cached cloud views — and the
+top
 few are trained fully; the best of those is retrained on every training identity and written as a normal checkpoint.
 
 Ranking never looks at the held-out identities a benchmark or the gate measures: `[search] validation_classes` of the
@@ -28,16 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from hetero.checkpoint import load_checkpoint
 from hetero.config import RunConfig, SearchConfig, override, to_dict
-from hetero.data import OpenSetSplit, load_dataset, open_set_split
+from hetero.data.datasets import OpenSetSplit, load_dataset, open_set_split
 from hetero.embed import embed_batches
 from hetero.errors import InputError
 from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir, parse_json, read_json
 from hetero.manifest import Manifest
-from hetero.metrics import retrieval_metrics
-from hetero.models import MODELS, EmbeddingGraph, create_model
-from hetero.plots import pareto_front
+from hetero.models.checkpoint import load_checkpoint
+from hetero.models.registry import MODELS, EmbeddingGraph, create_model
+from hetero.release.metrics import retrieval_metrics
+from hetero.release.plots import pareto_front
 
 TRIALS = "trials.jsonl"
 Latency = Callable[[EmbeddingGraph, int, str], float]  # (deployable graph, threads, format) -> batch-1 ms
@@ -147,7 +148,7 @@ def sample_candidates(
     every candidate is a sub-network of the base and inherits all its weights. MACs are counted from the stage
     table (no network is built per draw); `fits` may refuse more (latency) and gets the built candidate.
     """
-    from hetero.mbnet import VARIANTS
+    from hetero.models.mbnet import VARIANTS
 
     variant = VARIANTS[base]
     full = variant.arch()
@@ -273,7 +274,7 @@ def search(
     (`hetero.devices.bench.graph_latency_ms`); it is needed only for `[search] budget_ms`. A directory holding a
     search of another config, cloud or objective is refused (exit 2) rather than mixed in.
     """
-    from hetero.train import train
+    from hetero.training.train import train
 
     say = progress or (lambda _msg: None)
     scfg = cfg.search
@@ -348,7 +349,7 @@ def search(
                                                        ["train_seconds"]),
     )  # fmt: skip
     atomic_write_json(out / RESULT, result.to_json())
-    from hetero.plots import search_trials
+    from hetero.release.plots import search_trials
 
     search_trials(result.to_json(), out / "search.png")
     return result

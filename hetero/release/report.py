@@ -40,7 +40,7 @@ class Row:
     # NFR over what independent errors would give, R@1_ref * (1 - R@1): 1 = flips as if unrelated to the reference,
     # below 1 = the row keeps the reference's right answers (positive-congruent; Yan et al., CVPR 2021)
     relative_flip_rate: float | None = None
-    # The counts the gate decides on (hetero.stats): top-1 hits, paired top-1 outcomes against the reference row
+    # The counts the gate decides on (hetero.release.stats): top-1 hits, paired top-1 outcomes against the reference row
     # and the previous release ({"n", "worse", "better"}), and the 95% interval of mAP.
     r1_hits: int | None = None
     vs_reference: dict[str, int] | None = None
@@ -68,7 +68,7 @@ class Report:
     schema: str = REPORT_SCHEMA
     # R@1 of query producer x gallery producer: {"queries": [...], "galleries": [...], "recall_at_1": [[...]]}
     matrix: dict[str, Any] | None = None
-    signature: dict[str, str] | None = None  # the signer's record over content_sha256 (hetero.signing)
+    signature: dict[str, str] | None = None  # the signer's record over content_sha256 (hetero.release.signing)
     signed_by: str = ""  # the trusted key id that verified it at load
 
     def row(self, name: str) -> Row:
@@ -96,7 +96,7 @@ class Report:
 
     def sign(self, private_key: Any) -> None:
         """Sign the report's content hash (what `check --report --trust` verifies)."""
-        from hetero import signing
+        from hetero.release import signing
 
         body = self.to_dict()
         self.signature = signing.sign(private_key, REPORT_SCHEMA, body["content_sha256"])
@@ -111,7 +111,7 @@ class Report:
             raise InputError(f"{where}: report checksum mismatch: it was edited, or written by an older hetero")
         signed_by = ""
         if trust:
-            from hetero import signing
+            from hetero.release import signing
 
             signed_by = signing.verify(d.get("signature"), REPORT_SCHEMA, digest, trust, where).key_id
         try:
@@ -384,6 +384,6 @@ def _with_interval(r: Row) -> str:
         return ""
     if r.r1_hits is None or not r.n_query:
         return f"{r.recall_at_1:.3f}"
-    from hetero.stats import proportion
+    from hetero.release.stats import proportion
 
     return proportion(int(r.r1_hits), int(r.n_query)).text()

@@ -39,7 +39,7 @@ def retrieval_metrics(
 ) -> dict[str, Any]:
     """Recall@k (a correct item within the top k) and mAP, averaged over queries.
 
-    Without `search` every gallery item is ranked (dense, exact). With `search` (an index: `hetero.index.
+    Without `search` every gallery item is ranked (dense, exact). With `search` (an index: `hetero.release.index.
     GallerySearch`) only its top K come back: recall@k for k <= K is what the index retrieves, and AP counts the
     relevant items within the top K over *all* relevant gallery items — the full-ranking AP when the index returns
     them all, a lower bound otherwise (a threshold on it stays conservative).

@@ -22,7 +22,7 @@ from torch import nn
 
 from hetero.config import OBJECTIVES  # noqa: F401  (presets are plain data; the CLI reads them without torch)
 from hetero.errors import ConfigError, InputError
-from hetero.teacher import ClassPrototypes, Teacher
+from hetero.training.teacher import ClassPrototypes, Teacher
 
 
 @dataclass

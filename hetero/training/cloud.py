@@ -27,7 +27,7 @@ from hetero.errors import InputError
 from hetero.io import atomic_dir, ensure_writable_dir, sha256_path
 from hetero.manifest import Manifest, load_manifest, write_manifest
 from hetero.spaces import INPUT_NAME, OUTPUT_NAME, EmbeddingSpace, InputSpec
-from hetero.teacher import CheckpointTeacher, ClassPrototypes, Teacher
+from hetero.training.teacher import CheckpointTeacher, ClassPrototypes, Teacher
 
 MODEL_NAME = "model.onnx"
 ROLE = "cloud"  # extra["role"] of an imported cloud unit
@@ -348,7 +348,7 @@ def prototypes_from_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, s
 def load_teacher(path: Path) -> Teacher:
     """The teacher a `--cloud` path names: a hetero cloud checkpoint, or a cloud model or embedding file imported by
     `hetero cloud import`."""
-    from hetero.table import EmbeddingTable, is_embedding_cloud
+    from hetero.training.table import EmbeddingTable, is_embedding_cloud
 
     manifest, _ = load_manifest(path)
     if is_imported_cloud(manifest):

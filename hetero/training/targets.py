@@ -21,12 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from hetero.data import ImageSet
+from hetero.data.datasets import ImageSet
 from hetero.errors import InputError
 from hetero.io import atomic_write, cache_root
-from hetero.models import Preprocess
+from hetero.models.registry import Preprocess
 from hetero.spaces import InputSpec
-from hetero.teacher import Teacher
+from hetero.training.teacher import Teacher
 
 
 def sample_affine(n: int, generator: torch.Generator) -> torch.Tensor:

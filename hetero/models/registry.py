@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hetero.errors import InputError
-from hetero.layers import CosineClassifier, GlobalPool, L2Normalize
+from hetero.models.layers import CosineClassifier, GlobalPool, L2Normalize
 from hetero.spaces import InputSpec
 
 
@@ -211,7 +211,7 @@ def hnet_edge(
 
 # Model families register themselves into MODELS when their module is imported (as hnet does above); the registry
 # only lists where they live and imports them by name, so it never depends on a family's code.
-FAMILY_MODULES = ("hetero.mbnet",)
+FAMILY_MODULES = ("hetero.models.mbnet",)
 
 
 def _load_families() -> None:
@@ -235,7 +235,8 @@ def create_model(
     arch: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Build a registry member. `resolution` = the backbone's compute size (None: the space's input size); `arch`
-    reshapes a reshapable member stage by stage (per-stage width, depth, kernel: hetero.mbnet.MBVariant.with_arch)."""
+    reshapes a reshapable member stage by stage (per-stage width, depth, kernel:
+    hetero.models.mbnet.MBVariant.with_arch)."""
     if name not in MODELS:
         raise InputError(f"unknown model {name!r} (available: {', '.join(sorted(MODELS))})")
     if embed_dim < 1 or num_classes < 1:

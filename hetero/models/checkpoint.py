@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from hetero.errors import ArtifactError, InputError, ManifestError
 from hetero.io import atomic_dir, sha256_file
 from hetero.manifest import Manifest, load_manifest, write_manifest
-from hetero.models import MODELS, create_model, model_cost
+from hetero.models.registry import MODELS, create_model, model_cost
 from hetero.spaces import EmbeddingSpace, InputSpec
 
 WEIGHTS_NAME = "model.safetensors"
@@ -132,7 +132,7 @@ def weights_stamp(weights: Path) -> dict[str, str]:
 def _require_stamp_agrees(manifest: Manifest, weights: Path, where: Path) -> None:
     stamp = weights_stamp(weights)
     if not stamp:
-        return  # written before stamps: its lineage cannot be proven (an upgrade refuses it, hetero.lineage)
+        return  # written before stamps: its lineage cannot be proven (an upgrade refuses it, hetero.training.lineage)
     space = stamp.get(SPACE_STAMP, "")
     own = space == OWN_SPACE and manifest.space.id.endswith(f"@{manifest.sha256[:12]}")
     if not own and space != manifest.space.id:

@@ -22,21 +22,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from hetero import distributed
-from hetero.checkpoint import load_checkpoint, save_checkpoint
-from hetero.cloud import load_teacher
 from hetero.config import DataConfig, RunConfig, TrainConfig, to_dict
-from hetero.data import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
+from hetero.data.datasets import ImageSet, OpenSetSplit, load_split, load_transfer, with_unlabeled
 from hetero.errors import ConfigError, DivergenceError, InputError, SpaceMismatchError
 from hetero.io import atomic_write, atomic_write_text, ensure_writable_dir, parse_json
-from hetero.losses import LOSS_TERMS, Batch, CompatibilityObjective, build_objective, check_weights
 from hetero.manifest import Manifest
-from hetero.models import MODELS, Preprocess, create_model, features_and_embedding
-from hetero.qat import FakeQuant, freeze_batchnorm
+from hetero.models.checkpoint import load_checkpoint, save_checkpoint
+from hetero.models.registry import MODELS, Preprocess, create_model, features_and_embedding
 from hetero.spaces import InputSpec
-from hetero.table import EmbeddingTable
-from hetero.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
-from hetero.teacher import CheckpointTeacher, ClassPrototypes, Teacher
+from hetero.training import distributed
+from hetero.training.cloud import load_teacher
+from hetero.training.losses import LOSS_TERMS, Batch, CompatibilityObjective, build_objective, check_weights
+from hetero.training.qat import FakeQuant, freeze_batchnorm
+from hetero.training.table import EmbeddingTable
+from hetero.training.targets import CloudTargets, OnlineTargets, cloud_targets, render, sample_views
+from hetero.training.teacher import CheckpointTeacher, ClassPrototypes, Teacher
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -261,7 +261,7 @@ def train(
         what = "share_cloud_head" if tcfg.share_cloud_head else "inherit_cloud"
         raise InputError(f"{what} = true needs the cloud checkpoint: pass --cloud (hetero's, of the same family)")
     if isinstance(teacher, CheckpointTeacher):  # an edge or a foreign checkpoint is no cloud: its "v2" would claim
-        from hetero.lineage import require_cloud  # the space without being trained against what defines it
+        from hetero.training.lineage import require_cloud  # the space without being trained against what defines it
 
         require_cloud(cloud_manifest, cloud)
     split = split or load_split(cfg.data)
@@ -392,7 +392,7 @@ def _transfer_images(
 def _inherit_from_cloud(model: nn.Module, name: str, cloud: nn.Module | None, manifest: Manifest | None) -> None:
     """Start an edge member from the fine-tuned cloud (first blocks, leading channels, its embedding head): it begins
     near the function it has to match instead of at ImageNet features plus a random head."""
-    from hetero.mbnet import inherit_weights
+    from hetero.models.mbnet import inherit_weights
 
     if cloud is None or manifest is None:
         raise InputError("inherit_cloud = true needs the cloud checkpoint: pass --cloud")
@@ -467,7 +467,7 @@ def _prototypes_from_teacher(
     teacher: Teacher, train_set: ImageSet, spec: InputSpec, scale: float, progress: bool
 ) -> ClassPrototypes:
     """BCT's class prototypes from the cloud's embeddings of the clean labelled training images (no classifier)."""
-    from hetero.cloud import prototypes_from_embeddings
+    from hetero.training.cloud import prototypes_from_embeddings
 
     labels = torch.from_numpy(train_set.labels)
     if isinstance(teacher, EmbeddingTable):
@@ -497,7 +497,7 @@ def _load_previous(tcfg: TrainConfig, weights: dict, cloud: Manifest | None) -> 
 def _lineage(role: str, cloud: Manifest | None) -> dict[str, str]:
     """What a model trained into another model's space records: a cloud v2 trained into v1's space is an upgrade
     (its queries search v1's gallery without re-indexing); an edge is a member. The weights file carries the same
-    claim (hetero.checkpoint's stamp), so it cannot be edited into the manifest afterwards."""
+    claim (hetero.models.checkpoint's stamp), so it cannot be edited into the manifest afterwards."""
     if cloud is None:
         return {}
     return {

@@ -1,0 +1,144 @@
+"""`hetero` command line: one module per command, each holding its parser beside its handler.
+
+Exit codes: 0 pass, 1 compatibility/threshold failure, 2 usage or input error. Errors are one line on stderr
+(a traceback only with --debug). `--json` prints one JSON document on stdout; progress goes to stderr.
+Heavy modules (torch, exporters, runtimes) are imported inside the commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from hetero import __version__
+from hetero.cli import (
+    bench,
+    check,
+    cloud,
+    datasets,
+    demo,
+    embed,
+    env,
+    export,
+    fixture,
+    key,
+    models,
+    report,
+    search,
+    sign,
+    train,
+    verify,
+)
+from hetero.cli.common import CHECK_SCHEMA, EPILOG_EXIT
+from hetero.errors import GateFailure, HeteroError
+
+# In the order `hetero --help` lists them: the pipeline's stages first, then tools.
+COMMANDS = (
+    train,
+    search,
+    export,
+    verify,
+    check,
+    fixture,
+    key,
+    sign,
+    bench,
+    report,
+    embed,
+    cloud,
+    demo,
+    models,
+    datasets,
+    env,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="run config (TOML); default: the packaged digits config. Unknown keys are refused",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    p = argparse.ArgumentParser(
+        prog="hetero",
+        description="Train edge models into a cloud model's embedding space, export them, and prove on real "
+        "runtimes that edge queries still find the right items in the cloud gallery.",
+        epilog="Start with `hetero demo`. " + EPILOG_EXIT,
+    )
+    p.add_argument("--version", action="version", version=f"hetero {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=help_,
+            description=description,
+            epilog=epilog + "\n\n" + EPILOG_EXIT,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    for command in COMMANDS:
+        command.register(add)
+    return p
+
+
+def _report_error(args: argparse.Namespace, message: str, exit_code: int) -> None:
+    """On exit 2 the CI page still needs a reason: --json prints it, --junit records it as an error."""
+    if getattr(args, "json", False):
+        doc = {"passed": False, "exit_code": exit_code, "error": message}
+        if getattr(args, "command", None) == "check":
+            doc = {"schema": CHECK_SCHEMA, **doc}
+        print(json.dumps(doc, indent=2), flush=True)
+    junit = getattr(args, "junit", None)
+    if junit and not getattr(args, "junit_written", False):
+        import xml.etree.ElementTree as ET
+
+        from hetero.io import atomic_write_text
+
+        suite = ET.Element("testsuite", name="hetero.check", tests="1", failures="0", errors="1", skipped="0")
+        case = ET.SubElement(suite, "testcase", classname="hetero.check", name="inputs")
+        ET.SubElement(case, "error", message=message)
+        with contextlib.suppress(OSError, ValueError, HeteroError):  # an unwritable --junit may be the error itself
+            atomic_write_text(Path(junit), ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HeteroError as e:
+        if args.debug:  # the traceback, and still the documented exit code
+            import traceback
+
+            traceback.print_exc()
+        label = "FAIL" if isinstance(e, GateFailure) else "error"
+        print(f"hetero: {label}: {e}", file=sys.stderr)
+        if not isinstance(e, GateFailure):  # a gate failure has already written its report, JSON and JUnit
+            _report_error(args, str(e), e.exit_code)
+        return e.exit_code
+    except BrokenPipeError:  # `hetero ... | head`: the reader left; nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return 141
+    except OSError as e:  # unreadable/unwritable paths, full disk: the environment, not a bug
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        msg = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(f"hetero: error: {msg}", file=sys.stderr)
+        _report_error(args, msg, 2)
+        return 2
+    except KeyboardInterrupt:
+        print("hetero: interrupted", file=sys.stderr)
+        return 130

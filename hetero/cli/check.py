@@ -1,0 +1,191 @@
+"""`hetero check`: its parser beside its handler."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hetero.cli.common import (
+    CHECK_SCHEMA,
+    UPGRADE_HELP,
+    add_index_flags,
+    add_remote_flags,
+    add_threshold_flags,
+    check_thresholds,
+    emit,
+    gate_text,
+    index_spec,
+    run_config,
+    trusted_keys,
+    verdict_word,
+)
+from hetero.errors import GateFailure, InputError
+
+
+def run(args: argparse.Namespace) -> int:
+    from hetero.errors import NotExecutedError
+    from hetero.io import atomic_write_text, ensure_writable_dir
+    from hetero.pipeline import check, cloud_fixture
+    from hetero.release.report import Report
+
+    sources = [bool(args.report), bool(args.fixture), bool(args.cloud)]
+    upgrade = args.fixture or args.upgrade  # a fixture may carry a cloud upgrade, gated without any artifact
+    if (
+        sum(sources) != 1
+        or (args.report and args.artifact)
+        or (not args.report and not args.artifact and not upgrade)
+        or (args.upgrade and not args.cloud)
+    ):
+        raise InputError(
+            "give exactly one of: --report REPORT.json | --fixture FIXTURE --artifact A | "
+            "--cloud CHECKPOINT --artifact A | --cloud CHECKPOINT --upgrade V2"
+        )
+    for flag, out in (("--junit", args.junit), ("--markdown", args.markdown)):
+        if out is not None:
+            if Path(out).is_dir():
+                raise InputError(f"{flag} {out} is a directory; give the file to write")
+            ensure_writable_dir(Path(out).parent)
+    remote = None
+    if getattr(args, "remote", None):
+        from hetero.devices.remote import SSHHost
+
+        remote = SSHHost.from_args(args)
+    trust = trusted_keys(args)
+    if trust and args.cloud:
+        raise InputError("--trust verifies a signed fixture or report; --cloud builds its fixture here, unsigned")
+    if args.report:
+        result = check(
+            thresholds=check_thresholds(args),
+            report=Report.load(args.report, trust=trust),
+            rows=args.row,
+            index=index_spec(args),
+        )
+    else:
+        if args.fixture:
+            from hetero.release.fixture import Fixture
+
+            fx = Fixture.load(args.fixture, trust=trust)
+        else:
+            fx = cloud_fixture(run_config(args), args.cloud, upgrade=args.upgrade)
+        result = check(
+            thresholds=check_thresholds(args, fx.thresholds if args.fixture else None),
+            fixture=fx,
+            artifacts=args.artifact,
+            previous=args.previous,
+            rows=args.row,
+            remote=remote,
+            index=index_spec(args),
+        )
+    _write_check_outputs(args, result.report, result.gate, atomic_write_text)
+    if result.not_executed:
+        args.junit_written = True  # the skipped rows say more than a bare error
+        raise NotExecutedError(result.not_executed)
+    text = result.report.to_text() + "\n\n" + gate_text(result.gate)
+    payload = {"schema": CHECK_SCHEMA, "passed": result.passed, "gate": result.gate.to_dict()}
+    signed = result.report.signed_by or (fx.signed_by if not args.report and args.fixture else "")
+    if signed:
+        payload["signed_by"] = signed
+        text += f"\nsigned by trusted key {signed}"
+    emit(args, {**payload, "report": result.report.to_dict()}, text)
+    if not result.passed:
+        raise GateFailure(result.gate.failures)
+    return 0
+
+
+def _write_check_outputs(args: argparse.Namespace, report, result, write) -> None:
+    """JUnit and Markdown are written on pass *and* fail: CI needs them most when the gate is red."""
+    if args.junit:
+        write(Path(args.junit), report.to_junit(result))
+    if args.markdown:
+        gate = [f"- {verdict_word(result, r, '**FAIL**')} {r.describe()}" for r in result.rules]
+        verdict = "PASS" if result.passed else ("FAIL" if result.failures else "NOT EXECUTED")
+        md = Path(args.markdown)
+        write(
+            md,
+            report.to_markdown()
+            + _heatmap_markdown(report, md)
+            + "\n## Gate: "
+            + verdict
+            + "\n\n"
+            + "\n".join(gate)
+            + "\n",
+        )
+
+
+def _heatmap_markdown(report, md: Path) -> str:
+    """The compatibility heatmap as a PNG beside the Markdown file, linked from it (matplotlib: hetero[all])."""
+    if not report.matrix:
+        return ""
+    from hetero.release.plots import heatmap
+
+    try:
+        heatmap(report.matrix, md.with_name(md.stem + "_heatmap.png"))
+    except ImportError:  # the slim `hetero[check]` install has no matplotlib
+        return "\n(heatmap not drawn: matplotlib is not installed; pip install hetero[all])\n"
+    return f"\n![compatibility heatmap]({md.stem}_heatmap.png)\n"
+
+
+def register(add) -> None:
+    c = add(
+        "check",
+        "gate: pass/fail artifacts against a fixture, a cloud model, or a report",
+        "The release gate. Runs each --artifact on its real runtime (plus, with --remote, on another host over SSH)\n"
+        "against the cloud gallery and applies the thresholds to every candidate row: R@1, R@1 relative to\n"
+        "cloud → cloud, mAP, and with --previous the share of probes the previous release got right and this one\n"
+        "loses. A fixture made with --upgrade V2 also gates the cloud upgrade without backfill: v2's queries in v1's\n"
+        "gallery may lose at most max_upgrade_r1_loss R@1 and flip at most max_upgrade_flip_rate of v1's right\n"
+        "answers. Thresholds: a fixture's are a floor that --policy and flags may only tighten (loosening is refused,\n"
+        "exit 2); without a fixture, --policy, else the config's [check]; flags override. With --trust KEY.pub (or a\n"
+        "policy's trust list) the fixture or report must carry a valid signature by that key (hetero sign, fixture\n"
+        "create --sign): unsigned, signed by another key or altered after signing is exit 2. A minimum at or below\n"
+        "chance on the probes is refused. Every requested rule is listed: one that cannot be evaluated here (a Core\n"
+        "ML artifact or previous release off macOS) is skipped with the reason, never passed (--require-executed:\n"
+        "failed).\n"
+        "Every rule is decided on the worse end of its 95% interval (exact, on counts; paired where two producers\n"
+        "embed the same probes), so a verdict does not flip on the few probes another machine's kernels move; a\n"
+        "flip tolerance below what the probes resolve is refused (exit 2). Exit 1 lists every failed rule with its\n"
+        "interval; JUnit/Markdown files are written on pass and fail.",
+        "examples:\n"
+        "  hetero check --fixture fixture.safetensors --artifact tflite-int8 --junit junit.xml\n"
+        "  hetero check --fixture fixture.safetensors --trust cloud-team.pub --artifact tflite-int8\n"
+        "  hetero check --fixture fixture.safetensors --artifact new/tflite-int8 --previous old/tflite-int8 \\\n"
+        "      --policy policy.toml --markdown report.md --json\n"
+        "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/onnx-fp32\n"
+        "  hetero check --fixture upgrade.safetensors      # a fixture made with --upgrade: v2 in v1's gallery\n"
+        "  hetero check --report runs/demo/report.json",
+    )
+    c.add_argument("--fixture", type=Path, help="frozen fixture from `hetero fixture create` (no cloud model needed)")
+    c.add_argument("--cloud", type=Path, help="cloud checkpoint; builds the fixture from the config's data instead")
+    c.add_argument("--report", type=Path, help="gate an existing report.json (from verify or demo)")
+    c.add_argument(
+        "--upgrade", type=Path, metavar="V2", help=UPGRADE_HELP + "v2 in v1's gallery is gated (with --cloud)"
+    )
+    c.add_argument(
+        "--artifact", action="append", default=[], metavar="[NAME=]PATH", help="artifact or checkpoint to gate"
+    )
+    c.add_argument(
+        "--previous", metavar="[NAME=]PATH", help="the previous release's artifact: measure flips against it"
+    )
+    c.add_argument(
+        "--policy", type=Path, help="TOML file with a [check] table of thresholds and optionally trust = [KEY.pub]"
+    )
+    c.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="KEY.pub",
+        help="Ed25519 public key: the fixture or report must be signed by it (repeatable)",
+    )
+    c.add_argument("--junit", type=Path, help="write JUnit XML here")
+    c.add_argument("--markdown", type=Path, help="write a Markdown report here")
+    c.add_argument("--row", action="append", default=[], help="gate only these report rows (default: all candidates)")
+    c.add_argument(
+        "--require-executed",
+        action="store_true",
+        help="a candidate whose runtime cannot execute here fails instead of being skipped ([check].require_executed)",
+    )
+    add_threshold_flags(c, hidden=False)
+    add_remote_flags(c)
+    add_index_flags(c)
+    c.set_defaults(func=run)

@@ -1,0 +1,214 @@
+"""What every command shares: config and threshold loading, output, and the flags several commands take."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hetero.errors import InputError
+
+
+def log(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    print(json.dumps(payload, indent=2) if args.json else text, flush=True)
+
+
+def run_config(args: argparse.Namespace):
+    from hetero.config import load_config
+
+    return load_config(args.config)
+
+
+def check_thresholds(args: argparse.Namespace, fixture_thresholds: dict | None = None):
+    """Thresholds: the fixture's frozen ones are a floor that the --policy file and flags may only tighten; without
+    a fixture, --policy (its keys over the defaults), else the config's [check]; flags override."""
+    import dataclasses
+
+    from hetero.config import CheckConfig, from_dict, read_policy
+    from hetero.errors import ConfigError
+    from hetero.release.gate import tightened
+
+    table = read_policy(args.policy)[0] if getattr(args, "policy", None) else {}
+    overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, key in THRESHOLD_FLAGS}
+    overrides["require_executed"] = True if getattr(args, "require_executed", False) else None
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if fixture_thresholds is not None:
+            floor = from_dict(CheckConfig, fixture_thresholds, prefix="fixture thresholds.")
+            policy = dataclasses.asdict(from_dict(CheckConfig, table, prefix="check.", base=floor))
+            cfg = tightened(floor, policy, "the policy") if table else floor
+            return tightened(cfg, flags, "a command-line threshold") if flags else cfg
+        cfg = (
+            from_dict(CheckConfig, table, prefix="check.") if getattr(args, "policy", None) else run_config(args).check
+        )
+        return dataclasses.replace(cfg, **flags)
+    except ConfigError as e:
+        raise ConfigError(f"command-line threshold: {e}") from None
+
+
+def signing_key(args: argparse.Namespace):
+    """The private key of --sign, loaded before any work: a bad key is found in a second, not after embedding."""
+    if args.sign is None:
+        return None
+    from hetero.release.signing import load_private_key
+
+    return load_private_key(args.sign)
+
+
+def trusted_keys(args: argparse.Namespace) -> list:
+    """Public keys from --trust and the --policy file's trust list: with any, fixtures and reports must be signed."""
+    from hetero.config import read_policy
+    from hetero.release.signing import load_public_key
+
+    paths = list(getattr(args, "trust", None) or [])
+    if getattr(args, "policy", None):
+        paths += list(read_policy(args.policy)[1])
+    return [load_public_key(p) for p in paths]
+
+
+def csv_names(value: str, flag: str) -> list[str]:
+    """A flag's comma-separated names; one given empty (`--formats ,`) is refused, never read as 'the defaults'."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise InputError(f"{flag} names nothing ({value!r}); leave it out for the config's defaults")
+    return names
+
+
+def index_spec(args: argparse.Namespace):
+    """--index KIND [--nprobe N]: search the cloud gallery through a faiss index; none: rank it densely."""
+    if args.index == "none":
+        return None
+    from hetero.release.index import IndexSpec
+
+    return IndexSpec(kind=args.index, nprobe=args.nprobe)
+
+
+def add_index_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index",
+        choices=["none", "auto", "exact", "ivfpq", "hnsw"],
+        default="none",
+        help="search the cloud gallery through a faiss index built over it, as a deployed search would "
+        "(auto: exact up to 200k items, IVF-PQ above; the report records which and its recall vs exact); "
+        "none: rank every gallery item densely (default)",
+    )
+    parser.add_argument("--nprobe", type=int, default=32, help="IVF cells probed per query (--index ivfpq)")
+
+
+THRESHOLD_FLAGS = (
+    ("--min-r1", "min_recall_at_1"),
+    ("--min-relative-r1", "min_relative_recall_at_1"),
+    ("--min-map", "min_map"),
+    ("--max-previous-flips", "max_previous_flip_rate"),
+    ("--max-previous-r1-loss", "max_previous_r1_loss"),
+    ("--max-upgrade-flips", "max_upgrade_flip_rate"),
+    ("--max-upgrade-r1-loss", "max_upgrade_r1_loss"),
+)
+
+
+def add_threshold_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
+    """Gate overrides of the config's [check] table (read by `check_thresholds`)."""
+    for flag, key in THRESHOLD_FLAGS:
+        parser.add_argument(flag, type=float, help=argparse.SUPPRESS if hidden else f"override [check].{key}")
+
+
+def support_matrix() -> dict[str, tuple[str, ...]]:
+    from hetero.export.formats import SUPPORT
+
+    return SUPPORT
+
+
+def add_remote_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("remote device (SSH)")
+    g.add_argument("--remote", metavar="USER@HOST", help="also run each artifact on this host over SSH")
+    g.add_argument("--remote-python", default="python3", help="python with hetero installed on the remote host")
+    g.add_argument("--ssh-port", type=int, default=22)
+    g.add_argument("--ssh-key", type=Path, help="private key for the remote host")
+    g.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra `ssh -o OPT` (repeatable)")
+
+
+def pixel_size(text: str) -> tuple[int, int]:
+    """`224` or `256x192` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PX or HxW, got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected PX or HxW, got {text!r}")
+    return (values[0], values[-1])
+
+
+def objectives() -> dict[str, dict[str, float]]:
+    from hetero.config import OBJECTIVES
+
+    return OBJECTIVES
+
+
+UPGRADE_HELP = (
+    "a cloud v2 trained into the cloud's space (hetero train cloud --cloud V1); its lineage is checked (exit 2 if "
+    "it was not trained against this cloud), then "
+)
+
+
+def drop_text(q: dict) -> str:
+    """R@1 lost vs torch with its 95% interval, in points."""
+    lo, hi = q.get("r1_drop_interval", (q["r1_drop"], q["r1_drop"]))
+    return f"{q['r1_drop'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}] pt"
+
+
+def export_table(results: list[dict]) -> str:
+    head = ["format", "precision", "status", "min cos", "mean cos", "R@1 drop [95% CI]", "top-10", "size", "path"]
+    rows = []
+    for r in results:
+        v = r.get("validation", {})
+        e, q = v.get("embedding", {}), v.get("retrieval", {})
+        rows.append(
+            [
+                r["format"],
+                r["precision"],
+                r["status"],
+                f"{e['min_cosine']:.6f}" if e else "",
+                f"{e['mean_cosine']:.6f}" if e else "",
+                drop_text(q) if q else "",
+                f"{q['top10_overlap']:.3f}" if q else "",
+                f"{r['size_bytes'] / 1024:.0f} KiB" if r.get("size_bytes") else "",
+                r.get("path") or "",
+            ]
+        )
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)]
+    for r in results:
+        lines += [f"FAILED {r['format']}-{r['precision']}: {f}" for f in r.get("failures", [])]
+        if r["status"] == "not executed":
+            lines.append(
+                f"not executed {r['format']}-{r['precision']}: {r['validation']['reason']} "
+                "(program checked against the torch graph: op sequence, output shapes, weights, MACs)"
+            )
+    return "\n".join(lines)
+
+
+def verdict_word(gate, rule, fail: str) -> str:
+    """PASS, FAIL, or SKIP for a requested rule that could not be evaluated here (FAIL when execution is required)."""
+    if gate.counts(rule):
+        return "PASS" if rule.passed else fail
+    return "SKIP"
+
+
+def gate_text(result) -> str:
+    lines = [f"{verdict_word(result, r, 'FAIL'):<6}{r.describe()}" for r in result.rules]
+    return "\n".join(lines) + f"\n\ngate: {'PASS' if result.passed else 'FAIL'}"
+
+
+CHECK_SCHEMA = "hetero.check/1"  # `check --json`, described by hetero/schemas/check.schema.json
+
+
+EPILOG_EXIT = "exit codes: 0 pass, 1 compatibility or threshold failure, 2 usage or input error"

@@ -1,0 +1,1 @@
+"""Models: the family registry (cloud and edge members with aligned structure), shared layers, and checkpoints."""
