@@ -1,9 +1,8 @@
 """Architecture search on emoji (issue: the best edge within 1/10 of the cloud's MACs), and the honest comparison.
 
-1. `hetero.training.search.search` with emoji.toml's `[search]` table: sub-networks of the Lite2 cloud's member within
-1/10 of
-   its MACs, a 3-epoch proxy ranking on 150 training identities held out of every search training, the top 3 trained
-   fully, the best retrained on every training identity. Resumable (`--work` keeps trials.jsonl).
+1. `hetero.training.search.search` with emoji.toml's `[search]` table: sub-networks of the Lite2 cloud's member
+   within 1/10 of its MACs, a 3-epoch proxy ranking on 150 training identities held out of every search training, the
+   top 3 trained fully, the best retrained on every training identity. Resumable (`--work` keeps trials.jsonl).
 2. The searched edge against the best hand-picked edge at the same budget (Lite0 width 0.75 at 52 px, the levers
    table's best), same cloud, recipe, epochs, on ≥ 3 seeds: edge → cloud and edge → edge R@1 on the 705 held-out
    Twemoji probes against the cloud's OpenMoji gallery, and the paired difference with its exact 95% interval.

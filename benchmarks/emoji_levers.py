@@ -11,8 +11,7 @@ under-fitting (low on both) from failing to generalise the match to unseen ident
 held-out).
 
 Every run goes through the stage API (`hetero.training.train.train`; configs changed with `hetero.config.override`). A
-run
-directory whose manifest already holds the same config is reused, so an interrupted benchmark continues where it
+run directory whose manifest already holds the same config is reused, so an interrupted benchmark continues where it
 stopped and results are written after every run.
 
     .venv/bin/python benchmarks/emoji_levers.py --cloud CLOUD_DIR      # CLOUD_DIR: the emoji.toml cloud

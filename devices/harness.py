@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import hetero.devices.base as base
+from hetero import __version__
 from hetero.data.datasets import ImageSet
 from hetero.devices.loader import load
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
@@ -283,6 +284,7 @@ def compatibility_report(
         rows=rows,
         producers={p.name: _describe(p) for p in producers},
         matrix=_matrix(rows, {"cloud": fx.reference_queries, **queries}, own, labels[1], metrics),
+        hetero_version=__version__,
     )
 
 

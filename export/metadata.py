@@ -11,16 +11,21 @@ from hetero.spaces import INPUT_NAME, OUTPUT_NAME, InputSpec
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "camera_rule", "describe"]
 
 
-def camera_rule(spec: InputSpec) -> str:
-    """How an app turns a camera frame into the model's input (the training and evaluation images are square)."""
+def camera_rule(spec: InputSpec, image_input: bool = False) -> str:
+    """How an app turns a camera frame into the model's input (the training and evaluation images are square).
+    `image_input`: the format takes an image (Core ML's ImageType: a CVPixelBuffer), not a uint8 tensor."""
+    given = (
+        f"pass it as an {spec.channel_order} image (CVPixelBuffer, 8 bits per channel)"
+        if image_input
+        else f"{spec.channel_order} uint8 {spec.layout}"
+    )
     return (
         f"scale the frame so its shorter side is {min(spec.height, spec.width)} px (bilinear, antialiased), "
-        f"centre-crop {spec.height}x{spec.width}, {spec.channel_order} uint8 {spec.layout}; no normalisation "
-        "(the model scales pixels itself)"
+        f"centre-crop {spec.height}x{spec.width}, {given}; no normalisation (the model scales pixels itself)"
     )
 
 
-def describe(space_id: str, dim: int, spec: InputSpec, precision: str) -> dict[str, str]:
+def describe(space_id: str, dim: int, spec: InputSpec, precision: str, image_input: bool = False) -> dict[str, str]:
     """String key/values (the common denominator of the three formats' metadata)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -35,7 +40,7 @@ def describe(space_id: str, dim: int, spec: InputSpec, precision: str) -> dict[s
         "hetero.input": json.dumps(spec.to_dict(), sort_keys=True),
         "hetero.input_name": INPUT_NAME,
         "hetero.output_name": OUTPUT_NAME,
-        "hetero.camera_to_input": camera_rule(spec),
+        "hetero.camera_to_input": camera_rule(spec, image_input),
         "hetero.precision": precision,
         "hetero.version": hv,
     }

@@ -73,6 +73,7 @@ def _stamp(path: Path, meta: dict[str, str]) -> None:
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
     model.producer_name = "hetero"
+    model.producer_version = meta["hetero.version"]  # not torch's: the file says which hetero wrote it
     onnx.save(model, str(path))
 
 

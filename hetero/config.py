@@ -178,8 +178,7 @@ class CheckConfig:
     """Gate thresholds for every candidate row; 0 turns a rule off (it is then not listed, never 'passed')."""
 
     # Each rule is decided on the worse end of its 95% interval (hetero.release.gate); on the digits fixture's 358
-    # probes
-    # the R@1 interval is about +-0.04 wide, so these sit that far below the weakest healthy seed.
+    # probes the R@1 interval is about +-0.04 wide, so these sit that far below the weakest healthy seed.
     min_recall_at_1: float = 0.45  # chance on the digits split is 0.25
     min_relative_recall_at_1: float = 0.5  # candidate→cloud R@1 / cloud→cloud R@1, paired with the cloud's probes
     min_map: float = 0.4
@@ -197,8 +196,7 @@ class CheckConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     """`hetero search`: the edge architecture within a budget (hetero.training.search). Candidates are the base member
-    cut
-    stage by stage; the proxy ranks them on training identities held out of every search training."""
+    cut stage by stage; the proxy ranks them on training identities held out of every search training."""
 
     base: str = ""  # the reshapable member candidates are cut from ("" = the cloud's own model)
     widths: tuple[float, ...] = (0.5, 0.75, 1.0)  # per-stage width multipliers to draw from (at most the base's)
@@ -338,6 +336,20 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def digest(cfg: RunConfig) -> str:
+    """sha256 of the whole run config as canonical JSON: names the config a report was verified under, so a check
+    with another config can say so (anyone can recompute it from the TOML with `load_config`)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def verified_under(cfg: RunConfig, thresholds: CheckConfig | None = None) -> dict[str, Any]:
+    """What a report records about the rules it was measured for: the thresholds and the config's digest."""
+    return {"thresholds": to_dict(thresholds or cfg.check), "config_sha256": digest(cfg)}
 
 
 def read_policy(path: Path) -> tuple[dict[str, Any], tuple[Path, ...]]:

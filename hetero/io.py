@@ -227,8 +227,7 @@ def read_json(path: Path, what: str = "file") -> Any:
 def take_rows(images: Any, idx: Any, chunk: int = 1024) -> Any:
     """`images[idx]` for a numpy array. Rows of a whole memory-mapped cache file (an image folder decoded by
     `hetero.data.folder.load_images`) come back memory-mapped too — copied chunk by chunk into a file beside it, named
-    by
-    the source file and the rows taken — so splitting a large folder into train/query/gallery never holds its
+    by the source file and the rows taken — so splitting a large folder into train/query/gallery never holds its
     pixels in RAM. Copy-on-write mode: training may wrap the rows in a tensor without touching the file."""
     import numpy as np
 

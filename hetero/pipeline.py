@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
+from hetero.config import CheckConfig, RunConfig, from_dict, to_dict, verified_under
 from hetero.data.datasets import OpenSetSplit, load_split
 from hetero.devices.harness import (
     Producer,
@@ -128,6 +128,7 @@ def verify(
         ensure_writable_dir(out)
     fx = cloud_fixture(cfg, cloud, keep_gallery=True, upgrade=upgrade)
     report = compatibility_report(fx, open_producers(candidates, controls), index=index)
+    report.verified_under = verified_under(cfg)
     if sign is not None:
         report.sign(sign)
     return VerifyResult(report, report.save(out) if out is not None else {})
@@ -221,6 +222,7 @@ def check(
         producers = open_producers(list(artifacts), previous=previous, remote=remote)
         try:
             report = compatibility_report(fixture, producers, index=index)
+            report.verified_under = {"thresholds": to_dict(thresholds)}
         finally:  # remote runtimes keep their uploaded unit for the whole report; remove it now
             for p in producers:
                 getattr(p.runtime, "close", lambda: None)()
@@ -313,6 +315,7 @@ def run_demo(
     candidates += [f"edge_bct.{r['format']}-{r['precision']}={r['path']}" for r in results if r.get("path")]
     controls = [f"edge_independent={out / 'edge_independent'}"]
     report = compatibility_report(fx, open_producers(candidates, controls, threads=threads))
+    report.verified_under = verified_under(cfg)
     fx.gallery_images = None
     fx.save(out / "fixture.safetensors")
     paths = report.save(out)

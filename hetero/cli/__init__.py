@@ -33,8 +33,8 @@ from hetero.cli import (
     train,
     verify,
 )
-from hetero.cli.common import CHECK_SCHEMA, EPILOG_EXIT
-from hetero.errors import GateFailure, HeteroError
+from hetero.cli.common import CHECK_SCHEMA, EPILOG_EXIT, json_argv
+from hetero.errors import GateFailure, HeteroError, InputError
 
 # In the order `hetero --help` lists them: the pipeline's stages first, then tools.
 COMMANDS = (
@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run config (TOML); default: the packaged digits config. Unknown keys are refused",
     )
-    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout; `--json FILE.json` (or --json=FILE) writes it to FILE instead",
+    )
+    common.add_argument("--json-file", type=Path, help=argparse.SUPPRESS)
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, description: str, epilog: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        parser = sub.add_parser(
             name,
             parents=[common],
             help=help_,
@@ -87,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog + "\n\n" + EPILOG_EXIT,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        parser.set_defaults(parser=parser)  # errors print this command's usage, not the top level's
+        return parser
 
     for command in COMMANDS:
         command.register(add)
@@ -94,29 +101,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report_error(args: argparse.Namespace, message: str, exit_code: int) -> None:
-    """On exit 2 the CI page still needs a reason: --json prints it, --junit records it as an error."""
+    """On exit 2 the CI page still needs a reason: --json prints (or writes) it, --junit records it as an error."""
     if getattr(args, "json", False):
         doc = {"passed": False, "exit_code": exit_code, "error": message}
         if getattr(args, "command", None) == "check":
-            doc = {"schema": CHECK_SCHEMA, **doc}
-        print(json.dumps(doc, indent=2), flush=True)
+            doc = {"schema": CHECK_SCHEMA, "hetero_version": __version__, **doc}
+        if getattr(args, "json_file", None) is not None:
+            from hetero.io import atomic_write_text
+
+            with contextlib.suppress(OSError, ValueError, HeteroError):
+                atomic_write_text(Path(args.json_file), json.dumps(doc, indent=2) + "\n")
+        else:
+            print(json.dumps(doc, indent=2), flush=True)
     junit = getattr(args, "junit", None)
     if junit and not getattr(args, "junit_written", False):
-        import xml.etree.ElementTree as ET
-
         from hetero.io import atomic_write_text
+        from hetero.release.junit import error_case, suite
 
-        suite = ET.Element("testsuite", name="hetero.check", tests="1", failures="0", errors="1", skipped="0")
-        case = ET.SubElement(suite, "testcase", classname="hetero.check", name="inputs")
-        ET.SubElement(case, "error", message=message)
         with contextlib.suppress(OSError, ValueError, HeteroError):  # an unwritable --junit may be the error itself
-            atomic_write_text(Path(junit), ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n")
+            atomic_write_text(Path(junit), suite([error_case(message)]))
+
+
+# What only the full install has (torch, converters, plotting): the light `check` install reaching one of them is a
+# missing install, said in one line with exit 2 — never a ModuleNotFoundError traceback.
+FULL_INSTALL = {
+    "torch", "torchvision", "onnx", "onnxscript", "onnxconverter_common", "coremltools", "litert_torch",
+    "ai_edge_quantizer", "sklearn", "cairosvg", "fontTools", "PIL", "faiss", "pyarrow", "matplotlib",
+}  # fmt: skip
+INSTALL_HINT = "install hetero with its `all` extra (README: Install)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(json_argv(sys.argv[1:] if argv is None else [str(a) for a in argv]))
+    if extra:
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        if root not in FULL_INSTALL:
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        what = "plotting" if root == "matplotlib" else "this"
+        msg = f"`hetero {args.command}`: {what} needs the full install: {root} is not installed here; {INSTALL_HINT}"
+        print(f"hetero: error: {msg}", file=sys.stderr)
+        _report_error(args, msg, 2)
+        return 2
     except HeteroError as e:
         if args.debug:  # the traceback, and still the documented exit code
             import traceback
@@ -124,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         label = "FAIL" if isinstance(e, GateFailure) else "error"
         print(f"hetero: {label}: {e}", file=sys.stderr)
+        if type(e) is InputError:  # a usage mistake: say where this command's usage is
+            print(f"usage: hetero {args.command} --help", file=sys.stderr)
         if not isinstance(e, GateFailure):  # a gate failure has already written its report, JSON and JUnit
             _report_error(args, str(e), e.exit_code)
         return e.exit_code

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+from hetero import __version__
 from hetero.cli.common import (
     CHECK_SCHEMA,
     UPGRADE_HELP,
@@ -53,12 +55,11 @@ def run(args: argparse.Namespace) -> int:
     trust = trusted_keys(args)
     if trust and args.cloud:
         raise InputError("--trust verifies a signed fixture or report; --cloud builds its fixture here, unsigned")
+    notes: list[str] = []
     if args.report:
+        report = Report.load(args.report, trust=trust)
         result = check(
-            thresholds=check_thresholds(args),
-            report=Report.load(args.report, trust=trust),
-            rows=args.row,
-            index=index_spec(args),
+            thresholds=_report_thresholds(args, report, notes), report=report, rows=args.row, index=index_spec(args)
         )
     else:
         if args.fixture:
@@ -76,12 +77,19 @@ def run(args: argparse.Namespace) -> int:
             remote=remote,
             index=index_spec(args),
         )
-    _write_check_outputs(args, result.report, result.gate, atomic_write_text)
+    _write_check_outputs(args, result.report, result.gate, atomic_write_text, error=result.not_executed)
     if result.not_executed:
-        args.junit_written = True  # the skipped rows say more than a bare error
+        args.junit_written = True  # the skipped rows and the error case say more than a bare error
         raise NotExecutedError(result.not_executed)
-    text = result.report.to_text() + "\n\n" + gate_text(result.gate)
-    payload = {"schema": CHECK_SCHEMA, "passed": result.passed, "gate": result.gate.to_dict()}
+    text = "\n".join([result.report.to_text(), "", gate_text(result.gate), *(f"note: {n}" for n in notes)])
+    payload = {
+        "schema": CHECK_SCHEMA,
+        "hetero_version": __version__,
+        "passed": result.passed,
+        "gate": result.gate.to_dict(),
+        "thresholds": dataclasses.asdict(result.thresholds),
+        **({"notes": notes} if notes else {}),
+    }
     signed = result.report.signed_by or (fx.signed_by if not args.report and args.fixture else "")
     if signed:
         payload["signed_by"] = signed
@@ -92,10 +100,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_check_outputs(args: argparse.Namespace, report, result, write) -> None:
+def _report_thresholds(args: argparse.Namespace, report, notes: list[str]):
+    """A report is judged by the thresholds it was verified under; what changes them — --config, --policy, a flag —
+    is applied and stated (text and JSON), never silent. A report too old to record them says so."""
+    from hetero.config import CheckConfig, digest, from_dict
+
+    under = report.verified_under
+    if under is None:
+        notes.append("the report does not record the thresholds it was verified under (written by an older hetero); "
+                     "judged by the config's [check]")  # fmt: skip
+        return check_thresholds(args)
+    verified = from_dict(CheckConfig, under["thresholds"], prefix="report thresholds.")
+    cfg = check_thresholds(args, base=verified)
+    changed = [
+        f"{k} {v:g} (verified under {getattr(verified, k):g})"
+        for k, v in dataclasses.asdict(cfg).items()
+        if v != getattr(verified, k)
+    ]
+    if changed:
+        notes.append("judged by other thresholds than the report was verified under: " + "; ".join(changed))
+    if args.config is not None and under.get("config_sha256") not in (None, digest(run_config(args))):
+        notes.append(f"--config {args.config} is not the config the report was verified under "
+                     f"(config sha256 {str(under['config_sha256'])[:12]}…)")  # fmt: skip
+    return cfg
+
+
+def _write_check_outputs(args: argparse.Namespace, report, result, write, error: str = "") -> None:
     """JUnit and Markdown are written on pass *and* fail: CI needs them most when the gate is red."""
     if args.junit:
-        write(Path(args.junit), report.to_junit(result))
+        write(Path(args.junit), report.to_junit(result, error))
     if args.markdown:
         gate = [f"- {verdict_word(result, r, '**FAIL**')} {r.describe()}" for r in result.rules]
         verdict = "PASS" if result.passed else ("FAIL" if result.failures else "NOT EXECUTED")
@@ -121,7 +154,7 @@ def _heatmap_markdown(report, md: Path) -> str:
     try:
         heatmap(report.matrix, md.with_name(md.stem + "_heatmap.png"))
     except ImportError:  # the slim `hetero[check]` install has no matplotlib
-        return "\n(heatmap not drawn: matplotlib is not installed; pip install hetero[all])\n"
+        return "\n(heatmap not drawn: matplotlib is not installed here; `pip install matplotlib==3.11.2` adds it)\n"
     return f"\n![compatibility heatmap]({md.stem}_heatmap.png)\n"
 
 

@@ -17,7 +17,34 @@ def log(args: argparse.Namespace, msg: str) -> None:
 
 
 def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
-    print(json.dumps(payload, indent=2) if args.json else text, flush=True)
+    """The result: JSON on stdout with --json, into a file with --json FILE.json (the text then on stdout, as with
+    --junit and --markdown), else the text."""
+    document = json.dumps(payload, indent=2)
+    if getattr(args, "json_file", None) is not None:
+        from hetero.io import atomic_write_text
+
+        atomic_write_text(Path(args.json_file), document + "\n")
+        print(text, flush=True)
+    else:
+        print(document if args.json else text, flush=True)
+
+
+def json_argv(argv: list[str]) -> list[str]:
+    """`--json FILE.json` and `--json=FILE` name a file, as --junit and --markdown do; a bare `--json` is stdout.
+    (A value is taken only when it ends in .json, so `hetero fixture info --json FIXTURE` still reads FIXTURE.)"""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--json="):
+            out += ["--json", "--json-file", a.split("=", 1)[1]]
+        elif a == "--json" and i + 1 < len(argv) and argv[i + 1].lower().endswith(".json"):
+            out += ["--json", "--json-file", argv[i + 1]]
+            i += 1
+        else:
+            out.append(a)
+        i += 1
+    return out
 
 
 def run_config(args: argparse.Namespace):
@@ -26,9 +53,10 @@ def run_config(args: argparse.Namespace):
     return load_config(args.config)
 
 
-def check_thresholds(args: argparse.Namespace, fixture_thresholds: dict | None = None):
-    """Thresholds: the fixture's frozen ones are a floor that the --policy file and flags may only tighten; without
-    a fixture, --policy (its keys over the defaults), else the config's [check]; flags override."""
+def check_thresholds(args: argparse.Namespace, fixture_thresholds: dict | None = None, base=None):
+    """Thresholds: a fixture's frozen ones are a floor that the --policy file and flags may only tighten; without a
+    fixture, --policy (its keys over `base`: the thresholds a report was verified under, else the config's [check]),
+    an explicit --config's [check] over a report's, and flags override."""
     import dataclasses
 
     from hetero.config import CheckConfig, from_dict, read_policy
@@ -45,9 +73,9 @@ def check_thresholds(args: argparse.Namespace, fixture_thresholds: dict | None =
             policy = dataclasses.asdict(from_dict(CheckConfig, table, prefix="check.", base=floor))
             cfg = tightened(floor, policy, "the policy") if table else floor
             return tightened(cfg, flags, "a command-line threshold") if flags else cfg
-        cfg = (
-            from_dict(CheckConfig, table, prefix="check.") if getattr(args, "policy", None) else run_config(args).check
-        )
+        if base is None or getattr(args, "config", None) is not None:
+            base = run_config(args).check
+        cfg = from_dict(CheckConfig, table, prefix="check.", base=base) if getattr(args, "policy", None) else base
         return dataclasses.replace(cfg, **flags)
     except ConfigError as e:
         raise ConfigError(f"command-line threshold: {e}") from None

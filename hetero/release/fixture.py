@@ -119,8 +119,7 @@ class Fixture:
 
     def save(self, path: Path, sign: Any = None) -> int:
         """Write atomically; `sign`: an Ed25519 private key (hetero.release.signing) whose signature travels in the
-        file.
-        Returns the size in bytes."""
+        file. Returns the size in bytes."""
         from safetensors.numpy import save
 
         from hetero.release import signing
@@ -140,14 +139,17 @@ class Fixture:
 
     @classmethod
     def load(cls, path: Path, trust: list[Any] | None = None) -> Fixture:
-        """Load and verify: checksum always; with `trust` (hetero.release.signing.TrustedKey list), a signature by one
-        of
-        those keys over the same content, before any of it is used."""
+        """Load and verify: checksum always; with `trust` (hetero.release.signing.TrustedKey list), a signature by
+        one of those keys over the same content, before any of it is used."""
         from safetensors.numpy import load
 
         path = Path(path)
         if not path.is_file():
-            raise InputError(f"fixture not found: {path}")
+            raise InputError(
+                f"{path} is a directory; give the fixture file in it (e.g. {Path(path) / 'fixture.safetensors'})"
+                if Path(path).is_dir()
+                else f"fixture not found: {path}"
+            )
         raw = path.read_bytes()
         try:
             tensors = load(raw)

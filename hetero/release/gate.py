@@ -10,8 +10,7 @@ inside the threshold (fail-closed, `hetero.release.stats`):
   <= max: the upper end of the paired loss interval. A max below what the probe set can resolve (for flips, the
   upper end when nothing flipped, about 3.7 / n) is refused: it could never pass.
 - a cloud upgrade (a fixture carrying a v2 cloud, hetero.training.lineage): v2's queries in v1's gallery, paired with
-v1's
-  own queries (cloud → cloud), by the same two rules with their own maxima (no backfill: BCT's criterion).
+  v1's own queries (cloud → cloud), by the same two rules with their own maxima (no backfill: BCT's criterion).
 A row whose embeddings are not finite fails every rule. Exit 1 when any rule fails.
 
 No requested rule vanishes: a rule that could not be evaluated (its row, or the previous release it compares with,

@@ -70,6 +70,10 @@ class Report:
     matrix: dict[str, Any] | None = None
     signature: dict[str, str] | None = None  # the signer's record over content_sha256 (hetero.release.signing)
     signed_by: str = ""  # the trusted key id that verified it at load
+    hetero_version: str = ""  # the hetero that measured it ("" in reports written before it was recorded)
+    # What it was measured under: {"thresholds": the [check] table, "config_sha256": the whole run config's digest}.
+    # `check --report` judges with these thresholds (a floor) and states any difference; older reports lack it.
+    verified_under: dict[str, Any] | None = None
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -91,6 +95,8 @@ class Report:
             "producers": self.producers,
             "rows": [asdict(r) for r in self.rows],
             **({"matrix": self.matrix} if self.matrix is not None else {}),
+            **({"hetero_version": self.hetero_version} if self.hetero_version else {}),
+            **({"verified_under": self.verified_under} if self.verified_under is not None else {}),
         }
         return {**d, "content_sha256": content_sha256(d), **({"signature": self.signature} if self.signature else {})}
 
@@ -129,6 +135,9 @@ class Report:
             matrix = d.get("matrix")
             if matrix is not None and not _valid_matrix(matrix):
                 raise InputError(f"{where}: matrix must list queries, galleries and an R@1 per pair in [0, 1]")
+            under = d.get("verified_under")
+            if under is not None and not (isinstance(under, dict) and isinstance(under.get("thresholds"), dict)):
+                raise InputError(f"{where}: verified_under must be an object with a thresholds table")
             rows = [Row(**r) for r in d["rows"]]
             for r in rows:
                 _check_row_types(r, where)
@@ -145,6 +154,8 @@ class Report:
                 matrix=matrix,
                 signature=d["signature"] if isinstance(d.get("signature"), dict) else None,
                 signed_by=signed_by,
+                hetero_version=str(d.get("hetero_version", "")),
+                verified_under=under,
             )
         except (KeyError, TypeError) as e:
             raise InputError(f"{where}: malformed report ({e})") from None
@@ -202,28 +213,22 @@ class Report:
             )
         return head, body
 
-    def to_junit(self, gate: Any) -> str:
-        """JUnit XML for CI dashboards: one test per (row, rule); not-executed rows are skipped, never passed."""
-        import xml.etree.ElementTree as ET
+    def to_junit(self, gate: Any, error: str = "") -> str:
+        """JUnit XML for CI dashboards: one test per (row, rule); not-executed rows are skipped, never passed; a run
+        that ended in an error (nothing could execute here) adds an error case, so the suite never looks clean."""
+        from hetero.release.junit import Case, error_case, suite
 
-        suite = ET.Element("testsuite", name="hetero.check")
-        cases = 0
-        failures = skipped = 0
-        for rule in gate.rules:
-            case = ET.SubElement(suite, "testcase", classname=rule.row, name=rule.rule)
-            ET.SubElement(case, "system-out").text = rule.describe()  # value, interval, threshold, n
-            cases += 1
-            if gate.counts(rule) and not rule.passed:
-                failures += 1
-                ET.SubElement(case, "failure", message=rule.describe())
-            elif not rule.evaluated:  # requested, not measurable here: skipped with the reason, never passed
-                skipped += 1
-                ET.SubElement(case, "skipped", message=rule.describe())
-        suite.set("tests", str(cases))
-        suite.set("failures", str(failures))
-        suite.set("skipped", str(skipped))
-        suite.set("errors", "0")
-        return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+        cases = [
+            Case(
+                rule.row,
+                rule.rule,
+                output=rule.describe(),  # value, interval, threshold, n
+                failure=rule.describe() if gate.counts(rule) and not rule.passed else "",
+                skipped=rule.describe() if not rule.evaluated and not gate.counts(rule) else "",
+            )
+            for rule in gate.rules
+        ]
+        return suite(cases + ([error_case(error)] if error else []))
 
     def to_text(self) -> str:
         head, body = self._table()

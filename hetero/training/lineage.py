@@ -3,8 +3,7 @@
 A cloud v2 trained into v1's space (`hetero train cloud --cloud V1`, a BCT-style objective) records its lineage
 (`extra.lineage`: kind "upgrade", `compatible_with` v1's space id, v1's sha256), and its weights file carries the
 same claim in its own metadata (hetero.models.checkpoint's stamp), which the manifest's sha256 covers. Before v2 embeds
-a
-gallery that v1's users will search, all three must agree with the v1 cloud at hand; a v2 that claims a lineage it
+a gallery that v1's users will search, all three must agree with the v1 cloud at hand; a v2 that claims a lineage it
 was not trained for — an independently trained model whose manifest was edited, a v2 of another v1, a checkpoint
 from before stamps — is refused with one line (exit 2). Whether v2 is *actually* compatible is then measured: the
 gate's upgrade rules (hetero.release.gate) decide on v2's queries against v1's gallery.

@@ -5,8 +5,7 @@ Why this shape (Duggal et al., CVPR 2021, CMP-NAS): an edge must approximate the
 its function on unseen identities, so candidates are sub-networks of one reshapable member (per-stage width, depth,
 depthwise kernel and the compute resolution), inheriting its weights (first blocks, leading channels, kernel
 centres: `hetero.models.mbnet`). A cheap proxy ranks them — a short training against the cached cloud views — and the
-top
-few are trained fully; the best of those is retrained on every training identity and written as a normal checkpoint.
+top few are trained fully; the best of those is retrained on every training identity and written as a normal checkpoint.
 
 Ranking never looks at the held-out identities a benchmark or the gate measures: `[search] validation_classes` of the
 *training* identities are held out of every search training and their images form a validation query/gallery pair

@@ -5,8 +5,7 @@ each training view, optionally its class prototypes (BCT scores edge embeddings 
 input spec those live in. A `Teacher` provides exactly that; loss terms receive tensors (`ClassPrototypes`, the
 cached embeddings in a `Batch`), never a model. A user's ONNX/TorchScript cloud imported with `hetero cloud import`
 is one too (`hetero.training.cloud.ImportedCloudTeacher`: no features, prototypes from its embeddings), and so is a
-file of
-the cloud's embeddings (`hetero.training.table.EmbeddingTable`: stored rows by image id);
+file of the cloud's embeddings (`hetero.training.table.EmbeddingTable`: stored rows by image id);
 `hetero.training.cloud.load_teacher` picks.
 """
 
