@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hetero.embed import embed_batches
+from hetero.batching import embed_batches
 from hetero.errors import InputError
 from hetero.manifest import Manifest, load_manifest
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hetero.batching import embed_batches
 from hetero.devices.base import check_pixels
-from hetero.embed import embed_batches
 from hetero.models.checkpoint import load_checkpoint
 from hetero.models.registry import EmbeddingGraph
 

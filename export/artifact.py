@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hetero.batching import embed_batches
 from hetero.config import ExportConfig
 from hetero.data.datasets import ImageSet, OpenSetSplit
-from hetero.embed import embed_batches
 from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
 from hetero.export import coreml, onnx, tflite
 from hetero.export.formats import BuildRequest, plan, tolerance

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hetero.embed import embed_batches
+from hetero.batching import embed_batches
 from hetero.export.prepare import quantise_weight
 from hetero.models.registry import EmbeddingGraph
 

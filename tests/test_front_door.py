@@ -148,3 +148,18 @@ def test_wording(tiny, tmp_path, capsys, monkeypatch):
     assert run_cli("check", "--quiet", "--fixture", fx, "--artifact", tiny.onnx, "--markdown", md) == 0
     text = md.read_text()
     assert "pip install matplotlib" in text and "hetero[all]" not in text
+
+
+def test_import_hetero_is_the_front_door_and_stays_light():
+    """Every stage is a function on `hetero`, resolved lazily: importing it pulls neither torch nor a runtime."""
+    code = (
+        "import sys, hetero\n"
+        "assert not any(m in sys.modules for m in ('torch', 'onnxruntime', 'hetero.pipeline')), 'eager'\n"
+        "names = ['train', 'search', 'export', 'verify', 'check', 'create_fixture', 'bench', 'embed', 'import_cloud']\n"
+        "assert all(callable(getattr(hetero, n)) for n in names)\n"
+        "import hetero.export.artifact as a, hetero.embed_job as e\n"
+        "assert hetero.export.artifact is a and hetero.embed is e.embed_source and hetero.check.__module__ == "
+        "'hetero.pipeline'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-1500:]

@@ -1,8 +1,8 @@
 """Layering, checked on the source (an import-linter equivalent that understands our package_dir mapping):
-the application (the CLI, the stage orchestrator `hetero.pipeline`, `hetero.embed_job` and the front door
-`hetero/__init__`) -> hetero.devices -> hetero.export -> the core (hetero.data, .models, .training, .release and the
-shared contracts), never upwards, and no import circle between the modules or subpackages of a package.
-Function-level (lazy) imports count too."""
+the application (the CLI, the stage orchestrator `hetero.pipeline` and `hetero.embed_job`; the front door
+`hetero/__init__` names them lazily) -> hetero.devices -> hetero.export -> the core (hetero.data, .models,
+.training, .release and the shared contracts), never upwards, and no import circle between the modules or
+subpackages of a package. Function-level (lazy) imports count too."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ APPLICATION = ("hetero.cli", "hetero.pipeline", "hetero.embed_job")
 
 
 def _layer(module: str) -> int:
-    if module == "hetero" or module.startswith(APPLICATION):
+    if module.startswith(APPLICATION):  # `hetero` itself resolves its front door by name (lazily), not by import
         return 3
     if module.startswith("hetero.devices"):
         return 2

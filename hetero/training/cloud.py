@@ -317,7 +317,7 @@ class ImportedCloudTeacher:
         self.std = torch.tensor(self.input.std).view(1, 3, 1, 1)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        from hetero.embed import embed_batches
+        from hetero.batching import embed_batches
 
         return embed_batches(self._run, pixels, batch_size=64)
 

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hetero.batching import embed_batches
 from hetero.config import RunConfig, SearchConfig, override, to_dict
 from hetero.data.datasets import OpenSetSplit, load_dataset, open_set_split
-from hetero.embed import embed_batches
 from hetero.errors import InputError
 from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir, parse_json, read_json
 from hetero.manifest import Manifest
