@@ -46,7 +46,7 @@ def timed_train(role: str, cfg: RunConfig, out: Path, **kw) -> tuple[Manifest, f
     """`hetero.training.train.train` and its wall seconds (data loading and the cloud cache included)."""
     print(f"training {role} -> {out.name} …", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    manifest = train(role, cfg, out, progress=False, **kw)
+    manifest = train(role, cfg, out, progress=False, **kw).manifest
     return manifest, time.perf_counter() - t0
 
 

@@ -96,7 +96,7 @@ def main() -> None:
         print(f"edge against the {arm} cloud …", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         run_cfg = override(cfg, edge={"prototypes": "embeddings"})
-        m = train("edge", run_cfg, work / f"edge-{arm}", cloud=cloud, split=split, progress=False)
+        m = train("edge", run_cfg, work / f"edge-{arm}", cloud=cloud, split=split, progress=False).manifest
         q = load(work / f"edge-{arm}").embed(fx[arm].probe_images)
         edges[arm] = {**score(q, fx[arm]), "seconds": round(time.perf_counter() - t0, 1), "space": m.space.id}
     n = len(a.probe_labels)

@@ -29,9 +29,9 @@ import hetero.training.targets as targets_module
 from hetero.config import override
 from hetero.models.registry import Preprocess, create_model
 from hetero.training.cloud import load_teacher
+from hetero.training.loop import TrainStep, fit
 from hetero.training.losses import build_objective
 from hetero.training.targets import cloud_targets
-from hetero.training.train import TrainStep, fit
 
 
 def _model(cfg, n_classes: int) -> torch.nn.Module:

@@ -62,8 +62,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SpaceConfig:
-    name: str = "digits"  # the space id is "<name>-<cloud model>@<hash of the cloud weights>"
-    dim: int = 16
+    # The space id is "<name>-<cloud model>@<hash of the cloud weights>"; "" = named after the data (the dataset, or
+    # a folder's directory / a manifest's file name), never after the packaged default's.
+    name: str = ""
+    dim: int = 16  # a cloud's embedding dim; an edge trained against a cloud takes the cloud's
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,7 @@ class TrainConfig:
     transfer: str = ""  # edge: unlabeled images added for the cloud-comparing terms (e.g. "emoji_unlabeled")
     mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
     init: str = ""  # start from this checkpoint's weights (same model and classes), e.g. to fine-tune it
-    qat: bool = (
-        False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.training.qat); batch norm frozen
-    )
+    qat: bool = False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.training.qat)
     # The released model this one replaces (a checkpoint in the same space): focal_distillation / plain_distillation
     # then distil from it (run on each training view) instead of from the cloud — edge release N -> N+1.
     previous: str = ""
@@ -318,6 +318,16 @@ def load_config(path: Path | None = None) -> RunConfig:
         return from_dict(RunConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def space_name(cfg: RunConfig) -> str:
+    """The name a new space gets: [space] name, else the data's own name."""
+    if cfg.space.name:
+        return cfg.space.name
+    if cfg.data.dataset == "folder" and cfg.data.path:
+        path = Path(cfg.data.path)
+        return path.stem if path.suffix.lower() in (".csv", ".jsonl") else path.resolve().name
+    return cfg.data.dataset
 
 
 def override(cfg: RunConfig, **tables: dict[str, Any]) -> RunConfig:

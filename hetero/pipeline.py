@@ -272,12 +272,12 @@ def run_demo(
     cloud = step(
         1,
         f"train cloud model {cfg.cloud.model} ({cfg.cloud.epochs} epochs)",
-        lambda: train("cloud", cfg, out / "cloud", split=split, progress=progress),
+        lambda: train("cloud", cfg, out / "cloud", split=split, progress=progress).manifest,
     )
     edge = step(
         2,
         f"train edge model {cfg.edge.model} with BCT into the cloud space ({cfg.edge.epochs} epochs)",
-        lambda: train("edge", cfg, out / "edge_bct", cloud=out / "cloud", split=split, progress=progress),
+        lambda: train("edge", cfg, out / "edge_bct", cloud=out / "cloud", split=split, progress=progress).manifest,
     )
     step(
         3,

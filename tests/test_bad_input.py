@@ -72,15 +72,6 @@ def test_foreign_embedding_space(tiny, capsys):
     _one_line_error(capsys, "foreign embedding space")
 
 
-def test_embedding_dim_mismatch_between_cloud_and_edge_config(tiny, tmp_path, capsys):
-    cfg = tmp_path / "dim.toml"
-    cfg.write_text(tiny.config.read_text().replace("[data]", "[space]\ndim = 8\n\n[data]"))
-    out = tmp_path / "edge"
-    assert run_cli("train", "edge", "--config", cfg, "--cloud", tiny.cloud, "--out", out, "--quiet") == 2
-    _one_line_error(capsys, "embedding dim")
-    assert not out.exists()
-
-
 def test_unknown_config_key(tmp_path, capsys):
     cfg = tmp_path / "typo.toml"
     cfg.write_text("[cloud]\nepoch = 3\n")

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from conftest import make_fixture, run_cli
 
+import hetero
 from hetero.errors import InputError
 from hetero.io import atomic_dir, recover, sha256_path
 from hetero.release.fixture import Fixture
@@ -175,6 +176,7 @@ def test_debug_keeps_exit_2_and_json_junit_say_why(tiny, tmp_path, capsys):
     doc = json.loads(out.out)
     assert doc == {
         "schema": "hetero.check/1",
+        "hetero_version": hetero.__version__,
         "passed": False,
         "exit_code": 2,
         "error": f"fixture not found: {tmp_path / 'nope'}",

@@ -301,7 +301,7 @@ def test_resume_state(tmp_path, data):
     """A resume state with the right fingerprint and anything inside: resumed, or one InputError line."""
     import torch
 
-    from hetero.training.train import _load_state, _save_state
+    from hetero.training.loop import _load_state, _save_state
 
     def fresh():
         torch.manual_seed(0)

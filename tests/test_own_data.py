@@ -331,7 +331,7 @@ def test_edge_trains_into_an_imported_cloud_from_a_folder(tmp_path: Path) -> Non
         data={"dataset": "folder", "path": str(root), "image_size": 16},
         edge={"epochs": 20, "batch_size": 32, "resolution": 0, "loss_weights": weights},
     )
-    m = train("edge", cfg, tmp_path / "edge", cloud=tmp_path / "cloud", progress=False)
+    m = train("edge", cfg, tmp_path / "edge", cloud=tmp_path / "cloud", progress=False).manifest
     assert (
         m.space.id.startswith("cloud@")
         and m.source["cloud_sha256"] == json.loads((tmp_path / "cloud" / "manifest.json").read_text())["sha256"]
@@ -372,7 +372,7 @@ def test_the_readme_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
 def test_a_cloud_trained_before_new_data_keys_still_matches(tiny) -> None:
     """Data keys added later (path, max_bad_fraction) were at their defaults for an older cloud: still the same data."""
     from hetero.models.checkpoint import load_checkpoint
-    from hetero.training.train import _require_cloud_matches
+    from hetero.training.start import require_cloud_matches as _require_cloud_matches
 
     cfg = load_config(tiny.config)
     _, m = load_checkpoint(tiny.cloud)

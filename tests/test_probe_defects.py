@@ -215,7 +215,7 @@ def test_resume_state_with_the_right_fingerprint_and_wrong_contents_is_refused(t
     """Before: a traceback from load_state_dict or json.loads; the fingerprint alone was checked."""
     import torch
 
-    from hetero.training.train import _load_state, _save_state
+    from hetero.training.loop import _load_state, _save_state
 
     def fresh():
         torch.manual_seed(0)

@@ -166,7 +166,7 @@ def test_slim_members_inherit_leading_channels_and_fit_the_cost_budget():
 
 def test_an_edge_can_start_from_the_cloud_checkpoint(tiny, tmp_path, capsys):
     from hetero.models.checkpoint import load_checkpoint
-    from hetero.training.train import _inherit_from_cloud
+    from hetero.training.start import inherit_from_cloud as _inherit_from_cloud
 
     cloud, man = load_checkpoint(tiny.cloud)
     edge = create_model("hnet_edge", embed_dim=cloud.head.out_features, num_classes=cloud.classifier.weight.shape[0])

@@ -22,8 +22,9 @@ from hetero.release.fixture import Fixture
 from hetero.release.gate import evaluate
 from hetero.training.lineage import require_upgrade
 from hetero.training.losses import Batch, FocalDistillation, PlainDistillation
+from hetero.training.start import aligned_prototypes as _aligned_prototypes
 from hetero.training.teacher import CheckpointTeacher, ClassPrototypes
-from hetero.training.train import _aligned_prototypes, train
+from hetero.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +217,7 @@ def test_edge_release_distils_from_the_previous_release(tiny, upgrade, tmp_path)
 
     cfg = override(load_config(tiny.config), edge={"epochs": 2, "seed": 5, "previous": str(tiny.edge)})
     weights = {**OBJECTIVES["bct"], "focal_distillation": 1.0}
-    m = train("edge", cfg, tmp_path / "next", cloud=tiny.cloud, loss_weights=weights, progress=False)
+    m = train("edge", cfg, tmp_path / "next", cloud=tiny.cloud, loss_weights=weights, progress=False).manifest
     assert m.extra["previous"]["sha256"] == load_manifest(tiny.edge)[0].sha256
     assert m.extra["final"]["focal_distillation"] > 0
     with pytest.raises(ConfigError, match="read only by focal_distillation"):

@@ -34,7 +34,7 @@ from hetero.cli import (
     verify,
 )
 from hetero.cli.common import CHECK_SCHEMA, EPILOG_EXIT, json_argv
-from hetero.errors import GateFailure, HeteroError, InputError
+from hetero.errors import GateFailure, HeteroError
 
 # In the order `hetero --help` lists them: the pipeline's stages first, then tools.
 COMMANDS = (
@@ -157,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         label = "FAIL" if isinstance(e, GateFailure) else "error"
         print(f"hetero: {label}: {e}", file=sys.stderr)
-        if type(e) is InputError:  # a usage mistake: say where this command's usage is
-            print(f"usage: hetero {args.command} --help", file=sys.stderr)
         if not isinstance(e, GateFailure):  # a gate failure has already written its report, JSON and JUnit
             _report_error(args, str(e), e.exit_code)
         return e.exit_code

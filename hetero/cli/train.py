@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import time
+import shlex
 from pathlib import Path
 
 from hetero.cli.common import emit, objectives, run_config
@@ -25,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
     weights = OBJECTIVES[args.objective] if args.objective else None
     distributed.setup()
     try:
-        t0 = time.perf_counter()
-        m = train(
+        r = train(
             args.role,
             cfg,
             args.out,
@@ -35,19 +34,23 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.quiet,
         )
-        secs = time.perf_counter() - t0
     finally:
         distributed.teardown()
-    if m is None:  # a non-zero rank of a torchrun job: rank 0 reports
+    if r is None:  # a non-zero rank of a torchrun job: rank 0 reports
         return 0
-    final = m.extra.get("final", {})
-    emit(
-        args,
-        {"checkpoint": str(args.out), "seconds": round(secs, 2), "manifest": m.to_dict()},
-        f"{args.role} {m.model['name']} -> {args.out}  space {m.space.id}  "
-        f"loss {final.get('loss', float('nan')):.3f}  ({secs:.0f} s, {m.extra.get('processes', 1)} process(es))",
-    )
+    emit(args, r.to_dict(), r.to_text() + "\n" + next_step(args, r))
     return 0
+
+
+def next_step(args: argparse.Namespace, r) -> str:
+    """The command that continues from this checkpoint, runnable as printed."""
+    config = f" --config {shlex.quote(str(args.config))}" if args.config else ""
+    out = shlex.quote(str(args.out))
+    if args.role == "cloud":
+        edge = shlex.quote(str(Path(args.out).with_name(Path(args.out).name + "_edge")))
+        return f"next: hetero train edge{config} --cloud {out} --out {edge}"
+    export = shlex.quote(str(Path(args.out).with_name(Path(args.out).name + "_export")))
+    return f"next: hetero export{config} --checkpoint {out} --out {export}"
 
 
 def register(add) -> None:

@@ -61,6 +61,20 @@ class OpenSetSplit:
 
     skipped: tuple[tuple[str, str], ...] = ()  # source images that could not be decoded
 
+    def heldout_names(self) -> list[str]:
+        """The held-out identities by name where the data has names (a folder's class directories), else by id."""
+        names = self.query.class_names or self.gallery.class_names
+        return [str(names[c]) if 0 <= c < len(names) else str(c) for c in self.heldout_classes]
+
+    def to_text(self) -> str:
+        """One line a user reads before training: which identities the gate measures and no model may train on."""
+        held = self.heldout_names()
+        shown = ", ".join(held[:12]) + (f", … ({len(held) - 12} more)" if len(held) > 12 else "")
+        return (
+            f"split: {len(self.train_classes)} training identities ({len(self.train)} images); {len(held)} held out "
+            f"for retrieval, never trained on: {shown} ({len(self.query)} query / {len(self.gallery)} gallery images)"
+        )
+
     def describe(self) -> dict:
         skipped = {"skipped_images": len(self.skipped), "skipped": [list(s) for s in self.skipped[:20]]}
         return {

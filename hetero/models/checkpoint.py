@@ -87,9 +87,10 @@ def save_checkpoint(
     return manifest
 
 
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Manifest]:
-    """Load a checkpoint unit (directory or its files) into an eval-mode model."""
-    manifest, weights = load_manifest(path)
+def load_checkpoint(path: Path, loaded: tuple[Manifest, Path] | None = None) -> tuple[torch.nn.Module, Manifest]:
+    """Load a checkpoint unit (directory or its files) into an eval-mode model. `loaded`: its manifest and weights
+    file as `load_manifest` returned them (sha256 verified), so a caller that already read them does not again."""
+    manifest, weights = loaded if loaded is not None else load_manifest(path)
     if manifest.kind != "checkpoint" or manifest.format != "safetensors":
         raise InputError(f"{path} is a {manifest.format} {manifest.kind}, not a training checkpoint")
     m = manifest.model

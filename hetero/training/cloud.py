@@ -282,12 +282,12 @@ def is_imported_cloud(m: Manifest) -> bool:
     return m.extra.get("role") == ROLE and m.format == "onnx"
 
 
-def require_imported_cloud(path: Path) -> tuple[Manifest, Path]:
+def require_imported_cloud(path: Path, loaded: tuple[Manifest, Path] | None = None) -> tuple[Manifest, Path]:
     """An imported cloud defines its space: the id names the user's file's hash, and the wrapped graph (whose sha256
     the manifest verifies) carries the same id, so a manifest edited to claim another space is refused."""
     import onnx
 
-    m, model_file = load_manifest(path)
+    m, model_file = loaded if loaded is not None else load_manifest(path)
     if not is_imported_cloud(m):
         raise InputError(f"{path}: not an imported cloud unit (hetero cloud import)")
     src = str(m.source.get("model_sha256", ""))
@@ -304,10 +304,13 @@ class ImportedCloudTeacher:
     """An imported cloud as a teacher: embeddings of any view (through onnxruntime), no pooled features, and class
     prototypes only once computed from its embeddings of labelled images (`with_prototypes`)."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    kind = "imported"
+    model = None  # a user's graph: nothing to inherit or share
+
+    def __init__(self, path: Path, threads: int | None = None, loaded: tuple[Manifest, Path] | None = None):
         from hetero.onnxrun import session_runner
 
-        self.manifest, model_file = require_imported_cloud(path)  # sha256 verified once
+        self.manifest, model_file = require_imported_cloud(path, loaded)  # sha256 verified once
         self.space, self.input, self.sha256 = self.manifest.space, self.manifest.input, self.manifest.sha256
         self.resolution = None
         self.embed_dim, self.feature_dim = self.space.dim, None
@@ -334,6 +337,12 @@ class ImportedCloudTeacher:
         self._prototypes = prototypes
         return self
 
+    def stored_rows(self, ids: object, what: str) -> None:
+        return None
+
+    def require_defines_space(self) -> None:
+        """Checked at load (require_imported_cloud): the space id names the user's file's hash."""
+
 
 def prototypes_from_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, scale: float) -> ClassPrototypes:
     """BCT without the cloud's classifier: each class's direction is the normalised mean of the cloud's embeddings
@@ -350,9 +359,9 @@ def load_teacher(path: Path) -> Teacher:
     `hetero cloud import`."""
     from hetero.training.table import EmbeddingTable, is_embedding_cloud
 
-    manifest, _ = load_manifest(path)
-    if is_imported_cloud(manifest):
-        return ImportedCloudTeacher(path)
-    if is_embedding_cloud(manifest):
-        return EmbeddingTable(path)
-    return CheckpointTeacher.load(path)
+    loaded = load_manifest(path)  # read and sha256-verified once, handed to whichever teacher it is
+    if is_imported_cloud(loaded[0]):
+        return ImportedCloudTeacher(path, loaded=loaded)
+    if is_embedding_cloud(loaded[0]):
+        return EmbeddingTable(path, loaded)
+    return CheckpointTeacher.load(path, loaded)

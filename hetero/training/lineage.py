@@ -20,7 +20,7 @@ from hetero.models.checkpoint import CLOUD_STAMP, OWN_SPACE, SPACE_STAMP, weight
 UPGRADE = "upgrade"
 
 
-def require_cloud(m: Manifest, where: object) -> None:
+def require_cloud(m: Manifest, where: object, weights: Path | None = None) -> None:
     """A cloud is the model whose weights define the space id (`<name>-<model>@<sha256 of its weights>`): an edge
     trained into that space, an artifact or another cloud's checkpoint would embed the gallery with the wrong model.
     A cloud imported with `hetero cloud import` defines its space by its user file's hash (hetero.training.cloud)."""
@@ -34,7 +34,7 @@ def require_cloud(m: Manifest, where: object) -> None:
             f"{where}: a {m.format} {m.kind} is not a cloud model; pass the cloud's training checkpoint "
             "or a unit made by `hetero cloud import`"
         )
-    if _is_checked_upgrade(m, Path(str(where))):
+    if _is_checked_upgrade(m, Path(str(where)), weights):
         return  # a cloud v2 in v1's space: after a backfill it is the cloud that fills the gallery
     if not m.space.id.endswith(f"@{m.sha256[:12]}"):
         raise InputError(
@@ -43,13 +43,13 @@ def require_cloud(m: Manifest, where: object) -> None:
         )
 
 
-def _is_checked_upgrade(m: Manifest, where: Path) -> bool:
+def _is_checked_upgrade(m: Manifest, where: Path, weights: Path | None = None) -> bool:
     """A cloud checkpoint trained into another cloud's space, whose weights carry that space
     (hetero.training.lineage)."""
     lineage = m.extra.get("lineage") or {}
     if lineage.get("kind") != UPGRADE or lineage.get("compatible_with") != m.space.id:
         return False
-    return weights_stamp(load_manifest(where)[1]).get(SPACE_STAMP) == m.space.id
+    return weights_stamp(weights or load_manifest(where)[1]).get(SPACE_STAMP) == m.space.id
 
 
 def require_upgrade(path: Path, v1: Manifest) -> Manifest:

@@ -197,9 +197,12 @@ class EmbeddingTable:
     """An imported embedding file, looked up by image id. Also the teacher protocol's third implementation: it has
     embeddings of known images only (`lookup`), no features, no model to embed new views."""
 
-    def __init__(self, path: Path):
+    kind = "embeddings"
+    model = None
+
+    def __init__(self, path: Path, loaded: tuple[Manifest, Path] | None = None):
         self.path = Path(path)
-        self.manifest, data_file = load_manifest(path)  # sha256 of embeddings.npz verified
+        self.manifest, data_file = loaded if loaded is not None else load_manifest(path)  # sha256 verified
         m = self.manifest
         if not is_embedding_cloud(m):
             raise InputError(f"{path}: not an embedding-file cloud unit (hetero cloud import FILE.npz|.parquet)")
@@ -220,6 +223,12 @@ class EmbeddingTable:
         self.space, self.input, self.sha256 = m.space, m.input, m.sha256
         self.resolution, self.feature_dim, self.embed_dim = None, None, m.space.dim
         self._prototypes = None
+
+    def stored_rows(self, ids: Sequence[str] | np.ndarray | None, what: str = "images") -> np.ndarray:
+        return self.lookup(ids, what)
+
+    def require_defines_space(self) -> None:
+        """Checked at load: the space id names the rows' hash."""
 
     def lookup(self, ids: Sequence[str] | np.ndarray | None, what: str = "images") -> np.ndarray:
         """float32 [len(ids), D] rows of these image ids; every one must be in the file."""

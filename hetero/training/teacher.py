@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +39,12 @@ class ClassPrototypes:
 
 
 class Teacher(Protocol):
+    """What a cloud offers training. Capabilities are attributes, so the training loop asks instead of checking types:
+    `model` is the frozen torch module when the teacher is a hetero checkpoint (its weights can be inherited and its
+    head shared), else None; `stored_rows` answers for a file of stored embeddings (no model to embed new views)."""
+
+    kind: str  # "checkpoint" (hetero's), "imported" (a user's model), "embeddings" (a file of rows)
+    model: torch.nn.Module | None
     manifest: Manifest  # the cloud unit's manifest (checkpoint or imported model)
     space: EmbeddingSpace
     input: InputSpec
@@ -54,24 +61,47 @@ class Teacher(Protocol):
 
     def with_prototypes(self, prototypes: ClassPrototypes) -> Teacher: ...
 
+    def stored_rows(self, ids: Any, what: str) -> np.ndarray | None:
+        """The stored embedding of each image id (a file of rows), or None: a model embeds views instead."""
+        ...
+
+    def require_defines_space(self) -> None:
+        """Refuse a unit that does not define the space it names (an edge, an artifact, a foreign checkpoint)."""
+        ...
+
 
 class CheckpointTeacher:
     """A hetero cloud checkpoint as a teacher (frozen, eval mode). `model` stays reachable for what only a checkpoint
     of the same family can give: inheriting its weights or sharing its embedding head."""
 
-    def __init__(self, model: torch.nn.Module, manifest: Manifest):
+    kind = "checkpoint"
+
+    def __init__(
+        self, model: torch.nn.Module, manifest: Manifest, path: Path | None = None, weights: Path | None = None
+    ):
         self.model = model.eval().requires_grad_(False)
         self.manifest = manifest
+        self.path, self.weights = path, weights
         self.space, self.input, self.sha256 = manifest.space, manifest.input, manifest.sha256
         self.resolution = getattr(model, "resolution", None)
         self.embed_dim = int(model.head.out_features)
         self.feature_dim = int(model.head.in_features)
 
     @classmethod
-    def load(cls, path: Path) -> CheckpointTeacher:
+    def load(cls, path: Path, loaded: tuple[Manifest, Path] | None = None) -> CheckpointTeacher:
+        """`loaded`: the manifest and weights file already read (and sha256-verified) by the caller."""
         from hetero.models.checkpoint import load_checkpoint
 
-        return cls(*load_checkpoint(path))
+        model, manifest = load_checkpoint(path, loaded)
+        return cls(model, manifest, Path(path), loaded[1] if loaded else None)
+
+    def stored_rows(self, ids: Any, what: str) -> None:
+        return None
+
+    def require_defines_space(self) -> None:
+        from hetero.training.lineage import require_cloud  # an edge or a foreign checkpoint is no cloud
+
+        require_cloud(self.manifest, self.path, self.weights)
 
     def features_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from hetero.models.registry import features_and_embedding
