@@ -194,7 +194,7 @@ def compatibility_report(
             name="cloud → cloud",
             query="cloud",
             gallery="cloud",
-            runtime="fixture",
+            runtime=_cloud_runtime(fx),
             kind="reference",
             **ref_fields,
             negative_flip_rate=0.0,
@@ -288,13 +288,18 @@ def compatibility_report(
     )
 
 
+def _cloud_runtime(fx: Fixture) -> str:
+    """Where the cloud's rows came from: a fixture file's stored embeddings, or the runtime that computed them here."""
+    return "fixture" if fx.stored else str(fx.source.get("cloud_runtime") or "fixture")
+
+
 def _upgrade_rows(fx: Fixture, ref_ok: np.ndarray, candidates: dict[str, tuple[np.ndarray, str]], metrics: Any):
     """A cloud upgrade's rows: v2's queries in v1's gallery (no backfill: the gated one), v2's in its own gallery
     (after a backfill), and each candidate edge of v1's space in v2's gallery (edges in the field after a backfill);
     each with its negative flips against cloud → cloud (v1/v1)."""
     labels = fx.probe_labels
     v2 = "cloud v2"
-    runs = [(v2, "fixture", fx.upgrade_queries, None), (v2, "fixture", fx.upgrade_queries, v2)]
+    runs = [(v2, _cloud_runtime(fx), fx.upgrade_queries, None), (v2, _cloud_runtime(fx), fx.upgrade_queries, v2)]
     runs += [(name, runtime, q, v2) for name, (q, runtime) in candidates.items()]
     rows = []
     for query, runtime, q, gallery in runs:

@@ -66,6 +66,7 @@ def cloud_fixture(
         "heldout_classes": list(split.heldout_classes),
     }
     v1 = open_cloud(cloud)
+    source["cloud_runtime"] = getattr(v1, "name", "") or "embedding file"  # what computed the cloud's rows
     return fixture_from_cloud(
         v1,
         split.query,
@@ -85,7 +86,9 @@ def open_producers(
     remote: Any = None,
     threads: int | None = None,
 ) -> list[Producer]:
-    """`[NAME=]PATH` specs -> producers on their runtimes; with `remote`, each candidate also runs over SSH."""
+    """`[NAME=]PATH` specs -> producers on their runtimes; with `remote`, each candidate also runs over SSH. A PATH
+    that is a directory of units (an export directory) stands for each unit in it."""
+    candidates, controls = expand_units(candidates), expand_units(controls)
     producers = [open_producer(s, "candidate", threads=threads) for s in candidates]
     if remote is not None:
         producers += [open_producer(s, "candidate", remote=remote) for s in candidates]
@@ -94,6 +97,25 @@ def open_producers(
         spec = previous if "=" in previous else f"previous={previous}"
         producers.append(open_producer(spec, "previous", threads=threads))
     return producers
+
+
+def expand_units(specs: list[str]) -> list[str]:
+    """`[NAME=]DIR` where DIR holds units (each a folder with manifest.json, as `hetero export --out DIR` writes)
+    -> one spec per unit, named NAME.<unit> (or <unit>); anything else is kept as given."""
+    out = []
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        folder = Path(path)
+        units = (
+            sorted(d for d in folder.iterdir() if (d / "manifest.json").is_file())
+            if folder.is_dir() and not (folder / "manifest.json").exists()
+            else []
+        )
+        if not units:
+            out.append(spec)
+            continue
+        out += [f"{name}.{u.name}={u}" if name else f"{u.name}={u}" for u in units]
+    return out
 
 
 @dataclass

@@ -111,6 +111,7 @@ def test_a_report_is_judged_by_the_thresholds_it_was_verified_under(tiny, tmp_pa
     assert run_cli(*verify, "--out", out) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["verified_under"]["thresholds"]["min_map"] == 0.35  # the tiny config's, not the packaged 0.40
+    assert report["rows"][0]["runtime"] == "torch"  # computed here by the cloud checkpoint: no fixture involved
     capsys.readouterr()
     # No --config: the report's own thresholds, not the packaged digits defaults.
     assert run_cli("check", "--json", "--report", out / "report.json") == 0
@@ -163,3 +164,44 @@ def test_import_hetero_is_the_front_door_and_stays_light():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def test_every_printed_next_step_runs_as_printed(tiny, tmp_path):
+    """train cloud -> train edge -> export -> verify -> check, each command taken from the previous one's 'next:'
+    line and run through the console script from a shell-like argv, as a user pastes it."""
+    import shlex
+
+    cfg = tmp_path / "short.toml"
+    cfg.write_text(
+        tiny.config.read_text().replace("[export]", '[export]\nformats = ["onnx"]\nprecisions = ["fp32"]') + "\n"
+    )
+    exe = str(Path(sys.executable).with_name("hetero"))
+    command = f"hetero train cloud --config {cfg} --out {tmp_path / 'run' / 'cloud'} --epochs 2"
+    seen = []
+    for _ in range(5):
+        argv = shlex.split(command)
+        proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, cwd=tmp_path)
+        seen.append(argv[1])
+        if argv[1] == "check":
+            assert proc.returncode in (0, 1), proc.stderr[-1500:]  # a verdict, either way; never a usage error
+            break
+        assert proc.returncode == 0, f"{command}\n{proc.stderr[-1500:]}"
+        if argv[1] == "train":
+            assert proc.stderr.startswith("split: ") or "\nsplit: " in proc.stderr
+        command = next(line for line in proc.stdout.splitlines() if line.startswith("next: "))[6:].split("  #")[0]
+    assert seen == ["train", "train", "export", "verify", "check"]
+
+
+def test_split_is_shown_before_training_and_a_folder_space_is_named_after_it(tmp_path, capsys):
+    from hetero.config import RunConfig, from_dict, space_name
+
+    assert main(["split", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["heldout_classes"]) == 4 and doc["space_name"] == "digits"
+    photos = tmp_path / "my_photos"
+    cfg = from_dict(RunConfig, {"data": {"dataset": "folder", "path": str(photos)}})
+    assert space_name(cfg) == "my_photos"
+    manifest = from_dict(RunConfig, {"data": {"dataset": "folder", "path": str(tmp_path / "shop.csv")}})
+    assert space_name(manifest) == "shop"
+    named = from_dict(RunConfig, {"data": {"dataset": "folder", "path": str(photos)}, "space": {"name": "x"}})
+    assert space_name(named) == "x"

@@ -30,6 +30,7 @@ from hetero.cli import (
     report,
     search,
     sign,
+    split,
     train,
     verify,
 )
@@ -38,6 +39,7 @@ from hetero.errors import GateFailure, HeteroError
 
 # In the order `hetero --help` lists them: the pipeline's stages first, then tools.
 COMMANDS = (
+    split,
     train,
     search,
     export,

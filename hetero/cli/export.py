@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from hetero.cli.common import csv_names, emit, export_table, log, run_config, support_matrix
@@ -32,9 +33,28 @@ def run(args: argparse.Namespace) -> int:
         csv_names(args.precisions, "--precisions") if args.precisions is not None else list(cfg.export.precisions)
     )
     result = export_matrix(args.checkpoint, args.out, formats, precisions, data, cfg.export, log=lambda s: log(args, s))
-    emit(args, {"passed": result.passed, "artifacts": result.artifacts}, export_table(result.artifacts))
+    text = export_table(result.artifacts)
+    if result.passed:
+        text += "\n" + _next_step(args)
+    emit(args, {"passed": result.passed, "artifacts": result.artifacts}, text)
     result.raise_for_failures()  # exit 1, every failed rule listed; the table above shows the rest
     return 0
+
+
+def _next_step(args: argparse.Namespace) -> str:
+    """Verify every artifact just written against the cloud the checkpoint was trained for (runnable as printed)."""
+    from hetero.manifest import load_manifest
+
+    cloud = load_manifest(args.checkpoint)[0].source.get("cloud_checkpoint")
+    if not cloud:
+        return "next: hetero verify --cloud CLOUD --candidate DIR ...  (this checkpoint records no cloud)"
+    config = f" --config {shlex.quote(str(args.config))}" if args.config else ""
+    out = Path(args.out)
+    report_dir = shlex.quote(str(out.with_name(out.name + "_verify")))
+    return (
+        f"next: hetero verify{config} --cloud {shlex.quote(str(cloud))} --candidate {shlex.quote(str(out))} "
+        f"--out {report_dir}"
+    )
 
 
 def register(add) -> None:

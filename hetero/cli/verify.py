@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from hetero.cli.common import UPGRADE_HELP, add_index_flags, emit, index_spec, run_config, signing_key
@@ -20,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
     emit(
         args,
         {"report": report.to_dict(), "paths": {k: str(v) for k, v in paths.items()}},
-        report.to_text() + f"\n\nreport: {paths['json']}  {paths['markdown']}",
+        report.to_text()
+        + f"\n\nreport: {paths['json']}  {paths['markdown']}"
+        + f"\nnext: hetero check --report {shlex.quote(str(paths['json']))}",
     )
     return 0
 

@@ -49,6 +49,7 @@ class Fixture:
     upgrade: dict[str, Any] = field(default_factory=dict)
     signature: dict[str, str] | None = None  # as loaded (hetero.release.signing); `save(sign=KEY)` writes a new one
     signed_by: str = ""  # the trusted key id that verified it at load
+    stored: bool = False  # loaded from a file: its cloud rows are the stored embeddings, not computed here
 
     def __post_init__(self) -> None:
         n, m, d = len(self.probe_labels), len(self.gallery_labels), self.space.dim
@@ -197,6 +198,7 @@ class Fixture:
             upgrade=upgrade,
             signature=signature if isinstance(signature, dict) else None,
             signed_by=signed_by,
+            stored=True,
             **{a: tensors[a] for a in (*_ARRAYS, *(_UPGRADE_ARRAYS if upgrade else ()))},
         )
         if fx.info() != header:  # what the header says must be what the arrays are (probe count, shape, classes)
