@@ -15,6 +15,7 @@ from hetero.config import DataConfig, load_config, override
 from hetero.data.datasets import load_split
 from hetero.data.folder import decode, load_images, scan
 from hetero.errors import ConfigError, InputError
+from hetero.manifest import load_manifest
 from hetero.training.cloud import (
     ImportedCloudTeacher,
     Preprocessing,
@@ -281,6 +282,48 @@ def test_import_refuses_a_non_unit_output_and_writes_nothing(tmp_path: Path, cap
     assert not (tmp_path / "unit").exists() and not list(tmp_path.glob(".unit*"))
     code = run_cli("cloud", "import", src, "--size", "24", "--normalize", "--out", tmp_path / "unit")
     assert code == 2 and "declared preprocessing gives [3, 24, 24]" in capsys.readouterr().err
+
+
+class GreyNet(torch.nn.Module):
+    """An MNIST-style cloud: one input channel."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Linear(8, 12),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.body(x), dim=1)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_grey_scale_cloud_imports_and_computes_luma_then_its_normalisation(tmp_path: Path, capsys, fmt) -> None:
+    net = GreyNet().eval()
+    if fmt == "onnx":
+        src = _export(net, tmp_path / "grey.onnx", (1, 1, 28, 28))
+    else:
+        src = tmp_path / "grey.pt"
+        torch.jit.trace(net, torch.rand(1, 1, 28, 28)).save(str(src))
+    # As a newcomer first tries it: three channels (the default) is refused with the fix named.
+    assert run_cli("cloud", "import", src, "--size", "28", "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err
+    assert "--channels" in err, err
+    argv = ("cloud", "import", src, "--size", "28", "--channels", "1", "--out", tmp_path / "unit")
+    assert run_cli(*argv, "--mean", "0.1307", "--std", "0.3081", "--quiet") == 0
+    m = load_manifest(tmp_path / "unit")[0]
+    assert m.space.dim == 12 and m.input.mean == (0.1307,) * 3  # the edge's three channels, each as the grey one
+    pixels = np.random.default_rng(5).integers(0, 256, (6, 28, 28, 3), dtype=np.uint8)
+    grey = torch.from_numpy(pixels).float() @ torch.tensor([0.299, 0.587, 0.114])
+    x = ((grey / 255 - 0.1307) / 0.3081).unsqueeze(1)
+    with torch.no_grad():
+        want = net(x).numpy()
+    got = ImportedCloudTeacher(tmp_path / "unit").embed_pixels(pixels)
+    np.testing.assert_allclose(got, want, atol=3e-6)
+    assert run_cli("cloud", "import", src, "--size", "28", "--channels", "1", "--out", tmp_path / "y") == 2
+    assert "needs --mean" in capsys.readouterr().err
 
 
 def test_a_fixed_batch_export_is_made_batchable(tmp_path: Path) -> None:

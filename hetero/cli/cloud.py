@@ -14,33 +14,41 @@ def run(args: argparse.Namespace) -> int:
     from hetero.training.cloud import Preprocessing, import_cloud
     from hetero.training.table import import_embeddings, is_embedding_file
 
-    def three(text: str, what: str) -> tuple[float, float, float]:
+    def numbers(text: str | None, what: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        if text is None:
+            if args.channels == 1:
+                raise InputError(
+                    f"a grey-scale network (--channels 1) needs --{what}: one number, e.g. MNIST's "
+                    f"{'0.1307' if what == 'mean' else '0.3081'}"
+                )
+            return default
         try:
-            values = tuple(float(v) for v in text.split(","))
+            return tuple(float(v) for v in text.split(","))
         except ValueError:
-            raise InputError(f"--{what} takes three comma-separated numbers, got {text!r}") from None
-        if len(values) != 3:
-            raise InputError(f"--{what} takes three comma-separated numbers, got {text!r}")
-        return values
+            raise InputError(f"--{what} takes comma-separated numbers (one per channel), got {text!r}") from None
 
     height, width = args.size
     table = is_embedding_file(args.model)
-    if table and (args.channel_order or args.layout):
-        raise InputError("--channel-order and --layout describe a model's input; an embedding file has no model")
+    if table and (args.channel_order or args.layout or args.channels != 3):
+        raise InputError(
+            "--channels, --channel-order and --layout describe a model's input; an embedding file has no model"
+        )
     pre = Preprocessing(
         height,
         width,
-        three(args.mean, "mean"),
-        three(args.std, "std"),
+        numbers(args.mean, "mean", (0.485, 0.456, 0.406)),
+        numbers(args.std, "std", (0.229, 0.224, 0.225)),
         args.channel_order or "RGB",
         args.layout or "NCHW",
+        args.channels,
     )
     if table:
         m = import_embeddings(args.model, args.out, pre.input_spec(), name=args.name, normalize=args.normalize)
         what = f"{m.model['rows']} stored embeddings, edges take {height}x{width} RGB uint8"
     else:
         m = import_cloud(args.model, args.out, pre, name=args.name, normalize=args.normalize)
-        what = f"input {height}x{width} RGB uint8{', L2 in the graph' if args.normalize else ''}"
+        grey = ", turned grey in the graph" if args.channels == 1 else ""
+        what = f"input {height}x{width} RGB uint8{grey}{', L2 in the graph' if args.normalize else ''}"
     emit(
         args,
         {"path": str(args.out), "space": m.space.to_dict(), "sha256": m.sha256, "source": m.source},
@@ -67,6 +75,7 @@ def register(add) -> None:
         "examples:\n  hetero cloud import catalogue.onnx --size 224 --normalize --out runs/shop/cloud\n"
         "  hetero cloud import net.pt --size 96 --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 --out runs/x/cloud\n"
         "  # a network that takes 0..255 floats: --mean 0,0,0 --std 0.00392157,0.00392157,0.00392157\n"
+        "  hetero cloud import mnist_net.onnx --size 28 --channels 1 --mean 0.1307 --std 0.3081 --out runs/g/cloud\n"
         "  hetero cloud import catalogue_embeddings.parquet --size 224 --out runs/shop/cloud",
     )
     cl.add_argument("action", choices=["import"])
@@ -79,8 +88,16 @@ def register(add) -> None:
     cl.add_argument(
         "--size", type=pixel_size, required=True, metavar="PX|HxW", help="the network's input size, e.g. 224 or 256x192"
     )
-    cl.add_argument("--mean", default="0.485,0.456,0.406", help="per channel, on x/255 (default: ImageNet)")
-    cl.add_argument("--std", default="0.229,0.224,0.225", help="per channel, on x/255 (default: ImageNet)")
+    cl.add_argument("--mean", help="per channel, on x/255 (default: ImageNet's 0.485,0.456,0.406)")
+    cl.add_argument("--std", help="per channel, on x/255 (default: ImageNet's 0.229,0.224,0.225)")
+    cl.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        default=3,
+        help="the network's input channels: 1 for a grey-scale network (the graph computes luma from the RGB "
+        "pixels; give one --mean and --std), 3 for colour (default)",
+    )
     cl.add_argument("--channel-order", choices=["RGB", "BGR"], help="the network's channel order (default RGB)")
     cl.add_argument("--layout", choices=["NCHW", "NHWC"], help="the network's float input layout (default NCHW)")
     cl.add_argument(

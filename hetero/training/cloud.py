@@ -33,6 +33,8 @@ MODEL_NAME = "model.onnx"
 ROLE = "cloud"  # extra["role"] of an imported cloud unit
 _INNER_PREFIX = "user_"  # names of the user's graph inside the wrapped one
 SPACE_KEY = "hetero.space_id"
+# RGB -> grey for a grey-scale cloud (ITU-R BT.601 luma, what PIL's convert("L") computes).
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @dataclass(frozen=True)
@@ -41,23 +43,33 @@ class Preprocessing:
 
     height: int
     width: int
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # in the network's channel order, on x / 255
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # in the network's channel order, on x / 255
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     channel_order: str = "RGB"  # RGB | BGR: what the network's channels are
     layout: str = "NCHW"  # NCHW | NHWC: the network's float input
+    # 1: a grey-scale network; the graph turns the RGB pixels into luma (ITU-R BT.601) before mean/std.
+    channels: int = 3
 
     def __post_init__(self) -> None:
         if self.height < 8 or self.width < 8:
             raise InputError(f"input size must be at least 8x8; got {self.height}x{self.width}")
         if self.channel_order not in ("RGB", "BGR") or self.layout not in ("NCHW", "NHWC"):
             raise InputError(f"channel order RGB|BGR and layout NCHW|NHWC; got {self.channel_order}, {self.layout}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise InputError("mean and std take three numbers each (one per channel)")
+        if self.channels not in (1, 3):
+            raise InputError(f"channels is 1 (grey-scale) or 3 (colour); got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise InputError(
+                f"mean and std take {self.channels} number(s) each (one per channel of a "
+                f"{'grey-scale' if self.channels == 1 else 'colour'} network); got {len(self.mean)} and {len(self.std)}"
+            )
         if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(s) and s > 0 for s in self.std):
             raise InputError(f"mean must be finite and std positive; got mean {self.mean}, std {self.std}")
 
     def input_spec(self) -> InputSpec:
-        """The unit's contract: RGB pixels; mean/std in RGB order (what an edge network's preprocessing applies)."""
+        """The unit's contract: RGB pixels; mean/std in RGB order (what an edge network's preprocessing applies).
+        A grey-scale cloud's single mean/std apply to each of the edge's three channels."""
+        if self.channels == 1:
+            return InputSpec(height=self.height, width=self.width, mean=self.mean * 3, std=self.std * 3)
         flip = self.channel_order == "BGR"
         mean, std = (self.mean[::-1], self.std[::-1]) if flip else (self.mean, self.std)
         return InputSpec(height=self.height, width=self.width, mean=tuple(mean), std=tuple(std))
@@ -73,7 +85,8 @@ def _to_onnx(model: Path, workdir: Path, pre: Preprocessing) -> Path:
         scripted = torch.jit.load(str(model), map_location="cpu").eval()
     except Exception as e:  # torch raises RuntimeError/ValueError/pickle errors for a non-TorchScript file
         raise InputError(f"{model}: not TorchScript ({type(e).__name__}); save it with torch.jit.save") from None
-    shape = (1, 3, pre.height, pre.width) if pre.layout == "NCHW" else (1, pre.height, pre.width, 3)
+    k = pre.channels
+    shape = (1, k, pre.height, pre.width) if pre.layout == "NCHW" else (1, pre.height, pre.width, k)
     out = workdir / "torchscript.onnx"
     import warnings
 
@@ -88,7 +101,7 @@ def _to_onnx(model: Path, workdir: Path, pre: Preprocessing) -> Path:
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise InputError(
                 f"{model}: the TorchScript model could not be exported to ONNX ({first}); check the declared input "
-                "size and layout, or export it to ONNX yourself and import that"
+                "size, --channels and layout, or export it to ONNX yourself and import that"
             ) from None
     return out
 
@@ -109,20 +122,30 @@ def _wrap(user: Any, pre: Preprocessing, normalize: bool, space_id: str) -> Any:
         raise InputError(f"the cloud model's input {user_in.name!r} has rank {len(dims)}; an image batch has rank 4")
     dims[0].ClearField("dim_value")
     dims[0].dim_param = "n"  # try a dynamic batch; the probe run tells whether the graph allows it
-    want = (3, pre.height, pre.width) if pre.layout == "NCHW" else (pre.height, pre.width, 3)
+    k = pre.channels
+    want = (k, pre.height, pre.width) if pre.layout == "NCHW" else (pre.height, pre.width, k)
     have = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
     if any(h is not None and h != w for h, w in zip(have, want, strict=True)):
-        raise InputError(f"the cloud model takes {list(have)} per image; the declared preprocessing gives {list(want)}")
+        hint = ""
+        taken = have[0] if pre.layout == "NCHW" else have[2]
+        if taken in (1, 3) and taken != k:
+            hint = f"; it takes {taken} channel(s): pass --channels {taken} with {taken} mean/std value(s)"
+        raise InputError(
+            f"the cloud model takes {list(have)} per image; the declared preprocessing gives {list(want)}{hint}"
+        )
     out_dims = user.graph.output[0].type.tensor_type.shape.dim
     if out_dims:
         out_dims[0].ClearField("dim_value")
         out_dims[0].dim_param = "n"
     mean = np.array(pre.mean, np.float32)
     std = np.array(pre.std, np.float32)
-    c = (1, 3, 1, 1) if pre.layout == "NCHW" else (1, 1, 1, 3)
+    c = (1, k, 1, 1) if pre.layout == "NCHW" else (1, 1, 1, k)
     nodes = [helper.make_node("Cast", [INPUT_NAME], ["px"], to=TensorProto.FLOAT)]
     x = "px"
-    if pre.channel_order == "BGR":
+    if k == 1:  # luma: [n, h, w, 3] @ [3, 1] -> [n, h, w, 1]
+        nodes.append(helper.make_node("MatMul", [x, "luma"], ["px_grey"]))
+        x = "px_grey"
+    elif pre.channel_order == "BGR":
         nodes.append(helper.make_node("Gather", [x, "bgr"], ["px_bgr"], axis=3))
         x = "px_bgr"
     if pre.layout == "NCHW":
@@ -145,6 +168,7 @@ def _wrap(user: Any, pre: Preprocessing, normalize: bool, space_id: str) -> Any:
         numpy_helper.from_array((mean * 255).reshape(c), "mean255"),
         numpy_helper.from_array((std * 255).reshape(c), "std255"),
         numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr"),
+        numpy_helper.from_array(LUMA.reshape(3, 1), "luma"),
     ]
     pixels = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", pre.height, pre.width, 3])
     net_in = helper.make_tensor_value_info("net_in", TensorProto.FLOAT, None)
