@@ -76,7 +76,7 @@ def main() -> None:
     data = ExportData.from_split(split, cfg.export.calibration_images)
     exported = export_matrix(args.edge, work / "export", ["onnx", "tflite"], ["fp32"], data, cfg.export)
     exported.raise_for_failures()
-    units = {r["format"]: Path(r["path"]) for r in exported.artifacts}
+    units = {a.format: Path(a.path) for a in exported.artifacts}
     files = {"onnx": units["onnx"] / "model.onnx", "tflite": units["tflite"] / "model.tflite"}
     p50: dict[str, dict[str, list[float]]] = {k: {"hetero bench": [], "bare loop": []} for k in units}
     for r in range(args.repeats):

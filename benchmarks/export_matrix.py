@@ -50,7 +50,7 @@ def main() -> None:
             ExportData.from_split(split, cfg.export.calibration_images),
             cfg.export,
         )
-        results, rc = result.artifacts, 0 if result.passed else 1
+        results, rc = [a.to_dict() for a in result.artifacts], 0 if result.passed else 1
         torch_ms = latency_ms(args.checkpoint, images)
         for r in results:
             if r["status"] == "passed":

@@ -196,7 +196,7 @@ def one_run(seed: int, threads: int, work: Path) -> dict[str, Any]:
                     else {}
                 ),
             }
-            for e in r.export
+            for e in (a.to_dict() for a in r.export)
         },
         "gate_failures": r.gate.failures,
         "r1": {

@@ -38,10 +38,11 @@ def main() -> None:
     data = ExportData.from_split(split, cfg.export.calibration_images)
     exported = export_matrix(args.edge, work / "export", ["onnx", "tflite"], ["fp32", "fp16", "int8"], data, cfg.export)
     units = {"torch": args.edge}
-    for r in exported.artifacts:
+    artifacts = [a.to_dict() for a in exported.artifacts]
+    for r in artifacts:
         if r["status"] == "passed":
             units[f"{r['format']}-{r['precision']}"] = Path(r["path"])
-    failed = [f"{r['format']}-{r['precision']}: {r['status']}" for r in exported.artifacts if r["status"] != "passed"]
+    failed = [f"{r['format']}-{r['precision']}: {r['status']}" for r in artifacts if r["status"] != "passed"]
     result = bench([f"{k}={v}" for k, v in units.items()], threads, runs=20, seconds=args.seconds, warmup=10,
                    progress=lambda m: print(f"bench {m}", flush=True))  # fmt: skip
     report = verify(cfg, args.cloud, [f"{k}={v}" for k, v in units.items()], out=work / "verify").report
@@ -50,7 +51,7 @@ def main() -> None:
     edge_model = load_manifest(args.edge)[0].model["name"]  # the checkpoint's, not the config's edge
     plots = out / name
     plots.mkdir(parents=True, exist_ok=True)
-    doc = {**result.to_dict(), "export": exported.artifacts, "not_written": failed, "date": time.strftime("%Y-%m-%d"),
+    doc = {**result.to_dict(), "export": artifacts, "not_written": failed, "date": time.strftime("%Y-%m-%d"),
            "edge": edge_model, "report": report.to_dict()}  # fmt: skip
     for row in doc["rows"]:  # the committed JSON keeps statistics; `hetero bench --json` keeps every sample
         row["samples_ms"] = None

@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,24 +21,92 @@ from hetero.config import ExportConfig
 from hetero.data.datasets import ImageSet, OpenSetSplit
 from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
 from hetero.export import coreml, onnx, tflite
-from hetero.export.formats import BuildRequest, plan, tolerance
+from hetero.export.formats import BuildRequest, FormatModule, Target, plan, target
 from hetero.export.metadata import camera_rule
 from hetero.export.prepare import prepare
 from hetero.export.sensitivity import sweep
 from hetero.export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.io import atomic_dir, path_size
+from hetero.kinds import Format, Precision
 from hetero.manifest import Manifest, load_manifest, write_manifest
 from hetero.models.checkpoint import load_checkpoint
 from hetero.models.registry import EmbeddingGraph
 
-FORMAT_MODULES: dict[str, ModuleType] = {"onnx": onnx, "coreml": coreml, "tflite": tflite}
+FORMAT_MODULES: dict[Format, FormatModule] = {
+    Format.ONNX: cast(FormatModule, onnx),
+    Format.COREML: cast(FormatModule, coreml),
+    Format.TFLITE: cast(FormatModule, tflite),
+}
+
+
+@dataclass
+class Artifact:
+    """One requested (format, precision) of an export: what happened to it and where it is."""
+
+    format: str
+    precision: str
+    status: str  # passed | not executed | FAILED | unsupported
+    path: str | None = None
+    size_bytes: int | None = None
+    seconds: float | None = None
+    validation: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"format": self.format, "precision": self.precision, "status": self.status}
+        d["path"] = self.path
+        for key in ("size_bytes", "seconds"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.validation:
+            d["validation"] = self.validation
+        if self.failures:
+            d["failures"] = self.failures
+        return d
+
+    def row(self) -> list[str]:
+        e, q = self.validation.get("embedding", {}), self.validation.get("retrieval", {})
+        return [
+            self.format,
+            self.precision,
+            self.status,
+            f"{e['min_cosine']:.6f}" if e else "",
+            f"{e['mean_cosine']:.6f}" if e else "",
+            _drop_text(q) if q else "",
+            f"{q['top10_overlap']:.3f}" if q else "",
+            f"{self.size_bytes / 1024:.0f} KiB" if self.size_bytes else "",
+            self.path or "",
+        ]
+
+
+def _drop_text(q: dict) -> str:
+    """R@1 lost vs torch with its 95% interval, in points."""
+    lo, hi = q.get("r1_drop_interval", (q["r1_drop"], q["r1_drop"]))
+    return f"{q['r1_drop'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}] pt"
+
+
+def artifacts_table(artifacts: list[Artifact]) -> str:
+    """The terminal table of an export: one row per (format, precision), then every failed rule and skip reason."""
+    head = ["format", "precision", "status", "min cos", "mean cos", "R@1 drop [95% CI]", "top-10", "size", "path"]
+    rows = [a.row() for a in artifacts]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)]
+    for a in artifacts:
+        lines += [f"FAILED {a.format}-{a.precision}: {f}" for f in a.failures]
+        if a.status == "not executed":
+            lines.append(
+                f"not executed {a.format}-{a.precision}: {a.validation['reason']} "
+                "(program checked against the torch graph: op sequence, output shapes, weights, MACs)"
+            )
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
 class ExportResult:
     """Every requested (format, precision): its status, path, size and validation; and every failed rule."""
 
-    artifacts: list[dict[str, Any]]
+    artifacts: list[Artifact]
     failures: list[str]
 
     @property
@@ -49,6 +116,12 @@ class ExportResult:
     def raise_for_failures(self) -> None:
         if self.failures:
             raise ParityError(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "artifacts": [a.to_dict() for a in self.artifacts], "failures": self.failures}
+
+    def to_text(self) -> str:
+        return artifacts_table(self.artifacts)
 
 
 @dataclass(frozen=True)
@@ -76,18 +149,10 @@ def _reference(graph: EmbeddingGraph, data: ExportData) -> Embeddings:
 
 
 def _validate(
-    fmt: str,
-    precision: str,
-    model_file: Path,
-    m: Manifest,
-    built: EmbeddingGraph,
-    ref: Embeddings,
-    data: ExportData,
-    cfg: ExportConfig,
+    t: Target, model_file: Path, m: Manifest, built: EmbeddingGraph, ref: Embeddings, data: ExportData
 ) -> dict[str, Any]:
-    mod = FORMAT_MODULES[fmt]
-    tol = tolerance(precision, cfg)
-    static = mod.inspect(model_file, built, m.space.id, m.space.dim, precision) if hasattr(mod, "inspect") else {}
+    mod, tol = FORMAT_MODULES[t.format], t.tolerance
+    static = mod.inspect(model_file, built, m.space.id, m.space.dim, t.precision)
     try:
         run: Callable[[np.ndarray], np.ndarray] = mod.runner(model_file)
     except NotExecutedError as e:
@@ -101,10 +166,6 @@ def _validate(
         "static": static,
         **measured,
     }
-
-
-def weight_bits(fmt: str, cfg: ExportConfig) -> int:
-    return 7 if fmt == "onnx" and cfg.onnx_reduce_range else 8
 
 
 def deployable(
@@ -123,7 +184,7 @@ def deployable(
     `memo`: one dict shared by the artifacts of one checkpoint, data and config (an export matrix), so ONNX int8,
     TFLite int8/int8w and Core ML int8w reuse one preparation (~9 s for the emoji edge) when bits and kept layers match.
     """
-    if precision not in ("int8", "int8w"):
+    if not Precision(precision).quantised:
         return graph, None
     if memo is not None and (bits, keep_float) in memo:
         return memo[(bits, keep_float)]
@@ -153,19 +214,19 @@ def export_artifact(
     int8 with `cfg.auto_keep_float`: a failed validation is retried with the next most sensitive layer kept float,
     up to that many; the manifest's `quantisation.keep_float` says which were.
     """
-    plan([fmt], [precision])  # unknown or unsupported: InputError listing the matrix
-    require_resolvable(tolerance(precision, cfg), data.n_heldout)
+    t = target(fmt, precision, cfg)  # unknown or unsupported: InputError listing the matrix
+    require_resolvable(t.tolerance, data.n_heldout)
     model, ckpt = _loaded[:2] if _loaded else load_checkpoint(checkpoint)
     graph = EmbeddingGraph(model, ckpt.input).eval()
     ref = _loaded[2] if _loaded else _reference(graph, data)
     memo = _loaded[3] if _loaded else {}
-    mixed = FORMAT_MODULES[fmt].MIXED_PRECISION  # whether the format can keep layers float inside an int8 graph
+    mixed = FORMAT_MODULES[t.format].MIXED_PRECISION  # can the format keep layers float inside an int8 graph
     keep = tuple(cfg.keep_float) if mixed else ()
-    build = lambda kept: _build_unit(checkpoint, out_dir, fmt, precision, data, cfg, ckpt, graph, ref, kept, memo)  # noqa: E731
+    build = lambda kept: _build_unit(checkpoint, out_dir, t, data, cfg, ckpt, graph, ref, kept, memo)  # noqa: E731
     try:
         return build(keep)
     except ParityError as e:
-        if precision != "int8" or not cfg.auto_keep_float or not mixed:
+        if t.precision != Precision.INT8 or not cfg.auto_keep_float or not mixed:
             raise
         failed = e
     ranked = [s.layer for s in sweep(graph, data.calibration, data.query.images) if s.layer not in keep]
@@ -182,8 +243,7 @@ def export_artifact(
 def _build_unit(
     checkpoint: Path,
     out_dir: Path,
-    fmt: str,
-    precision: str,
+    t: Target,
     data: ExportData,
     cfg: ExportConfig,
     ckpt: Manifest,
@@ -192,15 +252,15 @@ def _build_unit(
     keep: tuple[str, ...],
     memo: dict,
 ) -> Manifest:
-    mod = FORMAT_MODULES[fmt]
+    mod = FORMAT_MODULES[t.format]
     t0 = time.perf_counter()
-    bits = weight_bits(fmt, cfg)
-    built, prepared = deployable(graph, precision, cfg, data.calibration, bits, keep, memo)
+    bits = t.weight_bits
+    built, prepared = deployable(graph, t.precision, cfg, data.calibration, bits, keep, memo)
     with atomic_dir(out_dir) as tmp:
         request = BuildRequest(
             built,
             ckpt.space.id,
-            precision,
+            t.precision,
             tmp,
             data.calibration,
             cfg.opset,
@@ -217,8 +277,8 @@ def _build_unit(
             kind="artifact",
             file=mod.FILE,
             sha256="",
-            format=fmt,
-            precision=precision,
+            format=str(t.format),
+            precision=str(t.precision),
             space=ckpt.space,
             input=ckpt.input,
             model=ckpt.model,
@@ -231,7 +291,7 @@ def _build_unit(
                 "size_bytes": path_size(tmp / mod.FILE),
             },
         )
-        manifest.validation = _validate(fmt, precision, tmp / mod.FILE, manifest, built, ref, data, cfg)
+        manifest.validation = _validate(t, tmp / mod.FILE, manifest, built, ref, data)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -251,7 +311,7 @@ def validate_artifact(artifact: Path, checkpoint: Path, data: ExportData, cfg: E
         as_built = dataclasses.replace(cfg, equalise=p["equalise"], bias_correction=p["bias_correction"])
         keep = tuple(q.get("keep_float", ()))
         built, _ = deployable(graph, m.precision, as_built, data.calibration, p["weight_bits"], keep)
-    return _validate(m.format, m.precision, model_file, m, built, _reference(graph, data), data, cfg)
+    return _validate(target(m.format, m.precision, cfg), model_file, m, built, _reference(graph, data), data)
 
 
 def export_matrix(
@@ -271,35 +331,30 @@ def export_matrix(
     one `ParityError` for callers that stop there.
     """
     todo, unsupported = plan(formats, precisions)
-    for _, prec in todo:  # a tolerance the held-out set cannot resolve is refused before any work
-        require_resolvable(tolerance(prec, cfg), data.n_heldout)
+    targets = [target(f, p, cfg) for f, p in todo]
+    for t in targets:  # a tolerance the held-out set cannot resolve is refused before any work
+        require_resolvable(t.tolerance, data.n_heldout)
     model, ckpt = load_checkpoint(checkpoint)
     loaded = (model, ckpt, _reference(EmbeddingGraph(model, ckpt.input).eval(), data), {})  # last: deployable memo
-    results: list[dict[str, Any]] = [
-        {"format": f, "precision": p, "status": "unsupported", "path": None} for f, p in unsupported
-    ]
+    results = [Artifact(str(f), str(p), "unsupported") for f, p in unsupported]
     failures: list[str] = []
-    for i, (fmt, prec) in enumerate(todo, 1):
-        out = Path(out_root) / f"{fmt}-{prec}"
-        log(f"[{i}/{len(todo)}] {fmt} {prec} …")
+    for i, t in enumerate(targets, 1):
+        out = Path(out_root) / t.name
+        log(f"[{i}/{len(targets)}] {t.format} {t.precision} …")
         t0 = time.perf_counter()
         try:
-            m = export_artifact(checkpoint, out, fmt, prec, data, cfg, log=log, _loaded=loaded)
+            m = export_artifact(checkpoint, out, t.format, t.precision, data, cfg, log=log, _loaded=loaded)
         except GateFailure as e:
-            failures += [f"{fmt}-{prec}: {f}" for f in e.failures]
-            results.append({"format": fmt, "precision": prec, "status": "FAILED", "path": None, "failures": e.failures})
+            failures += [f"{t.name}: {f}" for f in e.failures]
+            results.append(Artifact(str(t.format), str(t.precision), "FAILED", failures=list(e.failures)))
             continue
+        seconds = round(time.perf_counter() - t0, 2)
         results.append(
-            {
-                "format": fmt,
-                "precision": prec,
-                "status": m.validation["status"],
-                "path": str(out),
-                "size_bytes": m.extra["size_bytes"],
-                "seconds": round(time.perf_counter() - t0, 2),
-                "validation": m.validation,
-            }
-        )
+            Artifact(
+                str(t.format), str(t.precision), m.validation["status"], str(out), m.extra["size_bytes"], seconds,
+                m.validation,
+            )
+        )  # fmt: skip
     order = {(f, p): i for i, (f, p) in enumerate((f, p) for f in formats for p in precisions)}
-    results.sort(key=lambda r: order[(r["format"], r["precision"])])
+    results.sort(key=lambda a: order[(a.format, a.precision)])
     return ExportResult(results, failures)

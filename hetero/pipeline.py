@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hetero.export.artifact import Artifact
 
 from hetero.config import CheckConfig, RunConfig, from_dict, to_dict, verified_under
 from hetero.data.datasets import OpenSetSplit, load_split
@@ -37,7 +40,7 @@ class DemoResult:
     out: Path
     cloud: Manifest
     edge: Manifest
-    export: list[dict[str, Any]]
+    export: list[Artifact]
     export_failures: list[str]
     report: Report
     gate: GateResult
@@ -310,7 +313,7 @@ def run_demo(
     )
     export_failures: list[str] = []
 
-    def export() -> list[dict[str, Any]]:
+    def export() -> list[Artifact]:
         nonlocal export_failures
         result = export_matrix(
             out / "edge_bct",
@@ -334,7 +337,7 @@ def run_demo(
     log("[5/6] verify: edge queries (torch and each executed artifact) and the control vs the cloud gallery …")
     fx = cloud_fixture(cfg, out / "cloud", split, keep_gallery=True)
     candidates = [f"edge_bct={out / 'edge_bct'}"]
-    candidates += [f"edge_bct.{r['format']}-{r['precision']}={r['path']}" for r in results if r.get("path")]
+    candidates += [f"edge_bct.{a.format}-{a.precision}={a.path}" for a in results if a.path]
     controls = [f"edge_independent={out / 'edge_independent'}"]
     report = compatibility_report(fx, open_producers(candidates, controls, threads=threads))
     report.verified_under = verified_under(cfg)

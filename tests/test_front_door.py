@@ -205,3 +205,43 @@ def test_split_is_shown_before_training_and_a_folder_space_is_named_after_it(tmp
     assert space_name(manifest) == "shop"
     named = from_dict(RunConfig, {"data": {"dataset": "folder", "path": str(photos)}, "space": {"name": "x"}})
     assert space_name(named) == "x"
+
+
+def _protocol_gaps(module) -> list[str]:
+    from hetero.export.formats import FormatModule
+
+    wanted = [n for n in vars(FormatModule) if not n.startswith("_")] + list(FormatModule.__annotations__)
+    return [n for n in wanted if not hasattr(module, n) or (n.islower() and not callable(getattr(module, n)))]
+
+
+def test_every_format_module_implements_the_protocol():
+    """The exporters are called through FormatModule, never probed with hasattr: each provides all of it."""
+    import types
+
+    from hetero.export.artifact import FORMAT_MODULES
+    from hetero.kinds import RUNTIME_OF, Format, Precision
+
+    assert set(FORMAT_MODULES) == set(Format) == set(RUNTIME_OF)
+    for fmt, module in FORMAT_MODULES.items():
+        assert _protocol_gaps(module) == [], fmt
+    assert _protocol_gaps(types.SimpleNamespace(FILE="x", MIXED_PRECISION=False, build=print)) == [
+        "runner", "runtime_version", "inspect"
+    ]  # fmt: skip
+    assert Precision("int8").quantised and not Precision.FP16.quantised and Precision.INT8W == "int8w"
+
+
+def test_the_guides_link_only_to_what_exists_and_every_result_is_indexed():
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    pages = [repo / "README.md", *(repo / "docs").glob("*.md"), repo / "benchmarks" / "results" / "README.md"]
+    broken = [
+        (page.name, link)
+        for page in pages
+        for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text())
+        if not link.startswith("http") and not (page.parent / link).exists()
+    ]
+    assert not broken, broken
+    index = (repo / "benchmarks" / "results" / "README.md").read_text()
+    results = sorted(p.name for p in (repo / "benchmarks" / "results").glob("*.md") if p.name != "README.md")
+    assert [r for r in results if f"]({r})" not in index] == []

@@ -21,7 +21,7 @@ def test_resized_edge_exports_to_every_format_from_one_graph(lite_edge):
         root / "edge", root / "export", ["onnx", "tflite", "coreml"], ["fp32"], data, ExportConfig()
     )
     assert results.passed
-    by = {r["format"]: r for r in results.artifacts}
+    by = {a.format: a.to_dict() for a in results.artifacts}
     for fmt in ("onnx", "tflite"):
         v = by[fmt]["validation"]
         assert v["status"] == "passed" and v["embedding"]["min_cosine"] > 0.9999, fmt

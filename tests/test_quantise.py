@@ -97,7 +97,7 @@ MEASURE = ExportConfig(
 
 
 def _mean_cos(result, fmt: str, precision: str) -> float:
-    a = next(a for a in result.artifacts if (a["format"], a["precision"]) == (fmt, precision))
+    a = next(a.to_dict() for a in result.artifacts if (a.format, a.precision) == (fmt, precision))
     assert a["validation"]["status"] == "passed", a
     return a["validation"]["embedding"]["mean_cosine"]
 
@@ -133,7 +133,7 @@ def test_real_family_at_every_precision_and_with_bias_correction(lite_trained, t
     for fmt in ("onnx", "tflite"):  # measured 0.9982 (ONNX computes in fp16) to 0.9999 over trainings of this member
         assert _mean_cos(corrected, fmt, "fp16") > 0.995
     assert tflite.read_metadata(tmp_path / "bc" / "tflite-int8" / "model.tflite")["hetero.space_id"]
-    coreml = {a["precision"]: a for a in corrected.artifacts if a["format"] == "coreml"}
+    coreml = {a.precision: a.to_dict() for a in corrected.artifacts if a.format == "coreml"}
     assert {coreml[p]["validation"]["status"] for p in ("fp16", "int8w")} <= {"not executed", "passed"}
     assert _scaling_runs_channels_first(tmp_path / "bc" / "onnx-int8" / "model.onnx", tmp_path / "opt.onnx")
     from hetero.devices.bench_worker import bare_onnx, bare_tflite

@@ -15,11 +15,9 @@ from hetero.cli.common import (
     add_threshold_flags,
     check_thresholds,
     emit,
-    gate_text,
     index_spec,
     run_config,
     trusted_keys,
-    verdict_word,
 )
 from hetero.errors import GateFailure, InputError
 
@@ -81,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if result.not_executed:
         args.junit_written = True  # the skipped rows and the error case say more than a bare error
         raise NotExecutedError(result.not_executed)
-    text = "\n".join([result.report.to_text(), "", gate_text(result.gate), *(f"note: {n}" for n in notes)])
+    text = "\n".join([result.report.to_text(), "", result.gate.to_text(), *(f"note: {n}" for n in notes)])
     payload = {
         "schema": CHECK_SCHEMA,
         "hetero_version": __version__,
@@ -130,19 +128,8 @@ def _write_check_outputs(args: argparse.Namespace, report, result, write, error:
     if args.junit:
         write(Path(args.junit), report.to_junit(result, error))
     if args.markdown:
-        gate = [f"- {verdict_word(result, r, '**FAIL**')} {r.describe()}" for r in result.rules]
-        verdict = "PASS" if result.passed else ("FAIL" if result.failures else "NOT EXECUTED")
         md = Path(args.markdown)
-        write(
-            md,
-            report.to_markdown()
-            + _heatmap_markdown(report, md)
-            + "\n## Gate: "
-            + verdict
-            + "\n\n"
-            + "\n".join(gate)
-            + "\n",
-        )
+        write(md, report.to_markdown() + _heatmap_markdown(report, md) + result.to_markdown())
 
 
 def _heatmap_markdown(report, md: Path) -> str:

@@ -186,56 +186,6 @@ UPGRADE_HELP = (
 )
 
 
-def drop_text(q: dict) -> str:
-    """R@1 lost vs torch with its 95% interval, in points."""
-    lo, hi = q.get("r1_drop_interval", (q["r1_drop"], q["r1_drop"]))
-    return f"{q['r1_drop'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}] pt"
-
-
-def export_table(results: list[dict]) -> str:
-    head = ["format", "precision", "status", "min cos", "mean cos", "R@1 drop [95% CI]", "top-10", "size", "path"]
-    rows = []
-    for r in results:
-        v = r.get("validation", {})
-        e, q = v.get("embedding", {}), v.get("retrieval", {})
-        rows.append(
-            [
-                r["format"],
-                r["precision"],
-                r["status"],
-                f"{e['min_cosine']:.6f}" if e else "",
-                f"{e['mean_cosine']:.6f}" if e else "",
-                drop_text(q) if q else "",
-                f"{q['top10_overlap']:.3f}" if q else "",
-                f"{r['size_bytes'] / 1024:.0f} KiB" if r.get("size_bytes") else "",
-                r.get("path") or "",
-            ]
-        )
-    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)]
-    for r in results:
-        lines += [f"FAILED {r['format']}-{r['precision']}: {f}" for f in r.get("failures", [])]
-        if r["status"] == "not executed":
-            lines.append(
-                f"not executed {r['format']}-{r['precision']}: {r['validation']['reason']} "
-                "(program checked against the torch graph: op sequence, output shapes, weights, MACs)"
-            )
-    return "\n".join(lines)
-
-
-def verdict_word(gate, rule, fail: str) -> str:
-    """PASS, FAIL, or SKIP for a requested rule that could not be evaluated here (FAIL when execution is required)."""
-    if gate.counts(rule):
-        return "PASS" if rule.passed else fail
-    return "SKIP"
-
-
-def gate_text(result) -> str:
-    lines = [f"{verdict_word(result, r, 'FAIL'):<6}{r.describe()}" for r in result.rules]
-    return "\n".join(lines) + f"\n\ngate: {'PASS' if result.passed else 'FAIL'}"
-
-
 CHECK_SCHEMA = "hetero.check/1"  # `check --json`, described by hetero/schemas/check.schema.json
 
 

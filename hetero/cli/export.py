@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from hetero.cli.common import csv_names, emit, export_table, log, run_config, support_matrix
+from hetero.cli.common import csv_names, emit, log, run_config, support_matrix
 from hetero.errors import InputError
 
 
@@ -33,10 +33,8 @@ def run(args: argparse.Namespace) -> int:
         csv_names(args.precisions, "--precisions") if args.precisions is not None else list(cfg.export.precisions)
     )
     result = export_matrix(args.checkpoint, args.out, formats, precisions, data, cfg.export, log=lambda s: log(args, s))
-    text = export_table(result.artifacts)
-    if result.passed:
-        text += "\n" + _next_step(args)
-    emit(args, {"passed": result.passed, "artifacts": result.artifacts}, text)
+    text = result.to_text() + ("\n" + _next_step(args) if result.passed else "")
+    emit(args, result.to_dict(), text)
     result.raise_for_failures()  # exit 1, every failed rule listed; the table above shows the rest
     return 0
 

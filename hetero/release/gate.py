@@ -78,6 +78,21 @@ class GateResult:
     def failures(self) -> list[str]:
         return [r.describe() for r in self.rules if self.counts(r) and not r.passed]
 
+    def verdict(self, rule: RuleResult, fail: str = "FAIL") -> str:
+        """PASS, FAIL, or SKIP for a requested rule not evaluated here (FAIL when execution is required)."""
+        if self.counts(rule):
+            return "PASS" if rule.passed else fail
+        return "SKIP"
+
+    def to_text(self) -> str:
+        lines = [f"{self.verdict(r):<6}{r.describe()}" for r in self.rules]
+        return "\n".join(lines) + f"\n\ngate: {'PASS' if self.passed else 'FAIL'}"
+
+    def to_markdown(self) -> str:
+        word = "PASS" if self.passed else ("FAIL" if self.failures else "NOT EXECUTED")
+        rules = [f"- {self.verdict(r, '**FAIL**')} {r.describe()}" for r in self.rules]
+        return f"\n## Gate: {word}\n\n" + "\n".join(rules) + "\n"
+
     @property
     def not_evaluated(self) -> list[str]:
         return [r.describe() for r in self.rules if not r.evaluated]
