@@ -145,34 +145,26 @@ def _check_producers(fx: Fixture, producers: list[Producer]) -> None:
             raise InputError(f"{p.name} expects input {list(want)}, the probes are {list(fx.probe_images.shape[1:])}")
 
 
-def compatibility_report(
-    fx: Fixture,
-    producers: list[Producer],
-    dataset: dict[str, Any] | None = None,
-    index: IndexSpec | None = None,
-) -> Report:
-    """Every producer's probes against the cloud gallery. `index`: search that gallery through a faiss index built
-    over it (as a deployed search would, and what a million-item gallery needs) instead of ranking it densely; the
-    report records which (dataset.gallery_search). X → X rows always rank densely: they are diagnostics."""
-    _check_producers(fx, producers)
-    labels = (fx.probe_labels, fx.gallery_labels)
-    if not np.isfinite(fx.reference_queries).all() or not np.isfinite(fx.gallery_embeddings).all():
-        raise InputError("the fixture's cloud embeddings are not finite")
-    search = GallerySearch(fx.gallery_embeddings, index) if index is not None else None
+class _Scorer:
+    """Row fields and each probe's top-1 outcome (what the paired counts compare), from one ranking of the cloud
+    gallery (densely, or through `search`) or of another gallery (X → X rows, always dense)."""
 
-    def metrics(
-        q: np.ndarray, g: np.ndarray | None = None, g_labels: np.ndarray | None = None
+    def __init__(self, fx: Fixture, search: GallerySearch | None):
+        self.fx, self.search = fx, search
+
+    def __call__(
+        self, q: np.ndarray, g: np.ndarray | None = None, g_labels: np.ndarray | None = None
     ) -> tuple[dict[str, Any], np.ndarray]:
-        """Row fields, and each probe's top-1 outcome (what the paired counts compare), from one ranking."""
+        fx = self.fx
         finite = bool(np.isfinite(q).all() and (g is None or np.isfinite(g).all()))
         q = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0)  # ranked, but the row is marked and fails every rule
         m = retrieval_metrics(
             q,
-            labels[0],
+            fx.probe_labels,
             fx.gallery_embeddings if g is None else np.nan_to_num(g),
-            labels[1] if g_labels is None else g_labels,
+            fx.gallery_labels if g_labels is None else g_labels,
             per_query=True,
-            search=search if g is None else None,
+            search=self.search if g is None else None,
         )
         iv = mean_interval(m["ap"])
         fields = {
@@ -187,8 +179,23 @@ def compatibility_report(
         }
         return fields, m["top1_correct"]
 
-    ref_fields, ref_ok = metrics(fx.reference_queries)
 
+def compatibility_report(
+    fx: Fixture,
+    producers: list[Producer],
+    dataset: dict[str, Any] | None = None,
+    index: IndexSpec | None = None,
+) -> Report:
+    """Every producer's probes against the cloud gallery. `index`: search that gallery through a faiss index built
+    over it (as a deployed search would, and what a million-item gallery needs) instead of ranking it densely; the
+    report records which (dataset.gallery_search). X → X rows always rank densely: they are diagnostics."""
+    _check_producers(fx, producers)
+    labels = (fx.probe_labels, fx.gallery_labels)
+    if not np.isfinite(fx.reference_queries).all() or not np.isfinite(fx.gallery_embeddings).all():
+        raise InputError("the fixture's cloud embeddings are not finite")
+    search = GallerySearch(fx.gallery_embeddings, index) if index is not None else None
+    metrics = _Scorer(fx, search)
+    ref_fields, ref_ok = metrics(fx.reference_queries)
     rows = [
         Row(
             name="cloud → cloud",
@@ -206,72 +213,17 @@ def compatibility_report(
     for p in producers:
         if p.runtime is not None:
             queries[p.name], latency[p.name] = timed_embed(p.runtime, fx.probe_images)
-    scored = {name: metrics(q) for name, q in queries.items()}
-    previous = next((p for p in producers if p.kind == "previous" and p.name in queries), None)
-    for p in producers:
-        head = {"name": f"{p.name} → cloud", "query": p.name, "gallery": "cloud", "kind": p.kind}
-        if p.runtime is None:
-            rows.append(
-                Row(
-                    **head,
-                    runtime=p.manifest.format,
-                    status="not executed",
-                    note=p.skip_reason,
-                    n_query=len(labels[0]),
-                    n_gallery=len(labels[1]),
-                )
-            )
-            continue
-        fields, ok = scored[p.name]
-        extra: dict[str, Any] = {}
-        if previous is not None and p.kind == "candidate":
-            vs_prev = _flips(scored[previous.name][1], ok, labels[0])
-            extra = {
-                "previous_flip_rate": vs_prev["negative_flip_rate"],
-                "vs_previous": vs_prev["vs_reference"],
-                "previous_flips_by_class": vs_prev["flips_by_class"],
-            }
-        rows.append(
-            Row(
-                **head,
-                runtime=p.runtime.name,
-                **fields,
-                same_space=p.manifest.space.id == fx.space.id,
-                parity_min_cosine=_parity(p, producers, queries),
-                latency_ms=latency[p.name],
-                **_flips(ref_ok, ok, labels[0]),
-                **extra,
-            )
-        )
-    if fx.has_upgrade:
-        rows += _upgrade_rows(
-            fx,
-            ref_ok,
-            {
-                p.name: (queries[p.name], p.runtime.name)
-                for p in producers
-                if p.name in queries and p.kind == "candidate"
-            },
-            metrics,
-        )
-        queries["cloud v2"] = fx.upgrade_queries
+    rows += _producer_rows(fx, producers, queries, latency, metrics, ref_ok)
     own: dict[str, np.ndarray] = {}  # producers' own embeddings of the gallery (when the gallery images are here)
     if fx.has_upgrade:
+        candidates = {
+            p.name: (queries[p.name], p.runtime.name) for p in producers if p.name in queries and p.kind == "candidate"
+        }
+        rows += _upgrade_rows(fx, ref_ok, candidates, metrics)
+        queries["cloud v2"] = fx.upgrade_queries
         own["cloud v2"] = fx.upgrade_gallery_embeddings
     if fx.gallery_images is not None:  # X → X: a model can be excellent in its own space and still incompatible
-        for p in producers:
-            if p.name in queries and p.kind != "previous":
-                own[p.name] = p.runtime.embed(fx.gallery_images)
-                rows.append(
-                    Row(
-                        name=f"{p.name} → {p.name}",
-                        query=p.name,
-                        gallery=p.name,
-                        runtime=p.runtime.name,
-                        kind="self",
-                        **metrics(queries[p.name], own[p.name], labels[1])[0],
-                    )
-                )
+        rows += _self_rows(fx, producers, queries, own, metrics)
     return Report(
         space=fx.space.to_dict(),
         dataset={
@@ -286,6 +238,72 @@ def compatibility_report(
         matrix=_matrix(rows, {"cloud": fx.reference_queries, **queries}, own, labels[1], metrics),
         hetero_version=__version__,
     )
+
+
+def _producer_rows(
+    fx: Fixture,
+    producers: list[Producer],
+    queries: dict[str, np.ndarray],
+    latency: dict[str, float],
+    metrics: _Scorer,
+    ref_ok: np.ndarray,
+) -> list[Row]:
+    """Each producer's queries in the cloud gallery: metrics, flips against the cloud (and the previous release),
+    parity with its siblings, latency; a producer that could not run here is a not-executed row."""
+    labels = fx.probe_labels
+    scored = {name: metrics(q) for name, q in queries.items()}
+    previous = next((p for p in producers if p.kind == "previous" and p.name in queries), None)
+    rows = []
+    for p in producers:
+        head = {"name": f"{p.name} → cloud", "query": p.name, "gallery": "cloud", "kind": p.kind}
+        if p.runtime is None:
+            rows.append(
+                Row(**head, runtime=p.manifest.format, status="not executed", note=p.skip_reason,
+                    n_query=len(labels), n_gallery=len(fx.gallery_labels))
+            )  # fmt: skip
+            continue
+        fields, ok = scored[p.name]
+        extra: dict[str, Any] = {}
+        if previous is not None and p.kind == "candidate":
+            vs_prev = _flips(scored[previous.name][1], ok, labels)
+            extra = {
+                "previous_flip_rate": vs_prev["negative_flip_rate"],
+                "vs_previous": vs_prev["vs_reference"],
+                "previous_flips_by_class": vs_prev["flips_by_class"],
+            }
+        rows.append(
+            Row(
+                **head,
+                runtime=p.runtime.name,
+                **fields,
+                same_space=p.manifest.space.id == fx.space.id,
+                parity_min_cosine=_parity(p, producers, queries),
+                latency_ms=latency[p.name],
+                **_flips(ref_ok, ok, labels),
+                **extra,
+            )
+        )
+    return rows
+
+
+def _self_rows(
+    fx: Fixture,
+    producers: list[Producer],
+    queries: dict[str, np.ndarray],
+    own: dict[str, np.ndarray],
+    metrics: _Scorer,
+) -> list[Row]:
+    """X → X: each producer's queries in a gallery it embedded itself (filling `own` for the matrix)."""
+    rows = []
+    for p in producers:
+        if p.name in queries and p.kind != "previous":
+            own[p.name] = p.runtime.embed(fx.gallery_images)
+            fields = metrics(queries[p.name], own[p.name], fx.gallery_labels)[0]
+            rows.append(
+                Row(name=f"{p.name} → {p.name}", query=p.name, gallery=p.name, runtime=p.runtime.name, kind="self",
+                    **fields)
+            )  # fmt: skip
+    return rows
 
 
 def _cloud_runtime(fx: Fixture) -> str:

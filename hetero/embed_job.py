@@ -204,28 +204,8 @@ def embed_source(
         raise InputError(f"part must be K/M with 0 <= K < M; got {k}/{m}")
     manifest, _ = load_manifest(producer)
     records = scan(source)
-    size = manifest.input.height
-    plan = {
-        "schema": SCHEMA,
-        "producer": {"path": str(producer), "sha256": manifest.sha256, "space": manifest.space.id},
-        "source": str(source),
-        "records": len(records),
-        "records_key": records_key(records, size),
-        "input_size": size,
-        "shard_size": shard_size,
-    }
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / PLAN_NAME
-    if plan_path.is_file():
-        old = read_json(plan_path, "embedding plan")
-        if old != plan:
-            changed = sorted(key for key in plan if old.get(key) != plan[key])
-            raise InputError(
-                f"{out} holds shards of another run (differs in {', '.join(changed)}); use a new --out or delete it"
-            )
-    else:
-        atomic_write_json(plan_path, plan)
+    plan = _claim(out, producer, manifest, source, records, shard_size)
     n_shards = (len(records) + shard_size - 1) // shard_size
     key, dim = plan_key(plan), manifest.space.dim
 
@@ -247,25 +227,8 @@ def embed_source(
     reused = len(mine) - len(todo)
     t0 = time.perf_counter()
 
-    decode_threads = max(1, min(8, (os.cpu_count() or 1) // workers))
     bar = tqdm(total=sum(len(chunk(s)) for s in todo), desc="embed", unit="img", disable=not progress)
-    if todo and workers == 1:
-        embedder = ShardEmbedder(Path(producer), threads, batch_size, decode_threads)
-        for s in todo:
-            emb, ids, skipped = embedder(chunk(s))
-            _write_shard(out / shard_name(s), emb, ids, skipped, key)
-            bar.update(len(chunk(s)))
-    elif todo:
-        import multiprocessing as mp
-
-        per = threads or max(1, (os.cpu_count() or 1) // workers)
-        init = (str(producer), per, batch_size, decode_threads)
-        with ProcessPoolExecutor(
-            workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=init
-        ) as ex:
-            futures = [ex.submit(_worker_shard, str(out / shard_name(s)), chunk(s), key) for s in todo]
-            for f in futures:
-                bar.update(f.result())
+    _compute(todo, chunk, out, key, producer, workers, threads, batch_size, bar.update)
     bar.close()
     seconds = time.perf_counter() - t0
     computed = sum(len(chunk(s)) for s in todo)
@@ -278,6 +241,55 @@ def embed_source(
     if len(present) < n_shards:
         return result  # other parts still to come: a later run finalises
     return _finalise(result, plan, max_bad_fraction, index, chunk)
+
+
+def _claim(out: Path, producer: Path, manifest: Any, source: Path, records: list, shard_size: int) -> dict[str, Any]:
+    """The run's plan (producer, source, records, shard size) written into `out`, or the one already there checked:
+    shards of another run are never mixed into this one."""
+    size = manifest.input.height
+    plan = {
+        "schema": SCHEMA,
+        "producer": {"path": str(producer), "sha256": manifest.sha256, "space": manifest.space.id},
+        "source": str(source),
+        "records": len(records),
+        "records_key": records_key(records, size),
+        "input_size": size,
+        "shard_size": shard_size,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / PLAN_NAME
+    if plan_path.is_file():
+        old = read_json(plan_path, "embedding plan")
+        if old != plan:
+            changed = sorted(key for key in plan if old.get(key) != plan[key])
+            raise InputError(
+                f"{out} holds shards of another run (differs in {', '.join(changed)}); use a new --out or delete it"
+            )
+    else:
+        atomic_write_json(plan_path, plan)
+    return plan
+
+
+def _compute(todo, chunk, out: Path, key: str, producer: Path, workers: int, threads, batch_size: int, done) -> None:
+    """Embed and write the shards in `todo`: in this process, or in `workers` spawned ones (each its own runtime)."""
+    decode_threads = max(1, min(8, (os.cpu_count() or 1) // workers))
+    if todo and workers == 1:
+        embedder = ShardEmbedder(Path(producer), threads, batch_size, decode_threads)
+        for s in todo:
+            emb, ids, skipped = embedder(chunk(s))
+            _write_shard(out / shard_name(s), emb, ids, skipped, key)
+            done(len(chunk(s)))
+    elif todo:
+        import multiprocessing as mp
+
+        per = threads or max(1, (os.cpu_count() or 1) // workers)
+        init = (str(producer), per, batch_size, decode_threads)
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=init
+        ) as ex:
+            futures = [ex.submit(_worker_shard, str(out / shard_name(s)), chunk(s), key) for s in todo]
+            for f in futures:
+                done(f.result())
 
 
 def load_embeddings(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

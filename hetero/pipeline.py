@@ -278,12 +278,7 @@ def run_demo(
     out = Path(out)
     ensure_writable_dir(out)
     split = load_split(cfg.data)
-    d = split.describe()
-    log(
-        f"hetero demo: dataset {cfg.data.dataset} at {cfg.data.image_size} px — {d['train_images']} training "
-        f"images of classes {d['train_classes']}; held-out classes {d['heldout_classes']}: "
-        f"{d['query_images']} queries, {d['gallery_images']} gallery images"
-    )
+    log(f"hetero demo: dataset {cfg.data.dataset} at {cfg.data.image_size} px — {split.to_text()}")
     seconds: dict[str, float] = {}
 
     def step(i: int, what: str, fn: Callable[[], Any]) -> Any:
@@ -335,15 +330,23 @@ def run_demo(
         export,
     )
     log("[5/6] verify: edge queries (torch and each executed artifact) and the control vs the cloud gallery …")
+    report, paths = _demo_report(cfg, out, split, results, threads)
+    log("[6/6] gate: hetero check on the candidate rows")
+    gate = evaluate(report, cfg.check, require_executed=cfg.check.require_executed)
+    return DemoResult(out, cloud, edge, results, export_failures, report, gate, paths, seconds)
+
+
+def _demo_report(
+    cfg: RunConfig, out: Path, split: OpenSetSplit, artifacts: list[Artifact], threads: int | None
+) -> tuple[Report, dict[str, Path]]:
+    """The demo's report (the BCT edge on torch and on each written artifact, the independent control) and its
+    fixture for mobile CI, both saved into `out`."""
     fx = cloud_fixture(cfg, out / "cloud", split, keep_gallery=True)
     candidates = [f"edge_bct={out / 'edge_bct'}"]
-    candidates += [f"edge_bct.{a.format}-{a.precision}={a.path}" for a in results if a.path]
+    candidates += [f"edge_bct.{a.format}-{a.precision}={a.path}" for a in artifacts if a.path]
     controls = [f"edge_independent={out / 'edge_independent'}"]
     report = compatibility_report(fx, open_producers(candidates, controls, threads=threads))
     report.verified_under = verified_under(cfg)
     fx.gallery_images = None
     fx.save(out / "fixture.safetensors")
-    paths = report.save(out)
-    log("[6/6] gate: hetero check on the candidate rows")
-    gate = evaluate(report, cfg.check, require_executed=cfg.check.require_executed)
-    return DemoResult(out, cloud, edge, results, export_failures, report, gate, paths, seconds)
+    return report, report.save(out)

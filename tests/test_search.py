@@ -14,8 +14,8 @@ from hetero.config import load_config, override
 from hetero.data.datasets import load_split
 from hetero.errors import InputError
 from hetero.models.checkpoint import load_checkpoint, save_checkpoint
-from hetero.models.mbnet import inherit_weights
 from hetero.models.registry import create_model, model_cost
+from hetero.models.weights import inherit_weights
 from hetero.spaces import InputSpec
 from hetero.training.search import sample_candidates, validation_split
 

@@ -65,3 +65,11 @@ def test_check_runs_without_torch(tiny, tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["passed"] and {r["runtime"] for r in out["report"]["rows"][1:]} == {"onnxruntime", "litert"}
+    # What only the full install can do says so in one line, exit 2 — never a ModuleNotFoundError traceback.
+    hetero = str(venv / "bin" / "hetero")
+    for argv in (["models"], ["check", "--fixture", str(fx), "--artifact", str(tiny.edge)]):
+        proc = subprocess.run([hetero, *argv], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2 and "needs the full install" in proc.stderr, proc.stderr[-1500:]
+        assert "Traceback" not in proc.stderr
+    env = subprocess.run([hetero, "env", "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert env.returncode == 0 and json.loads(env.stdout)["packages"]["torch"] is None

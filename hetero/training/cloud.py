@@ -27,12 +27,11 @@ from hetero.errors import InputError
 from hetero.io import atomic_dir, ensure_writable_dir, sha256_path
 from hetero.manifest import Manifest, load_manifest, write_manifest
 from hetero.spaces import INPUT_NAME, OUTPUT_NAME, EmbeddingSpace, InputSpec
+from hetero.training.lineage import ROLE, SPACE_KEY, is_imported_cloud, require_imported_cloud
 from hetero.training.teacher import CheckpointTeacher, ClassPrototypes, Teacher
 
 MODEL_NAME = "model.onnx"
-ROLE = "cloud"  # extra["role"] of an imported cloud unit
 _INNER_PREFIX = "user_"  # names of the user's graph inside the wrapped one
-SPACE_KEY = "hetero.space_id"
 # RGB -> grey for a grey-scale cloud (ITU-R BT.601 luma, what PIL's convert("L") computes).
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -106,10 +105,50 @@ def _to_onnx(model: Path, workdir: Path, pre: Preprocessing) -> Path:
     return out
 
 
+def _preprocess_model(pre: Preprocessing, user: Any) -> Any:
+    """The graph before the user's: uint8 NHWC RGB pixels -> float, luma (grey networks) or channel order, layout,
+    (x/255 - mean)/std -> `net_in`, at the user's opset and IR version."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = pre.channels
+    mean = np.array(pre.mean, np.float32)
+    std = np.array(pre.std, np.float32)
+    c = (1, k, 1, 1) if pre.layout == "NCHW" else (1, 1, 1, k)
+    nodes = [helper.make_node("Cast", [INPUT_NAME], ["px"], to=TensorProto.FLOAT)]
+    x = "px"
+    if k == 1:  # luma: [n, h, w, 3] @ [3, 1] -> [n, h, w, 1]
+        nodes.append(helper.make_node("MatMul", [x, "luma"], ["px_grey"]))
+        x = "px_grey"
+    elif pre.channel_order == "BGR":
+        nodes.append(helper.make_node("Gather", [x, "bgr"], ["px_bgr"], axis=3))
+        x = "px_bgr"
+    if pre.layout == "NCHW":
+        nodes.append(helper.make_node("Transpose", [x], ["px_nchw"], perm=[0, 3, 1, 2]))
+        x = "px_nchw"
+    nodes += [
+        helper.make_node("Sub", [x, "mean255"], ["centred"]),
+        helper.make_node("Div", ["centred", "std255"], ["net_in"]),
+    ]
+    inits_pre = [
+        numpy_helper.from_array((mean * 255).reshape(c), "mean255"),
+        numpy_helper.from_array((std * 255).reshape(c), "std255"),
+        numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr"),
+        numpy_helper.from_array(LUMA.reshape(3, 1), "luma"),
+    ]
+    pixels = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", pre.height, pre.width, 3])
+    net_in = helper.make_tensor_value_info("net_in", TensorProto.FLOAT, None)
+    opset = next((o.version for o in user.opset_import if o.domain in ("", "ai.onnx")), 17)
+    return helper.make_model(
+        helper.make_graph(nodes, "hetero_preprocess", [pixels], [net_in], inits_pre),
+        opset_imports=[helper.make_opsetid("", opset)],
+        ir_version=user.ir_version,
+    )
+
+
 def _wrap(user: Any, pre: Preprocessing, normalize: bool, space_id: str) -> Any:
     """uint8 NHWC pixels -> float, channel order, (x/255 - mean)/std, layout -> the user's graph -> [L2]."""
     import onnx
-    from onnx import TensorProto, compose, helper, numpy_helper
+    from onnx import TensorProto, compose, helper
 
     if len(user.graph.input) - len({i.name for i in user.graph.initializer} & {i.name for i in user.graph.input}) != 1:
         raise InputError("the cloud model must have exactly one input (the image batch)")
@@ -137,47 +176,7 @@ def _wrap(user: Any, pre: Preprocessing, normalize: bool, space_id: str) -> Any:
     if out_dims:
         out_dims[0].ClearField("dim_value")
         out_dims[0].dim_param = "n"
-    mean = np.array(pre.mean, np.float32)
-    std = np.array(pre.std, np.float32)
-    c = (1, k, 1, 1) if pre.layout == "NCHW" else (1, 1, 1, k)
-    nodes = [helper.make_node("Cast", [INPUT_NAME], ["px"], to=TensorProto.FLOAT)]
-    x = "px"
-    if k == 1:  # luma: [n, h, w, 3] @ [3, 1] -> [n, h, w, 1]
-        nodes.append(helper.make_node("MatMul", [x, "luma"], ["px_grey"]))
-        x = "px_grey"
-    elif pre.channel_order == "BGR":
-        nodes.append(helper.make_node("Gather", [x, "bgr"], ["px_bgr"], axis=3))
-        x = "px_bgr"
-    if pre.layout == "NCHW":
-        nodes.append(
-            helper.make_node(
-                "Transpose",
-                [
-                    x,
-                ],
-                ["px_nchw"],
-                perm=[0, 3, 1, 2],
-            )
-        )
-        x = "px_nchw"
-    nodes += [
-        helper.make_node("Sub", [x, "mean255"], ["centred"]),
-        helper.make_node("Div", ["centred", "std255"], ["net_in"]),
-    ]
-    inits_pre = [
-        numpy_helper.from_array((mean * 255).reshape(c), "mean255"),
-        numpy_helper.from_array((std * 255).reshape(c), "std255"),
-        numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr"),
-        numpy_helper.from_array(LUMA.reshape(3, 1), "luma"),
-    ]
-    pixels = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", pre.height, pre.width, 3])
-    net_in = helper.make_tensor_value_info("net_in", TensorProto.FLOAT, None)
-    opset = next((o.version for o in user.opset_import if o.domain in ("", "ai.onnx")), 17)
-    pre_graph = helper.make_model(
-        helper.make_graph(nodes, "hetero_preprocess", [pixels], [net_in], inits_pre),
-        opset_imports=[helper.make_opsetid("", opset)],
-        ir_version=user.ir_version,
-    )
+    pre_graph = _preprocess_model(pre, user)
     user = compose.add_prefix(user, _INNER_PREFIX)
     merged = compose.merge_models(pre_graph, user, io_map=[("net_in", _INNER_PREFIX + user_in.name)])
     emb = merged.graph.output[0].name
@@ -300,28 +299,6 @@ def model_digest(model: Path) -> str:
     for f in files:
         h.update(f.relative_to(model.parent.resolve()).as_posix().encode() + b"\0" + sha256_path(f).encode() + b"\n")
     return h.hexdigest()
-
-
-def is_imported_cloud(m: Manifest) -> bool:
-    return m.extra.get("role") == ROLE and m.format == "onnx"
-
-
-def require_imported_cloud(path: Path, loaded: tuple[Manifest, Path] | None = None) -> tuple[Manifest, Path]:
-    """An imported cloud defines its space: the id names the user's file's hash, and the wrapped graph (whose sha256
-    the manifest verifies) carries the same id, so a manifest edited to claim another space is refused."""
-    import onnx
-
-    m, model_file = loaded if loaded is not None else load_manifest(path)
-    if not is_imported_cloud(m):
-        raise InputError(f"{path}: not an imported cloud unit (hetero cloud import)")
-    src = str(m.source.get("model_sha256", ""))
-    stamped = {p.key: p.value for p in onnx.load(str(model_file), load_external_data=False).metadata_props}
-    if len(src) != 64 or not m.space.id.endswith(f"@{src[:12]}") or stamped.get(SPACE_KEY) != m.space.id:
-        raise InputError(
-            f"{path}: space {m.space.id} is not the one this imported model was wrapped for "
-            f"({stamped.get(SPACE_KEY)!r}); import the cloud model again"
-        )
-    return m, model_file
 
 
 class ImportedCloudTeacher:

@@ -18,14 +18,36 @@ from hetero.manifest import Manifest, load_manifest
 from hetero.models.checkpoint import CLOUD_STAMP, OWN_SPACE, SPACE_STAMP, weights_stamp
 
 UPGRADE = "upgrade"
+ROLE = "cloud"  # extra["role"] of an imported cloud unit (hetero cloud import)
+SPACE_KEY = "hetero.space_id"  # the space an imported cloud's wrapped graph was made for, in its metadata
+
+
+def is_imported_cloud(m: Manifest) -> bool:
+    return m.extra.get("role") == ROLE and m.format == "onnx"
+
+
+def require_imported_cloud(path: Path, loaded: tuple[Manifest, Path] | None = None) -> tuple[Manifest, Path]:
+    """An imported cloud defines its space: the id names the user's file's hash, and the wrapped graph (whose sha256
+    the manifest verifies) carries the same id, so a manifest edited to claim another space is refused."""
+    import onnx
+
+    m, model_file = loaded if loaded is not None else load_manifest(path)
+    if not is_imported_cloud(m):
+        raise InputError(f"{path}: not an imported cloud unit (hetero cloud import)")
+    src = str(m.source.get("model_sha256", ""))
+    stamped = {p.key: p.value for p in onnx.load(str(model_file), load_external_data=False).metadata_props}
+    if len(src) != 64 or not m.space.id.endswith(f"@{src[:12]}") or stamped.get(SPACE_KEY) != m.space.id:
+        raise InputError(
+            f"{path}: space {m.space.id} is not the one this imported model was wrapped for "
+            f"({stamped.get(SPACE_KEY)!r}); import the cloud model again"
+        )
+    return m, model_file
 
 
 def require_cloud(m: Manifest, where: object, weights: Path | None = None) -> None:
     """A cloud is the model whose weights define the space id (`<name>-<model>@<sha256 of its weights>`): an edge
     trained into that space, an artifact or another cloud's checkpoint would embed the gallery with the wrong model.
     A cloud imported with `hetero cloud import` defines its space by its user file's hash (hetero.training.cloud)."""
-    from hetero.training.cloud import is_imported_cloud, require_imported_cloud
-
     if is_imported_cloud(m):
         require_imported_cloud(Path(str(where)))
         return

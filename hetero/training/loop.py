@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,78 @@ class TrainStep(nn.Module):
         return feats, emb, self.model.classifier(emb)
 
 
+@dataclass
+class _Run:
+    """What every step of one training run reads: the step module, objective, data, targets and the rank's slice."""
+
+    step: nn.Module
+    objective: CompatibilityObjective
+    x: torch.Tensor
+    y: torch.Tensor
+    pre: Preprocess
+    cfg: TrainConfig
+    targets: CloudTargets | OnlineTargets | None
+    previous: nn.Module | None
+    prev_pre: Preprocess | None
+    opt: torch.optim.Optimizer
+    sched: Any
+
+    def batch(self, gidx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One optimisation step on this rank's share of a global batch; returns [loss, *terms, 1] × images."""
+        n_rank, n_world = distributed.rank(), distributed.world()
+        cloud_emb = cloud_feats = None
+        if self.targets is not None:
+            views, cloud_emb, cloud_feats = self.targets.for_batch(gidx, gen)
+        else:
+            views = sample_views(gidx, len(self.x), gen, augment=self.cfg.augment, mix=self.cfg.mix)
+        mine = slice(n_rank, None, n_world)
+        idx, mine_views = gidx[mine], views[mine]
+        feats, emb, logits = self.step(render(self.pre, self.x, idx, mine_views))
+        prev_emb = None
+        if self.previous is not None:  # the released model on the same views, at its own compute size
+            with torch.no_grad():
+                prev_emb = features_and_embedding(self.previous, render(self.prev_pre, self.x, idx, mine_views))[1]
+        mixed = mine_views.blended
+        batch = Batch(
+            emb,
+            logits,
+            self.y[idx],
+            None if cloud_emb is None else cloud_emb[mine],
+            partner_labels=self.y[mine_views.partner] if mixed else None,
+            lam=mine_views.lam if mixed else None,
+            features=feats,
+            cloud_features=None if cloud_feats is None else cloud_feats[mine],
+            previous_embedding=prev_emb,
+        )
+        loss, parts = self.objective(batch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return torch.tensor([float(loss.detach()), *parts.values(), 1.0], dtype=torch.float64) * len(idx)
+
+    def epoch(self, epoch: int, gen: torch.Generator) -> dict[str, Any]:
+        """One pass over a seeded permutation; the epoch's mean loss terms, reduced over ranks."""
+        t0, sums = time.perf_counter(), torch.zeros(len(self.objective.terms) + 2, dtype=torch.float64)
+        n_world = distributed.world()
+        for gidx in torch.randperm(len(self.x), generator=gen).split(self.cfg.batch_size):
+            if len(gidx) < 2 * n_world:
+                continue  # a ragged last batch too small to give every rank two images (BatchNorm needs them)
+            sums += self.batch(gidx, gen)
+        if n_world > 1:
+            torch.distributed.all_reduce(sums)
+        n_seen = float(sums[-1])
+        if n_seen == 0:
+            raise InputError(f"epoch {epoch + 1} trained on no batch: batch_size {self.cfg.batch_size} is too small")
+        if not torch.isfinite(sums).all():  # all ranks see the same reduced sums, so all stop together
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1}: the loss is not finite (lr {self.cfg.lr:g}); "
+                "nothing was written for this epoch"
+            )
+        means = dict(zip(["loss", *self.objective.terms.keys()], (sums[:-1] / n_seen).tolist(), strict=True))
+        return {"epoch": epoch + 1, **means, "images": int(n_seen), "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def fit(
     model: nn.Module,
     objective: CompatibilityObjective,
@@ -67,9 +140,6 @@ def fit(
     batch, so the effective batch and schedule do not depend on the number of processes.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
-    pre = Preprocess(spec, getattr(model, "resolution", None))
-    prev_pre = Preprocess(spec, getattr(previous, "resolution", None)) if previous is not None else None
-    x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     params = list({id(p): p for p in params}.values())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -81,70 +151,22 @@ def fit(
     state_path = state_dir / "state.pt" if state_dir is not None else None
     if resume and state_path is not None and state_path.is_file():
         history = _load_state(state_path, fingerprint, model, opt, sched, gen)
-    n_rank, n_world = distributed.rank(), distributed.world()
     step = TrainStep(model)
-    if n_world > 1:
+    if distributed.world() > 1:
         step = DDP(step, find_unused_parameters=not objective.uses_own_classifier)
+    run = _Run(
+        step, objective, torch.from_numpy(train.images), torch.from_numpy(train.labels),
+        Preprocess(spec, getattr(model, "resolution", None)), cfg, targets, previous,
+        Preprocess(spec, getattr(previous, "resolution", None)) if previous is not None else None, opt, sched,
+    )  # fmt: skip
     model.train()
     if cfg.qat:
         freeze_batchnorm(model)  # normalise as deployed: the rounded weights are learned against running statistics
-    bar = tqdm(
-        range(len(history), cfg.epochs),
-        desc=desc,
-        disable=not (progress and distributed.is_main()),
-        leave=False,
-        unit="epoch",
-        initial=len(history),
-        total=cfg.epochs,
-    )
+    show = progress and distributed.is_main()
+    bar = tqdm(range(len(history), cfg.epochs), desc=desc, disable=not show, leave=False, unit="epoch",
+               initial=len(history), total=cfg.epochs)  # fmt: skip
     for epoch in bar:
-        t0, sums = time.perf_counter(), torch.zeros(len(objective.terms) + 2, dtype=torch.float64)
-        for gidx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
-            if len(gidx) < 2 * n_world:
-                continue  # a ragged last batch too small to give every rank two images (BatchNorm needs them)
-            cloud_emb = cloud_feats = None
-            if targets is not None:
-                views, cloud_emb, cloud_feats = targets.for_batch(gidx, gen)
-            else:
-                views = sample_views(gidx, len(train), gen, augment=cfg.augment, mix=cfg.mix)
-            mine = slice(n_rank, None, n_world)
-            idx = gidx[mine]
-            mine_views = views[mine]
-            feats, emb, logits = step(render(pre, x_all, idx, mine_views))
-            prev_emb = None
-            if previous is not None:  # the released model on the same views, at its own compute size
-                with torch.no_grad():
-                    prev_emb = features_and_embedding(previous, render(prev_pre, x_all, idx, mine_views))[1]
-            mixed = mine_views.blended
-            batch = Batch(
-                emb,
-                logits,
-                y_all[idx],
-                None if cloud_emb is None else cloud_emb[mine],
-                partner_labels=y_all[mine_views.partner] if mixed else None,
-                lam=mine_views.lam if mixed else None,
-                features=feats,
-                cloud_features=None if cloud_feats is None else cloud_feats[mine],
-                previous_embedding=prev_emb,
-            )
-            loss, parts = objective(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            sums += torch.tensor([float(loss.detach()), *parts.values(), 1.0], dtype=torch.float64) * len(idx)
-        if n_world > 1:
-            torch.distributed.all_reduce(sums)
-        n_seen = float(sums[-1])
-        if n_seen == 0:
-            raise InputError(f"epoch {epoch + 1} trained on no batch: batch_size {cfg.batch_size} is too small")
-        if not torch.isfinite(sums).all():  # all ranks see the same reduced sums, so all stop together
-            raise DivergenceError(
-                f"training diverged in epoch {epoch + 1}: the loss is not finite (lr {cfg.lr:g}); "
-                "nothing was written for this epoch"
-            )
-        means = dict(zip(["loss", *objective.terms.keys()], (sums[:-1] / max(n_seen, 1.0)).tolist(), strict=True))
-        row = {"epoch": epoch + 1, **means, "images": int(n_seen), "seconds": round(time.perf_counter() - t0, 3)}
+        row = run.epoch(epoch, gen)
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if state_path is not None and distributed.is_main():

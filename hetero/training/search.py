@@ -282,24 +282,12 @@ def search(
     base = base_model(cfg, str(cm.model["name"]))
     ensure_writable_dir(out)
     weights = dict(loss_weights if loss_weights is not None else cfg.edge.loss_weights)
-    stamp = {"config": _config_hash(cfg, cm.sha256, weights), "base": base}
-    stamp_path = out / "search-config.json"
-    if stamp_path.is_file() and read_json(stamp_path, "search stamp") != stamp:
-        raise InputError(f"{out} holds a search with another config, cloud or objective: use a new --out")
-    atomic_write_json(stamp_path, stamp)
-
+    _claim(out, {"config": _config_hash(cfg, cm.sha256, weights), "base": base})
     spec = cm.input
     cloud_macs = int(cm.model["macs"])
     budget = int(scfg.budget_macs * cloud_macs)
-    fits, measured = None, {}
-    if scfg.budget_ms > 0:
-        if latency is None:
-            raise InputError("[search] budget_ms needs a latency measure (hetero.devices.bench.graph_latency_ms)")
-
-        def fits(cand: Candidate, model: torch.nn.Module) -> bool:
-            graph = EmbeddingGraph(model.eval(), spec).eval()
-            measured[cand.key] = latency(graph, scfg.latency_threads, scfg.latency_format)
-            return measured[cand.key] <= scfg.budget_ms
+    measured: dict[str, float] = {}
+    fits = _latency_fits(scfg, spec, latency, measured)
 
     say(f"sampling candidates: {scfg.candidates} in {scfg.min_budget_share:g}-1x of {budget / 1e6:.1f} M MACs")
     candidates = sample_candidates(scfg, base, budget, cfg.space.dim, spec.height, fits=fits)
@@ -341,11 +329,39 @@ def search(
     if not _is_final(final, best):
         say(f"best: {best.candidate.describe()}; retraining on every training identity")
         run(best.candidate, cfg.edge.epochs, split, final)
+    return _save_result(out, trials, full, best, final, cloud_macs, budget)
+
+
+def _claim(out: Path, stamp: dict[str, Any]) -> None:
+    """Mark `out` as this search's (config, cloud, objective, base); a directory of another search is refused."""
+    stamp_path = out / "search-config.json"
+    if stamp_path.is_file() and read_json(stamp_path, "search stamp") != stamp:
+        raise InputError(f"{out} holds a search with another config, cloud or objective: use a new --out")
+    atomic_write_json(stamp_path, stamp)
+
+
+def _latency_fits(scfg, spec, latency: Latency | None, measured: dict[str, float]):
+    """With [search] budget_ms, the check each drawn candidate must pass (its measured latency kept in `measured`)."""
+    if scfg.budget_ms <= 0:
+        return None
+    if latency is None:
+        raise InputError("[search] budget_ms needs a latency measure (hetero.devices.bench.graph_latency_ms)")
+
+    def fits(cand: Candidate, model: torch.nn.Module) -> bool:
+        graph = EmbeddingGraph(model.eval(), spec).eval()
+        measured[cand.key] = latency(graph, scfg.latency_threads, scfg.latency_format)
+        return measured[cand.key] <= scfg.budget_ms
+
+    return fits
+
+
+def _save_result(out: Path, trials, full, best, final: Path, cloud_macs: int, budget: int) -> SearchResult:
+    """The result with its Pareto front, written as JSON and plotted."""
     front = pareto_front([(float(t.macs), t.val_recall_at_1) for t in full])
+    retrain = float(read_json(final / "manifest.json", "manifest")["extra"]["train_seconds"])
     result = SearchResult(
         trials, best, final, cloud_macs, budget, pareto=[full[i].key for i in front],
-        seconds=sum(t.seconds for t in trials) + float(read_json(final / "manifest.json", "manifest")["extra"]
-                                                       ["train_seconds"]),
+        seconds=sum(t.seconds for t in trials) + retrain,
     )  # fmt: skip
     atomic_write_json(out / RESULT, result.to_json())
     from hetero.release.plots import search_trials

@@ -54,7 +54,7 @@ def transfer_images(
 def inherit_from_cloud(model: nn.Module, name: str, cloud: nn.Module | None, manifest: Manifest | None) -> None:
     """Start an edge member from the fine-tuned cloud (first blocks, leading channels, its embedding head): it begins
     near the function it has to match instead of at ImageNet features plus a random head."""
-    from hetero.models.mbnet import inherit_weights
+    from hetero.models.weights import inherit_weights
 
     if cloud is None or manifest is None:
         raise InputError("inherit_cloud = true needs the cloud checkpoint: pass --cloud")

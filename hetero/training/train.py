@@ -126,8 +126,9 @@ def train(
         notes.append(f"space.dim {cfg.space.dim} -> {teacher.space.dim}, the cloud's")
         cfg = override(cfg, space={"dim": teacher.space.dim})
     _require_cloud_settings(role, tcfg, teacher, weights, active)
-    split = split or load_split(cfg.data)
-    say(split.to_text())
+    if split is None:  # loaded here (the CLI path): show which identities are held out before any training
+        split = load_split(cfg.data)
+        say(split.to_text())
     for note in notes:
         say(f"note: {note}")
     prepared = _prepare_cloud(cfg, tcfg, weights, active, teacher, split, progress)
