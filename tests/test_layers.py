@@ -110,3 +110,21 @@ def test_the_checker_sees_a_circle_and_an_upward_import(monkeypatch):
     monkeypatch.setitem(GRAPH, "hetero.release.metrics", GRAPH["hetero.release.metrics"] | {"hetero.export.validate"})
     with pytest.raises(AssertionError, match="upward imports"):
         test_dependencies_point_down()
+
+
+def test_modules_and_functions_stay_readable():
+    """The layout's promise: no module in hetero/ over 400 lines, no function anywhere over 80 (the parser tables
+    of the CLI's `register` functions are data, and exempt)."""
+    long_modules = [
+        (str(p.relative_to(REPO)), n)
+        for p in (REPO / "hetero").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    ]
+    assert not long_modules, long_modules
+    long_functions = [
+        (m, node.name, node.end_lineno - node.lineno + 1)
+        for m, path in _modules().items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 80 and node.name != "register"
+    ]
+    assert not long_functions, long_functions
