@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hetero.errors import InputError
+from hetero.kinds import Format
 from hetero.manifest import Manifest, load_manifest
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -282,7 +283,7 @@ def graph_latency_ms(graph: Any, threads: int = 1, fmt: str = "onnx") -> float:
     from hetero.export.formats import BuildRequest
     from hetero.timing import repeated_ms
 
-    if fmt not in ("onnx", "tflite"):
+    if fmt not in (Format.ONNX, Format.TFLITE):
         raise InputError(f"latency is measured on onnx or tflite (runtimes that execute here), not {fmt!r}")
     mod = FORMAT_MODULES[fmt]
     spec = graph.input_spec

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hetero.export.scopes import cut, onnx_ops, tflite_ops
+from hetero.kinds import Format
 from hetero.timing import repeated_ms
 
 GEMM_N = 256
@@ -99,7 +100,7 @@ def bare_call(model_file: Path, fmt: str, shape: tuple[int, ...], threads: int) 
     """One call of the bare network on the artifact's runtime at `threads`, on random activations of the compute
     resolution (float NCHW for ONNX, NHWC for TFLite); None when it cannot be cut out."""
     rng = np.random.default_rng(0)
-    if fmt == "onnx":
+    if fmt == Format.ONNX:
         cut = bare_onnx(model_file)
         if cut is None:
             return None
@@ -111,7 +112,7 @@ def bare_call(model_file: Path, fmt: str, shape: tuple[int, ...], threads: int) 
         sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         x = {name: rng.standard_normal(shape).astype(_input_dtype(graph, name))}
         return lambda: sess.run(None, x)
-    if fmt == "tflite":
+    if fmt == Format.TFLITE:
         flat = bare_tflite(model_file)
         if flat is None:
             return None

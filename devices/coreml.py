@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from hetero.devices.base import ArtifactRuntime
 from hetero.export import coreml as _format
+from hetero.kinds import Runtime
 
 
 class CoreMLRuntime(ArtifactRuntime):
-    name = "coreml"
+    name = Runtime.COREML
     format_module = _format

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from hetero.devices.base import ArtifactRuntime
 from hetero.export import tflite as _format
+from hetero.kinds import Runtime
 
 
 class LiteRTRuntime(ArtifactRuntime):
-    name = "litert"
+    name = Runtime.LITERT
     format_module = _format

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hetero.devices.base import Runtime
 from hetero.errors import InputError
+from hetero.kinds import Format
 from hetero.manifest import load_manifest
 
 
@@ -17,15 +18,15 @@ def load(path: Path, threads: int | None = None) -> Runtime:
         from hetero.devices.reference import TorchRuntime
 
         return TorchRuntime(path)
-    if manifest.format == "onnx":
+    if manifest.format == Format.ONNX:
         from hetero.devices.ort import OnnxRuntime
 
         return OnnxRuntime(path, threads)
-    if manifest.format == "tflite":
+    if manifest.format == Format.TFLITE:
         from hetero.devices.litert import LiteRTRuntime
 
         return LiteRTRuntime(path, threads)
-    if manifest.format == "coreml":
+    if manifest.format == Format.COREML:
         from hetero.devices.coreml import CoreMLRuntime
 
         return CoreMLRuntime(path, threads)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from hetero.devices.base import ArtifactRuntime
 from hetero.export import onnx as _format
+from hetero.kinds import Runtime
 
 
 class OnnxRuntime(ArtifactRuntime):
-    name = "onnxruntime"
+    name = Runtime.ONNXRUNTIME
     format_module = _format

@@ -10,12 +10,13 @@ import torch
 
 from hetero.batching import embed_batches
 from hetero.devices.base import check_pixels
+from hetero.kinds import Runtime
 from hetero.models.checkpoint import load_checkpoint
 from hetero.models.registry import EmbeddingGraph
 
 
 class TorchRuntime:
-    name = "torch"
+    name = Runtime.TORCH
 
     def __init__(self, path: Path):
         model, self.manifest = load_checkpoint(path)

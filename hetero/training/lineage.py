@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hetero.errors import InputError
+from hetero.kinds import Format
 from hetero.manifest import Manifest, load_manifest
 from hetero.models.checkpoint import CLOUD_STAMP, OWN_SPACE, SPACE_STAMP, weights_stamp
 
@@ -23,7 +24,7 @@ SPACE_KEY = "hetero.space_id"  # the space an imported cloud's wrapped graph was
 
 
 def is_imported_cloud(m: Manifest) -> bool:
-    return m.extra.get("role") == ROLE and m.format == "onnx"
+    return m.extra.get("role") == ROLE and m.format == Format.ONNX
 
 
 def require_imported_cloud(path: Path, loaded: tuple[Manifest, Path] | None = None) -> tuple[Manifest, Path]:
