@@ -245,3 +245,20 @@ def test_the_guides_link_only_to_what_exists_and_every_result_is_indexed():
     index = (repo / "benchmarks" / "results" / "README.md").read_text()
     results = sorted(p.name for p in (repo / "benchmarks" / "results").glob("*.md") if p.name != "README.md")
     assert [r for r in results if f"]({r})" not in index] == []
+
+
+def test_json_file_output_never_takes_a_commands_json_input():
+    """`--json X.json` names the output file, except for commands whose inputs are JSON files (report, sign), where
+    it stays the switch: the input is read, never overwritten."""
+    from hetero.cli.common import json_argv
+
+    assert json_argv(["check", "--report", "r.json", "--json", "out.json"])[-3:] == [
+        "--json",
+        "--json-file",
+        "out.json",
+    ]
+    assert json_argv(["sign", "--json", "runs/report.json", "--key", "k"]) == [
+        "sign", "--json", "runs/report.json", "--key", "k"
+    ]  # fmt: skip
+    assert json_argv(["report", "--json", "bench.json", "--out", "p"])[:3] == ["report", "--json", "bench.json"]
+    assert json_argv(["report", "bench.json", "--json=plots.json"])[-2:] == ["--json-file", "plots.json"]

@@ -29,16 +29,25 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
         print(document if args.json else text, flush=True)
 
 
+# Commands whose own inputs are JSON files (`hetero report RESULT.json`, `hetero sign REPORT.json`): there a
+# `--json X.json` keeps meaning the switch, so an input is never taken for the output and overwritten.
+READS_JSON = ("report", "sign")
+
+
 def json_argv(argv: list[str]) -> list[str]:
     """`--json FILE.json` and `--json=FILE` name a file, as --junit and --markdown do; a bare `--json` is stdout.
-    (A value is taken only when it ends in .json, so `hetero fixture info --json FIXTURE` still reads FIXTURE.)"""
+    (A value is taken only when it ends in .json, so `hetero fixture info --json FIXTURE` still reads FIXTURE, and
+    never for the commands that read JSON files.)"""
+    command = next((a for a in argv if not a.startswith("-")), "")
     out: list[str] = []
     i = 0
     while i < len(argv):
         a = argv[i]
         if a.startswith("--json="):
             out += ["--json", "--json-file", a.split("=", 1)[1]]
-        elif a == "--json" and i + 1 < len(argv) and argv[i + 1].lower().endswith(".json"):
+        elif (
+            a == "--json" and command not in READS_JSON and i + 1 < len(argv) and argv[i + 1].lower().endswith(".json")
+        ):
             out += ["--json", "--json-file", argv[i + 1]]
             i += 1
         else:
