@@ -262,3 +262,9 @@ def test_json_file_output_never_takes_a_commands_json_input():
     ]  # fmt: skip
     assert json_argv(["report", "--json", "bench.json", "--out", "p"])[:3] == ["report", "--json", "bench.json"]
     assert json_argv(["report", "bench.json", "--json=plots.json"])[-2:] == ["--json-file", "plots.json"]
+
+
+def test_a_json_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["env", f"--json={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "--json" in err and "is a directory" in err and len(err.strip().splitlines()) == 1

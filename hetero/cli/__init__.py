@@ -34,7 +34,7 @@ from hetero.cli import (
     train,
     verify,
 )
-from hetero.cli.common import CHECK_SCHEMA, EPILOG_EXIT, json_argv
+from hetero.cli.common import CHECK_SCHEMA, EPILOG_EXIT, json_argv, output_file
 from hetero.errors import GateFailure, HeteroError
 
 # In the order `hetero --help` lists them: the pipeline's stages first, then tools.
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        output_file(args.json_file, "--json")  # every command can write its JSON to a file: checked before work
         return args.func(args)
     except ModuleNotFoundError as e:
         root = (e.name or "").split(".")[0]

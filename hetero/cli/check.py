@@ -16,6 +16,7 @@ from hetero.cli.common import (
     check_thresholds,
     emit,
     index_spec,
+    output_file,
     run_config,
     trusted_keys,
 )
@@ -24,7 +25,7 @@ from hetero.errors import GateFailure, InputError
 
 def run(args: argparse.Namespace) -> int:
     from hetero.errors import NotExecutedError
-    from hetero.io import atomic_write_text, ensure_writable_dir
+    from hetero.io import atomic_write_text
     from hetero.pipeline import check, cloud_fixture
     from hetero.release.report import Report
 
@@ -40,11 +41,8 @@ def run(args: argparse.Namespace) -> int:
             "give exactly one of: --report REPORT.json | --fixture FIXTURE --artifact A | "
             "--cloud CHECKPOINT --artifact A | --cloud CHECKPOINT --upgrade V2"
         )
-    for flag, out in (("--junit", args.junit), ("--markdown", args.markdown)):
-        if out is not None:
-            if Path(out).is_dir():
-                raise InputError(f"{flag} {out} is a directory; give the file to write")
-            ensure_writable_dir(Path(out).parent)
+    output_file(args.junit, "--junit")
+    output_file(args.markdown, "--markdown")
     remote = None
     if getattr(args, "remote", None):
         from hetero.devices.remote import SSHHost

@@ -34,6 +34,17 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 READS_JSON = ("report", "sign")
 
 
+def output_file(path: Path | None, flag: str) -> None:
+    """Refuse an output a command could not write — a directory, an unwritable folder — before any work is done."""
+    if path is None:
+        return
+    from hetero.io import ensure_writable_dir
+
+    if Path(path).is_dir():
+        raise InputError(f"{flag} {path} is a directory; give the file to write")
+    ensure_writable_dir(Path(path).parent)
+
+
 def json_argv(argv: list[str]) -> list[str]:
     """`--json FILE.json` and `--json=FILE` name a file, as --junit and --markdown do; a bare `--json` is stdout.
     (A value is taken only when it ends in .json, so `hetero fixture info --json FIXTURE` still reads FIXTURE, and
