@@ -69,6 +69,25 @@ class SpaceConfig:
 
 
 @dataclass(frozen=True)
+class TransferSource:
+    """One source of unlabeled transfer images (hetero.data.transfer): a registry set such as "emoji_unlabeled", a
+    folder (images at any depth) or a .csv / .jsonl manifest (a path column). `cap` keeps at most that many (0 = all),
+    chosen by a hash of each image's id: an even sample of every subfolder, whatever order the files are listed in.
+    In a config: `transfer = ["emoji_unlabeled", {source = "/usr/share/openclipart/png", cap = 4000}]`."""
+
+    source: str = ""
+    cap: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cap < 0:
+            raise ConfigError(f"transfer cap must be 0 (all) or positive; got {self.cap}")
+
+    @classmethod
+    def from_str(cls, value: str) -> TransferSource:
+        return cls(source=value)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: str = "hnet_cloud"
     epochs: int = 15
@@ -89,7 +108,11 @@ class TrainConfig:
     cache_cloud: bool = True  # false: run the frozen cloud model every step instead (for cost comparisons)
     inherit_cloud: bool = False  # edge: start from the cloud checkpoint's weights where shapes allow (same family)
     share_cloud_head: bool = False  # edge: the cloud checkpoint's embedding head, frozen (equal feature widths)
-    transfer: str = ""  # edge: unlabeled images added for the cloud-comparing terms (e.g. "emoji_unlabeled")
+    # edge: unlabeled images for the cloud-comparing terms, from a list of sources (TransferSource; a plain string is
+    # one source). A transfer image whose decoded pixels equal a held-out image's, or whose cloud embedding has cosine
+    # above transfer_max_cosine with a held-out image's, is dropped (counted in the checkpoint manifest).
+    transfer: tuple[TransferSource, ...] = ()
+    transfer_max_cosine: float = 0.95
     mix: float = 0.0  # share of augmented views that blend two training images (mixup), cached views included
     init: str = ""  # start from this checkpoint's weights (same model and classes), e.g. to fine-tune it
     qat: bool = False  # quantisation-aware: fine-tune `init` through int8 rounding (hetero.training.qat)
@@ -125,6 +148,11 @@ class TrainConfig:
             raise ConfigError(f"prototypes must be classifier or embeddings; got {self.prototypes!r}")
         if self.cloud_views < 1:
             raise ConfigError(f"cloud_views must be at least 1; got {self.cloud_views}")
+        empty = [i for i, t in enumerate(self.transfer) if not t.source]
+        if empty:
+            raise ConfigError(f"transfer[{empty[0]}] names no source (a registry set, a folder or a manifest)")
+        if not -1.0 <= self.transfer_max_cosine <= 1.0:
+            raise ConfigError(f"transfer_max_cosine is a cosine, between -1 and 1; got {self.transfer_max_cosine}")
 
 
 @dataclass(frozen=True)
@@ -208,6 +236,11 @@ class SearchConfig:
     budget_ms: float = 0.0  # > 0: also a latency budget, batch-1 fp32 measured here for each draw that fits the MACs
     latency_format: str = "onnx"  # the runtime that measures it: onnx (onnxruntime) or tflite (LiteRT)
     latency_threads: int = 1
+    # How the proxy's candidates are proposed: "evolution" (aging evolution seeded with every registry member and
+    # the config's own edge; hetero.training.evolve) or "random" (independent draws inside the budget).
+    strategy: str = "evolution"
+    population: int = 8  # evolution: candidates alive at once (the oldest dies when a child is born)
+    tournament: int = 3  # evolution: candidates drawn per tournament; the best of them is the parent
     candidates: int = 12  # candidates ranked by the proxy
     max_draws: int = 5000  # random draws allowed to find them
     proxy_epochs: int = 3  # the proxy: this many epochs of the edge's own training
@@ -225,6 +258,12 @@ class SearchConfig:
             )
         if self.latency_format not in ("onnx", "tflite"):
             raise ConfigError(f"search latency_format must be onnx or tflite; got {self.latency_format!r}")
+        if self.strategy not in ("evolution", "random"):
+            raise ConfigError(f"search strategy must be evolution or random; got {self.strategy!r}")
+        if self.population < 1 or self.tournament < 1:
+            raise ConfigError(
+                f"search population and tournament must be >= 1; got {self.population}, {self.tournament}"
+            )
         small = {k: getattr(self, k) for k in ("candidates", "proxy_epochs", "top", "validation_classes")}
         bad = [k for k, v in small.items() if v < 1]
         if bad or self.top > self.candidates or self.latency_threads < 1 or self.budget_ms < 0:
@@ -267,6 +306,8 @@ class RunConfig:
 def _coerce(value: Any, tp: Any, key: str, base: Any = None) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and hasattr(tp, "from_str"):  # a one-key table's shorthand, e.g. a transfer source
+            return tp.from_str(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
         return from_dict(tp, value, prefix=f"{key}.", base=base)
@@ -276,9 +317,11 @@ def _coerce(value: Any, tp: Any, key: str, base: Any = None) -> Any:
             return None
         return _coerce(value, args[0], key)
     if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if isinstance(value, str) and hasattr(inner, "from_str"):  # one item instead of a list; "" = none
+            value = [value] if value else []
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
-        inner = typing.get_args(tp)[0]
         return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):

@@ -188,3 +188,92 @@ def _search_table() -> dict:
     import tomllib
 
     return tomllib.loads(SEARCH_TOML)["search"]
+
+
+def _lite_space(budget_share: float = 0.1, resolutions=(48, 64)):
+    from hetero.models.mbnet import VARIANTS
+    from hetero.training import evolve
+
+    scfg = override(load_config(), search={"widths": [0.5, 0.75, 1.0], "kernels": [3, 5], "expands": [3, 4, 6],
+                                           "resolutions": list(resolutions)}).search  # fmt: skip
+    cloud_macs = VARIANTS["efficientnet_lite2"].macs(96, 128)
+    budget = int(budget_share * cloud_macs)
+    return evolve.make_space(scfg, "efficientnet_lite2", int(0.6 * budget), budget, 128, 96)
+
+
+def test_evolution_is_seeded_with_every_member_and_the_hand_set_shape_inside_the_budget():
+    from hetero.models.mbnet import VARIANTS
+    from hetero.training import evolve
+    from hetero.training.candidates import Candidate
+
+    space = _lite_space()
+    assert space.resolutions == (48, 52, 56, 60, 64)  # every 4 px between the listed extremes
+    assert set(space.members) == {n for n, v in VARIANTS.items() if v.base == "lite"}
+    hand = Candidate(VARIANTS["efficientnet_lite0_075"].arch(), 52, "efficientnet_lite0_075")
+    seeds = evolve.seed_shapes(space, [hand])
+    assert seeds[0] == hand  # a person's pick is always in the first population
+    assert all(space.low <= space.macs(c) <= space.high for c in seeds)
+    members = {c.model for c in seeds}
+    assert {"efficientnet_lite0_050", "efficientnet_lite0_075"} <= members  # slim members fit 1/10 of Lite2
+    for c in seeds[1:]:  # each member at its largest resolution inside the window
+        bigger = [r for r in space.resolutions if r > c.resolution]
+        assert not bigger or space.macs(Candidate(c.arch, bigger[0], c.model)) > space.high
+    too_big = Candidate(VARIANTS["efficientnet_lite2"].arch(), 64, "efficientnet_lite2")
+    assert too_big not in evolve.seed_shapes(space, [too_big])
+
+
+def test_evolution_climbs_from_a_persons_pick_where_random_draws_do_not():
+    """The search's point: a shape a few genes from the hand-set one scores best (a stand-in score, the number of
+    genes away from it). Evolution seeded with the hand-set shape gets closer than it started and closer than as many
+    random draws; every child is new and inside the budget; the same seed proposes the same children. (On a score
+    spread evenly over all ~30 genes, 40 random draws do better than 40 evolved ones: evolution refines a good start,
+    it does not replace breadth — benchmarks/results/arch_search_evolution.md.)"""
+    from hetero.models.mbnet import VARIANTS
+    from hetero.training import evolve
+    from hetero.training.candidates import Candidate, sample_candidates
+
+    space = _lite_space()
+    hand = Candidate(VARIANTS["efficientnet_lite0_075"].arch(), 52, "efficientnet_lite0_075")
+    goal = {k: list(v) for k, v in hand.arch.items()}
+    goal["width"][5], goal["kernel"][4], goal["depth"][3] = 1.0, 3, 1
+    target = Candidate(goal, 48, hand.model)
+    assert space.admits(target)
+
+    def score(c, macs=0):  # genes away from the target (smaller is better)
+        d = sum(a != b for k in c.arch for a, b in zip(c.arch[k], target.arch[k], strict=True))
+        return (d + abs(c.resolution - target.resolution) / 4 + (c.model != target.model),)
+
+    seeds = evolve.seed_shapes(space, [hand])
+    first = evolve.evolve(space, seeds, 40, score, population=8, sample=3, seed=0)
+    again = evolve.evolve(space, seeds, 40, score, population=8, sample=3, seed=0)
+    assert [c.key for c in first] == [c.key for c in again] and len({c.key for c in first}) == 40
+    assert all(space.low <= space.macs(c) <= space.high for c in first)
+    cfg = override(load_config(), search={"widths": [0.5, 0.75, 1.0], "kernels": [3, 5], "expands": [3, 4, 6],
+                                          "resolutions": [48, 52, 56, 60, 64], "candidates": 40,
+                                          "min_budget_share": 0.6}).search  # fmt: skip
+    drawn = [c for c, _ in sample_candidates(cfg, "efficientnet_lite2", space.high, 128, 96)]
+    best = min(score(c) for c in first)
+    assert best < score(hand) and best < min(score(c) for c in drawn)
+
+
+def test_mutation_changes_a_few_genes_and_crossover_mixes_stages():
+    import numpy as np
+
+    from hetero.models.mbnet import VARIANTS
+    from hetero.training import evolve
+    from hetero.training.candidates import Candidate
+
+    space = _lite_space()
+    rng = np.random.default_rng(3)
+    parent = Candidate(VARIANTS["efficientnet_lite0_075"].arch(), 52, "efficientnet_lite0_075")
+    for _ in range(200):
+        child = evolve.mutate(parent, space, rng)
+        diffs = sum(a != b for k in parent.arch for a, b in zip(parent.arch[k], child.arch[k], strict=True))
+        diffs += (child.resolution != parent.resolution) + (child.model != parent.model)
+        assert diffs <= 4  # 1 + a geometric count, at most 3 more
+        assert (child.resolution - parent.resolution) % 4 == 0 and child.resolution in space.resolutions
+        assert all(w in space.widths for w in child.arch["width"]) and child.model in space.members
+    other = Candidate(VARIANTS["efficientnet_lite0_050"].arch(), 64, "efficientnet_lite0_050")
+    mixed = evolve.crossover(parent, other, np.random.default_rng(0))
+    for k in parent.arch:
+        assert all(m in (a, b) for m, a, b in zip(mixed.arch[k], parent.arch[k], other.arch[k], strict=True))

@@ -176,19 +176,11 @@ def emoji_unlabeled(image_size: int, heldout: tuple[int, ...]) -> np.ndarray:
 TRANSFER_SETS["emoji_unlabeled"] = ("emoji", emoji_unlabeled)
 
 
-def load_transfer(name: str, cfg: DataConfig, heldout: tuple[int, ...]) -> np.ndarray:
-    if name not in TRANSFER_SETS:
-        raise InputError(f"unknown transfer set {name!r} (available: {', '.join(sorted(TRANSFER_SETS))})")
-    dataset, loader = TRANSFER_SETS[name]
-    if dataset != cfg.dataset:
-        raise InputError(f"transfer set {name!r} belongs with dataset {dataset!r}, not {cfg.dataset!r}")
-    return loader(cfg.image_size, heldout)
-
-
-def with_unlabeled(train: ImageSet, images: np.ndarray) -> ImageSet:
+def with_unlabeled(train: ImageSet, images: np.ndarray, ids: np.ndarray | None = None) -> ImageSet:
     """Append unlabeled images (label -1: no class term reads them)."""
     labels = np.concatenate([train.labels, np.full(len(images), -1, np.int64)])
-    return ImageSet(np.concatenate([train.images, images]), labels)
+    both = None if train.ids is None or ids is None else np.concatenate([train.ids.astype(str), ids.astype(str)])
+    return ImageSet(np.concatenate([train.images, images]), labels, ids=both)
 
 
 def load_dataset(name: str, image_size: int, cfg: DataConfig | None = None) -> ImageSet:

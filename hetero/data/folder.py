@@ -61,35 +61,47 @@ class DiskImages:
     source_images: int  # records found before decoding
 
 
-def scan(source: Path) -> list[Record]:
-    """The records of a folder or a manifest file, in a stable order (sorted by path for folders)."""
+def scan(source: Path, *, labelled: bool = True) -> list[Record]:
+    """The records of a folder or a manifest file, in a stable order (sorted by path for folders).
+
+    `labelled=False` reads unlabeled images (transfer sets): every image at any depth of a folder, or a manifest
+    whose `label` column is optional."""
     source = Path(source)
     if source.is_dir():
-        return _scan_folder(source)
+        return _scan_folder(source) if labelled else _scan_tree(source, source)
     if not source.exists():
         raise InputError(f"image source not found: {source}")
     if source.suffix.lower() == ".csv":
-        return _read_manifest(source, _csv_rows(source))
+        return _read_manifest(source, _csv_rows(source), labelled)
     if source.suffix.lower() == ".jsonl":
-        return _read_manifest(source, _jsonl_rows(source))
-    raise InputError(f"{source}: an image source is a folder (root/<class>/...) or a .csv / .jsonl manifest")
+        return _read_manifest(source, _jsonl_rows(source), labelled)
+    kind = "root/<class>/..." if labelled else "of images at any depth"
+    raise InputError(f"{source}: an image source is a folder ({kind}) or a .csv / .jsonl manifest")
 
 
 def _scan_folder(root: Path) -> list[Record]:
-    """`root/<class>/**`: directory symlinks are not followed (a link loop cannot recurse), file links are read."""
+    """`root/<class>/**`: each class folder's images at any depth."""
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise InputError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
-    records = []
-    for d in classes:
-        for dirpath, dirnames, filenames in os.walk(d, followlinks=False):
-            dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
-            for name in sorted(filenames):
-                if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
-                    p = Path(dirpath) / name
-                    records.append(Record(p, d.name, id=p.relative_to(root).as_posix()))
+    records = [r for d in classes for r in _scan_tree(d, root, label=d.name, required=False)]
     if not records:
         raise InputError(f"{root}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES)})")
+    return records
+
+
+def _scan_tree(top: Path, root: Path, label: str = "", required: bool = True) -> list[Record]:
+    """The images under `top`, ids relative to `root`: directory symlinks are not followed (a link loop cannot
+    recurse), file links are read; hidden files and folders are skipped."""
+    records = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+        for name in sorted(filenames):
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                p = Path(dirpath) / name
+                records.append(Record(p, label, id=p.relative_to(root).as_posix()))
+    if required and not records:
+        raise InputError(f"{top}: no images at any depth ({', '.join(IMAGE_SUFFIXES)})")
     return records
 
 
@@ -117,15 +129,15 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
         yield n, row
 
 
-def _read_manifest(path: Path, rows: Iterator[tuple[int, dict]]) -> list[Record]:
+def _read_manifest(path: Path, rows: Iterator[tuple[int, dict]], labelled: bool = True) -> list[Record]:
     records, seen = [], {}
     for n, row in rows:
         get = {k: ("" if v is None else str(v).strip()) for k, v in row.items() if k is not None}
         unknown = sorted(set(get) - {"path", "label", "role", "domain", "id"})
         if unknown:
             raise InputError(f"{path}:{n}: unknown column {unknown[0]!r} (columns: path, label, role, domain, id)")
-        if not get.get("path") or not get.get("label"):
-            raise InputError(f"{path}:{n}: every row needs a path and a label")
+        if not get.get("path") or (labelled and not get.get("label")):
+            raise InputError(f"{path}:{n}: every row needs a path" + (" and a label" if labelled else ""))
         if "\0" in get["path"]:
             raise InputError(f"{path}:{n}: the path holds a NUL byte, which no file name can")
         role = get.get("role", "")
@@ -137,7 +149,7 @@ def _read_manifest(path: Path, rows: Iterator[tuple[int, dict]]) -> list[Record]
         if rid in seen:
             raise InputError(f"{path}:{n}: id {rid!r} repeats line {seen[rid]} (ids must be unique)")
         seen[rid] = n
-        records.append(Record(p, get["label"], role, get.get("domain", ""), rid))
+        records.append(Record(p, get.get("label", ""), role, get.get("domain", ""), rid))
     if not records:
         raise InputError(f"{path}: the manifest lists no images")
     return records
@@ -206,22 +218,59 @@ def load_images(
     batch: int = 256,
 ) -> DiskImages:
     """Decode `source` (folder or manifest) into a memory-mapped cache and return it with its labels and records."""
+    records = scan(source)
+    images, kept, skipped = decode_records(
+        records, size, Path(source).name, cache_dir=cache_dir, workers=workers, progress=progress, batch=batch
+    )
+    _require_few_bad(source, skipped, len(records), max_bad_fraction)
+    if not kept:
+        raise InputError(f"{source}: none of the {len(records)} images could be decoded")
+    class_names = tuple(sorted({r.label for r in kept}))
+    cls = {c: i for i, c in enumerate(class_names)}
+    domain_names = tuple(sorted({r.domain for r in kept})) if any(r.domain for r in kept) else ()
+    dom = {d: i for i, d in enumerate(domain_names)}
+    return DiskImages(
+        images=images,
+        labels=np.array([cls[r.label] for r in kept], np.int64),
+        class_names=class_names,
+        roles=np.array([r.role for r in kept]),
+        domains=np.array([dom[r.domain] for r in kept], np.int64) if domain_names else None,
+        domain_names=domain_names,
+        ids=np.array([r.id for r in kept]),
+        skipped=skipped,
+        source_images=len(records),
+    )
+
+
+def decode_records(
+    records: list[Record],
+    size: int,
+    name: str,
+    *,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    batch: int = 256,
+) -> tuple[np.ndarray, list[Record], tuple[tuple[str, str], ...]]:
+    """Decode `records` once into a memory-mapped cache keyed by every record; a second call reads the cache.
+
+    Returns the pixels of the records that decoded (a read-only memory map), those records, and (path, reason) of
+    the ones that did not. Threads decode batch by batch straight into the file: the images are never all in memory.
+    """
     from tqdm.auto import tqdm
 
-    from hetero.io import atomic_write, atomic_write_text, cache_root
+    from hetero.io import atomic_write, atomic_write_text, cache_root, read_json
 
-    records = scan(source)
-    key = records_key(records, size)
-    base = (cache_dir or cache_root()) / "images" / key
+    base = (cache_dir or cache_root()) / "images" / records_key(records, size)
     pixels_path, meta_path = base.with_suffix(".u8"), base.with_suffix(".json")
     if not (pixels_path.is_file() and meta_path.is_file()):
         pixels_path.parent.mkdir(parents=True, exist_ok=True)
         kept, skipped = [], []
         with atomic_write(pixels_path) as tmp:
-            out = np.memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), size, size, 3))
+            out = np.memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(1, len(records)), size, size, 3))
             with (
                 ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool,
-                tqdm(total=len(records), desc=f"decode {Path(source).name}", disable=not progress, unit="img") as bar,
+                tqdm(total=len(records), desc=f"decode {name}", disable=not progress, unit="img") as bar,
             ):
                 for s in range(0, len(records), batch):
                     chunk = records[s : s + batch]
@@ -235,31 +284,14 @@ def load_images(
             out.flush()
             del out
             os.truncate(tmp, len(kept) * size * size * 3)  # skipped images leave the tail unused
-        meta = {"kept": kept, "skipped": skipped, "records": len(records)}
-        atomic_write_text(meta_path, json.dumps(meta))
-    from hetero.io import read_json
-
+        atomic_write_text(meta_path, json.dumps({"kept": kept, "skipped": skipped, "records": len(records)}))
     meta = read_json(meta_path, "image cache record")
-    _require_few_bad(source, meta["skipped"], meta["records"], max_bad_fraction)
     kept = [records[i] for i in meta["kept"]]
-    if not kept:
-        raise InputError(f"{source}: none of the {len(records)} images could be decoded")
-    images = np.memmap(pixels_path, dtype=np.uint8, mode="r", shape=(len(kept), size, size, 3))
-    class_names = tuple(sorted({r.label for r in kept}))
-    cls = {c: i for i, c in enumerate(class_names)}
-    domain_names = tuple(sorted({r.domain for r in kept})) if any(r.domain for r in kept) else ()
-    dom = {d: i for i, d in enumerate(domain_names)}
-    return DiskImages(
-        images=images,
-        labels=np.array([cls[r.label] for r in kept], np.int64),
-        class_names=class_names,
-        roles=np.array([r.role for r in kept]),
-        domains=np.array([dom[r.domain] for r in kept], np.int64) if domain_names else None,
-        domain_names=domain_names,
-        ids=np.array([r.id for r in kept]),
-        skipped=tuple((p, why) for p, why in meta["skipped"]),
-        source_images=meta["records"],
-    )
+    if kept:
+        images = np.memmap(pixels_path, dtype=np.uint8, mode="r", shape=(len(kept), size, size, 3))
+    else:
+        images = np.zeros((0, size, size, 3), np.uint8)
+    return images, kept, tuple((p, why) for p, why in meta["skipped"])
 
 
 def _require_few_bad(source: Path, skipped: list, total: int, limit: float) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from hetero.batching import embed_batches
-from hetero.config import RunConfig, SearchConfig, override, to_dict
+from hetero.config import RunConfig, override, to_dict
 from hetero.data.datasets import OpenSetSplit, load_dataset, open_set_split
 from hetero.errors import InputError
 from hetero.io import atomic_write_json, atomic_write_text, ensure_writable_dir, parse_json, read_json
@@ -38,32 +38,12 @@ from hetero.models.checkpoint import load_checkpoint
 from hetero.models.registry import MODELS, EmbeddingGraph, create_model
 from hetero.release.metrics import retrieval_metrics
 from hetero.release.plots import pareto_front
+from hetero.training.candidates import Candidate, sample_candidates
 
 TRIALS = "trials.jsonl"
 Latency = Callable[[EmbeddingGraph, int, str], float]  # (deployable graph, threads, format) -> batch-1 ms
 RESULT = "search.json"
 BEST = "best"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One sub-network: per-stage width multipliers, repeats, kernel sizes, and the compute resolution."""
-
-    arch: dict[str, list]
-    resolution: int
-
-    @property
-    def key(self) -> str:
-        text = json.dumps({"arch": self.arch, "resolution": self.resolution}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-    def describe(self) -> str:
-        a = self.arch
-        e = f" e{''.join(map(str, a['expand']))}" if "expand" in a else ""
-        return (
-            f"{self.resolution}px w{'/'.join(f'{w:g}' for w in a['width'])} "
-            f"d{''.join(map(str, a['depth']))} k{''.join(map(str, a['kernel']))}{e}"
-        )
 
 
 @dataclass
@@ -83,13 +63,14 @@ class Trial:
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["candidate"] = {"arch": self.candidate.arch, "resolution": self.candidate.resolution}
+        d["candidate"] = self.candidate.to_json()
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Trial:
         """A logged trial, its types checked (TypeError/ValueError otherwise): ranking compares these numbers."""
-        t = cls(**{**d, "candidate": Candidate(d["candidate"]["arch"], int(d["candidate"]["resolution"]))})
+        c = d["candidate"]
+        t = cls(**{**d, "candidate": Candidate(c["arch"], int(c["resolution"]), str(c.get("model", "")))})
         numbers = (t.macs_ratio, t.val_recall_at_1, t.val_edge_to_edge, t.val_cosine, t.seconds)
         if t.stage not in ("proxy", "full") or not isinstance(t.key, str) or not isinstance(t.macs, int):
             raise TypeError("stage, key or macs of the wrong kind")
@@ -129,70 +110,6 @@ def base_model(cfg: RunConfig, cloud_model: str) -> str:
         reshapable = ", ".join(sorted(n for n, e in MODELS.items() if e.reshapable))
         raise InputError(f"search base {name!r} is not a reshapable member; set [search] base (one of: {reshapable})")
     return name
-
-
-def sample_candidates(
-    scfg: SearchConfig,
-    base: str,
-    budget_macs: int,
-    embed_dim: int,
-    input_size: int,
-    *,
-    fits: Callable[[Candidate, torch.nn.Module], bool] | None = None,
-) -> list[tuple[Candidate, int]]:
-    """`scfg.candidates` distinct candidates whose MACs lie in [min_budget_share, 1] x budget (seeded), with MACs;
-    the resolutions take turns (one that yields nothing for a while leaves the rotation).
-
-    Depth ranges over 1..the base's repeats per stage and kernels over the allowed sizes up to the base's own, so
-    every candidate is a sub-network of the base and inherits all its weights. MACs are counted from the stage
-    table (no network is built per draw); `fits` may refuse more (latency) and gets the built candidate.
-    """
-    from hetero.models.mbnet import VARIANTS
-
-    variant = VARIANTS[base]
-    full = variant.arch()
-    widths = sorted(scfg.widths)
-    rng = np.random.default_rng(scfg.seed)
-    resolutions = list(scfg.resolutions) or [input_size]
-    out: dict[str, tuple[Candidate, int]] = {}
-    # Drawn freely, the budget would keep mostly the lowest resolution (large shapes fit only there).
-    active, misses, patience = list(resolutions), 0, max(50, scfg.max_draws // (2 * len(resolutions)))
-    for _ in range(scfg.max_draws):
-        draw = {
-            "width": [float(rng.choice([w for w in widths if w <= top] or [min(widths)])) for top in full["width"]],
-            "depth": [int(rng.integers(1, d + 1)) for d in full["depth"]],
-            "kernel": [int(rng.choice([k for k in scfg.kernels if k <= top] or [top])) for top in full["kernel"]],
-        }
-        if scfg.expands:  # a stage without expansion (ratio 1) keeps it: its block has no expand layer to cut
-            draw["expand"] = [top if top == 1 else int(rng.choice([e for e in scfg.expands if e <= top] or [top]))
-                              for top in full["expand"]]  # fmt: skip
-        turn = active[len(out) % len(active)]
-        shape = variant.with_arch(draw)
-        cand = Candidate(shape.arch(), int(turn))
-        try:
-            macs = shape.macs(cand.resolution, embed_dim) if cand.key not in out else -1
-        except InputError:
-            macs = -1
-        ok = scfg.min_budget_share * budget_macs <= macs <= budget_macs
-        if ok and fits is not None:
-            model = create_model(base, embed_dim=embed_dim, num_classes=2, resolution=cand.resolution, arch=cand.arch)
-            ok = fits(cand, model)
-        if not ok:
-            misses += 1
-            if misses >= patience and len(active) > 1:
-                active.remove(turn)
-                misses = 0
-            continue
-        misses = 0
-        out[cand.key] = (cand, macs)
-        if len(out) == scfg.candidates:
-            break
-    if len(out) < min(2, scfg.candidates):
-        raise InputError(
-            f"the search space has fewer than 2 candidates between {scfg.min_budget_share:g}x and 1x the budget "
-            f"({budget_macs / 1e6:.2f} M MACs) after {scfg.max_draws} draws: widen widths/resolutions or the budget"
-        )
-    return list(out.values())
 
 
 def validation_split(cfg: RunConfig, split: OpenSetSplit) -> OpenSetSplit:
@@ -289,24 +206,22 @@ def search(
     measured: dict[str, float] = {}
     fits = _latency_fits(scfg, spec, latency, measured)
 
-    say(f"sampling candidates: {scfg.candidates} in {scfg.min_budget_share:g}-1x of {budget / 1e6:.1f} M MACs")
-    candidates = sample_candidates(scfg, base, budget, cfg.space.dim, spec.height, fits=fits)
     val = validation_split(cfg, split)
     scorer = ValidationScorer(cloud_model, cm, val)
     log = out / TRIALS
     trials = _read_trials(log)
-    done = {(t.stage, t.key) for t in trials}
+    done = {(t.stage, t.key): t for t in trials}
     atomic_write_text(log, "".join(json.dumps(t.to_json(), sort_keys=True) + "\n" for t in trials))
 
     def run(cand: Candidate, epochs: int, on: OpenSetSplit, dest: Path) -> float:
-        edge = {"model": base, "arch": cand.arch, "resolution": cand.resolution, "epochs": epochs}
+        edge = {"model": cand.model or base, "arch": cand.arch, "resolution": cand.resolution, "epochs": epochs}
         t0 = time.perf_counter()
         train("edge", override(cfg, edge=edge), dest, cloud=cloud, loss_weights=weights, split=on, progress=False)
         return time.perf_counter() - t0
 
-    def trial(stage: str, cand: Candidate, macs: int, epochs: int, i: int, n: int) -> None:
+    def trial(stage: str, cand: Candidate, macs: int, epochs: int, i: int, n: int) -> Trial:
         if (stage, cand.key) in done:
-            return
+            return done[stage, cand.key]
         say(f"{stage} {i}/{n}: {cand.describe()} ({macs / cloud_macs:.3f}x cloud MACs), {epochs} epochs")
         dest = out / stage / cand.key
         seconds = run(cand, epochs, val, dest)
@@ -316,9 +231,14 @@ def search(
         trials.append(t)
         with log.open("a", encoding="utf-8") as f:
             f.write(json.dumps(t.to_json(), sort_keys=True) + "\n")
+        return t
 
-    for i, (cand, macs) in enumerate(candidates, 1):
-        trial("proxy", cand, macs, scfg.proxy_epochs, i, len(candidates))
+    proxies = _propose(cfg, base, budget, spec.height, fits, say)
+    if isinstance(proxies, list):
+        for i, (cand, macs) in enumerate(proxies, 1):
+            trial("proxy", cand, macs, scfg.proxy_epochs, i, len(proxies))
+    else:
+        proxies(lambda cand, macs, i: _proxy_rank(trial("proxy", cand, macs, scfg.proxy_epochs, i, scfg.candidates)))
     ranked = sorted((t for t in trials if t.stage == "proxy"), key=_proxy_rank)
     top = [(t.candidate, t.macs) for t in ranked[: scfg.top]]
     for i, (cand, macs) in enumerate(top, 1):
@@ -330,6 +250,46 @@ def search(
         say(f"best: {best.candidate.describe()}; retraining on every training identity")
         run(best.candidate, cfg.edge.epochs, split, final)
     return _save_result(out, trials, full, best, final, cloud_macs, budget)
+
+
+def _propose(cfg: RunConfig, base: str, budget: int, size: int, fits, say):
+    """The proxy's candidates: a list drawn at random, or (evolution) a function that proposes and scores them."""
+    scfg = cfg.search
+    say(f"{scfg.strategy} search: {scfg.candidates} candidates in {scfg.min_budget_share:g}-1x of "
+        f"{budget / 1e6:.1f} M MACs")  # fmt: skip
+    if scfg.strategy == "random":
+        return sample_candidates(scfg, base, budget, cfg.space.dim, size, fits=fits)
+    from hetero.training import evolve
+
+    space = evolve.make_space(scfg, base, int(scfg.min_budget_share * budget), budget, cfg.space.dim, size)
+    accept = None if fits is None else (lambda c: fits(c, _build(c, base, cfg.space.dim)))
+    seeds = evolve.seed_shapes(space, _hand_set(cfg, size), accept)
+    if len(seeds) < scfg.population:  # fill the first population with random shapes of the base
+        more = dataclasses.replace(scfg, candidates=scfg.population - len(seeds))
+        seeds += [c for c, _ in sample_candidates(more, base, budget, cfg.space.dim, size, fits=fits, at_least=0)]
+    say(f"seeds: {', '.join(c.describe() for c in seeds) or 'none inside the budget'}")
+
+    def run(score) -> None:
+        n = iter(range(1, scfg.candidates + 1))
+        evolve.evolve(space, seeds, scfg.candidates, lambda c, m: score(c, m, next(n)), accept=accept,
+                      population=scfg.population, sample=scfg.tournament, seed=scfg.seed)  # fmt: skip
+
+    return run
+
+
+def _hand_set(cfg: RunConfig, size: int) -> list[Candidate]:
+    """The config's own edge as a shape (when it is a reshapable member): a person's pick the search must beat."""
+    from hetero.models.mbnet import VARIANTS
+
+    e = cfg.edge
+    if e.model not in VARIANTS:
+        return []
+    arch = VARIANTS[e.model].with_arch({k: list(v) for k, v in e.arch.items()}).arch()
+    return [Candidate(arch, e.resolution or size, e.model)]
+
+
+def _build(cand: Candidate, base: str, dim: int) -> torch.nn.Module:
+    return create_model(cand.model or base, embed_dim=dim, num_classes=2, resolution=cand.resolution, arch=cand.arch)
 
 
 def _claim(out: Path, stamp: dict[str, Any]) -> None:
@@ -392,4 +352,9 @@ def _is_final(path: Path, best: Trial) -> bool:
     model = m.get("model") if isinstance(m, dict) else None
     if not isinstance(model, dict):
         return False
-    return model.get("arch") == best.candidate.arch and model.get("resolution") == best.candidate.resolution
+    same_member = not best.candidate.model or model.get("name") == best.candidate.model
+    return (
+        same_member
+        and model.get("arch") == best.candidate.arch
+        and model.get("resolution") == best.candidate.resolution
+    )

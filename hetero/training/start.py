@@ -13,7 +13,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hetero.config import DataConfig, RunConfig, TrainConfig, to_dict
-from hetero.data.datasets import ImageSet, OpenSetSplit, load_transfer
+from hetero.data.datasets import ImageSet, OpenSetSplit
+from hetero.data.transfer import TransferImages
 from hetero.errors import ConfigError, InputError, SpaceMismatchError
 from hetero.manifest import Manifest
 from hetero.models.checkpoint import load_checkpoint
@@ -40,15 +41,42 @@ def load_init(model: nn.Module, tcfg: TrainConfig, cloud: Manifest | None) -> di
 
 
 def transfer_images(
-    role: str, tcfg: TrainConfig, cfg: RunConfig, split: OpenSetSplit, objective: CompatibilityObjective
-) -> np.ndarray:
-    """Unlabeled images only feed terms that compare with the cloud's embedding; anything else is a config error."""
+    role: str,
+    tcfg: TrainConfig,
+    cfg: RunConfig,
+    split: OpenSetSplit,
+    objective: CompatibilityObjective,
+    teacher: Teacher,
+    spec: InputSpec,
+    progress: bool,
+) -> tuple[TransferImages, dict]:
+    """The edge's unlabeled transfer images with held-out duplicates dropped (hetero.data.transfer), and the record
+    the manifest keeps. Unlabeled images only feed terms that compare with the cloud's embedding; anything else is a
+    config error."""
+    from hetero.data.transfer import drop_heldout_duplicates, load_transfer
+
     if role != "edge" or not objective.needs_cloud_embedding:
+        names = ", ".join(t.source for t in tcfg.transfer)
         raise InputError(
-            f"transfer = {tcfg.transfer!r}: unlabeled images only feed an edge's cloud-embedding terms "
+            f"transfer = [{names}]: unlabeled images only feed an edge's cloud-embedding terms "
             "(regression_l2, regression_cosine, regression_features, contrastive, distillation)"
         )
-    return load_transfer(tcfg.transfer, cfg.data, split.heldout_classes)
+    found = load_transfer(tcfg.transfer, cfg.data, split.heldout_classes, progress)
+    heldout = np.concatenate([split.query.images, split.gallery.images])
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        return embed_clean(teacher, x, spec, progress, "cloud: transfer hygiene")
+
+    return drop_heldout_duplicates(found, heldout, embed, tcfg.transfer_max_cosine)
+
+
+def embed_clean(teacher: Teacher, images: np.ndarray, spec: InputSpec, progress: bool, desc: str) -> np.ndarray:
+    """The cloud's unit embeddings of clean (unaugmented) uint8 images, batch by batch."""
+    pre, out = Preprocess(spec, teacher.resolution), []
+    with torch.no_grad():
+        for s in tqdm(range(0, len(images), 64), desc=desc, disable=not progress, leave=False):
+            out.append(teacher.features_and_embedding(pre(torch.from_numpy(np.asarray(images[s : s + 64]))))[1])
+    return torch.cat(out).numpy() if out else np.zeros((0, teacher.embed_dim), np.float32)
 
 
 def inherit_from_cloud(model: nn.Module, name: str, cloud: nn.Module | None, manifest: Manifest | None) -> None:
@@ -103,9 +131,11 @@ def require_imported_cloud_fits(teacher: Teacher, cfg: RunConfig, tcfg: TrainCon
         raise InputError(f"the cloud takes {size[0]}x{size[1]} pixels; set data.image_size = {size[0]}")
     uses_rows = any(LOSS_TERMS[k].needs_cloud_embedding for k in active)
     if teacher.kind == "embeddings" and uses_rows and (tcfg.cloud_views > 1 or tcfg.mix > 0 or tcfg.transfer):
+        names = ", ".join(t.source for t in tcfg.transfer)
         raise ConfigError(
-            "an embedding-file cloud has one stored embedding per image: set cloud_views = 1, mix = 0 and no "
-            f"transfer set (got cloud_views {tcfg.cloud_views}, mix {tcfg.mix:g}, transfer {tcfg.transfer!r})"
+            "an embedding-file cloud has one stored embedding per image and no model to embed new ones: set "
+            f"cloud_views = 1, mix = 0 and no transfer sources (got cloud_views {tcfg.cloud_views}, mix "
+            f"{tcfg.mix:g}, transfer [{names}])"
         )
 
 
@@ -117,13 +147,9 @@ def prototypes_from_teacher(
 
     labels = torch.from_numpy(train_set.labels)
     rows = teacher.stored_rows(train_set.ids, "training images")
-    if rows is not None:
-        return prototypes_from_embeddings(torch.from_numpy(rows), labels, scale)
-    pre, x_all, out = Preprocess(spec, teacher.resolution), torch.from_numpy(np.asarray(train_set.images)), []
-    with torch.no_grad():
-        for s in tqdm(range(0, len(train_set), 64), desc="cloud prototypes", disable=not progress, leave=False):
-            out.append(teacher.features_and_embedding(pre(x_all[s : s + 64]))[1])
-    return prototypes_from_embeddings(torch.cat(out), labels, scale)
+    if rows is None:
+        rows = embed_clean(teacher, train_set.images, spec, progress, "cloud prototypes")
+    return prototypes_from_embeddings(torch.from_numpy(rows), labels, scale)
 
 
 def load_previous(tcfg: TrainConfig, weights: dict, cloud: Manifest | None) -> tuple[nn.Module, dict[str, str]]:

@@ -21,6 +21,7 @@ import torch
 
 from hetero.config import RunConfig, TrainConfig, override, space_name, to_dict
 from hetero.data.datasets import OpenSetSplit, load_split, with_unlabeled
+from hetero.data.transfer import transfer_line
 from hetero.errors import ConfigError, InputError
 from hetero.io import ensure_writable_dir
 from hetero.manifest import Manifest
@@ -136,9 +137,12 @@ def train(
     spec = input_spec_for(cfg, cloud_manifest.input if cloud_manifest else None)
     previous_model, previous_record = load_previous(tcfg, weights, cloud_manifest) if tcfg.previous else (None, {})
     model, init_record = _build_model(cfg, tcfg, split, teacher)
-    train_set = split.train
+    train_set, transfer_record = split.train, {}
     if tcfg.transfer:
-        train_set = with_unlabeled(train_set, transfer_images(role, tcfg, cfg, split, prepared.objective))
+        found, transfer_record = transfer_images(role, tcfg, cfg, split, prepared.objective, prepared.teacher, spec,
+                                                 progress)  # fmt: skip
+        say(transfer_line(transfer_record))
+        train_set = with_unlabeled(train_set, found.images, found.ids)
     targets, targets_record = None, {}
     if prepared.objective.needs_cloud_embedding:
         features = prepared.objective.needs_cloud_features
@@ -160,6 +164,7 @@ def train(
         return None
     records = {
         "unlabeled_images": len(train_set) - len(split.train),
+        "transfer": transfer_record,
         "cloud_targets": targets_record,
         "init": init_record,
         "prototypes": prepared.prototypes,
