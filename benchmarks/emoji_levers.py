@@ -131,10 +131,11 @@ def trained(out: Path, role: str, cfg: RunConfig, split, **kw) -> Path:
     mf = out / "manifest.json"
     if mf.is_file():
         done = json.loads(mf.read_text())["extra"]
-        same_train = {**to_dict(TrainConfig()), **done["train"], "loss_weights": {}} == {
-            **to_dict(tcfg),
-            "loss_weights": {},
-        }
+
+        def plain(d: dict) -> dict:  # as JSON holds it (tuples are lists)
+            return json.loads(json.dumps({**d, "loss_weights": {}}))
+
+        same_train = plain({**to_dict(TrainConfig()), **done["train"]}) == plain(to_dict(tcfg))
         if done.get("data") == to_dict(cfg.data) and same_train and done.get("loss_weights") == weights:
             print(f"reusing {out}", file=sys.stderr)
             return out
