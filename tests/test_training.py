@@ -514,7 +514,8 @@ def test_unlabeled_images_feed_only_the_cloud_terms(tiny, tmp_path, capsys, monk
 
     cfg = tmp_path / "c.toml"
     # cosine 1.0: no near-duplicate drop (in the tiny 16-d space, mirrored digits come within 0.95 of held-out ones)
-    cfg.write_text(tiny.config.read_text().replace("[edge]", '[edge]\ntransfer = "extra"\ntransfer_max_cosine = 1.0', 1))
+    edge = '[edge]\ntransfer = "extra"\ntransfer_max_cosine = 1.0'
+    cfg.write_text(tiny.config.read_text().replace("[edge]", edge, 1))
     argv = ("train", "edge", "--config", cfg, "--cloud", tiny.cloud, "--quiet")
     assert run_cli(*argv, "--objective", "l2", "--out", tmp_path / "x") == 2
     assert "transfer source 'extra' is neither a registry set (emoji_unlabeled)" in capsys.readouterr().err
