@@ -15,7 +15,8 @@ def run(args: argparse.Namespace) -> int:
     from hetero.training.search import search
 
     cfg = run_config(args)
-    table = {k: v for k, v in {"candidates": args.candidates, "top": args.top}.items() if v is not None}
+    given = {"candidates": args.candidates, "top": args.top, "strategy": args.strategy}
+    table = {k: v for k, v in given.items() if v is not None}
     if args.budget is not None:
         table["budget_macs"] = args.budget
     if table:
@@ -47,13 +48,16 @@ def register(add) -> None:
         "Search the edge's architecture: sub-networks of one reshapable member ([search] base, default the cloud's\n"
         "own) cut per stage — width multiplier, depth, depthwise kernel, expansion ratio — at a compute resolution,\n"
         "inheriting its weights. Candidates must spend between min_budget_share and 1 x budget_macs of the cloud's\n"
-        "MACs (and, with budget_ms, a latency measured on latency_format: onnx or tflite). Each is trained briefly\n"
-        "against the cached cloud views and ranked on validation identities: training identities held out of every\n"
-        "search training (never the held-out identities the gate measures). The top few are trained fully and\n"
-        "ranked by validation edge->cloud R@1; the best is retrained on every training identity into OUT/best, a\n"
-        "normal checkpoint (its manifest records the shape, so export, verify and check take it as is). Every trial\n"
-        "is appended to OUT/trials.jsonl: run the same command again to resume. OUT/search.json and OUT/search.png\n"
-        "hold the results and the Pareto plot. Settings: the config's [search] table.",
+        "MACs (and, with budget_ms, a latency measured on latency_format: onnx or tflite). They are proposed by\n"
+        "aging evolution (strategy = evolution): the first population is every registry member of the family at the\n"
+        "largest resolution inside the budget and the config's own [edge] shape, then children mutate or cross the\n"
+        "best of a tournament (resolutions in 4-px steps); strategy = random draws them independently. Each is\n"
+        "trained briefly against the cached cloud views and ranked on validation identities: training identities\n"
+        "held out of every search training (never the held-out identities the gate measures). The top few are\n"
+        "trained fully and ranked by validation edge->cloud R@1; the best is retrained on every training identity\n"
+        "into OUT/best, a normal checkpoint (its manifest records the shape, so export, verify and check take it as\n"
+        "is). Every trial is appended to OUT/trials.jsonl: run the same command again to resume. OUT/search.json\n"
+        "and OUT/search.png hold the results and the Pareto plot. Settings: the config's [search] table.",
         "examples:\n  hetero search --config emoji.toml --cloud runs/emoji/cloud --out runs/emoji/search\n"
         "  hetero search --cloud runs/x/cloud --out runs/x/search --budget 0.2 --candidates 8 --top 2 --json\n"
         "  hetero export --checkpoint runs/emoji/search/best --out runs/emoji/export",
@@ -64,4 +68,5 @@ def register(add) -> None:
     s.add_argument("--budget", type=float, help="override [search] budget_macs (share of the cloud's MACs)")
     s.add_argument("--candidates", type=int, help="override [search] candidates (ranked by the proxy)")
     s.add_argument("--top", type=int, help="override [search] top (trained fully)")
+    s.add_argument("--strategy", choices=("evolution", "random"), help="override [search] strategy")
     s.set_defaults(func=run)
