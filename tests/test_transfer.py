@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_a_cap_is_an_even_sample_whatever_the_listing_order():
 
 
 def test_sources_load_from_folders_at_any_depth_and_path_only_manifests(tiny, tmp_path):
-    cfg = load_config(tiny.config).data
+    cfg = dataclasses.replace(load_config(tiny.config).data, max_bad_fraction=0.5)
     rng = np.random.default_rng(0)
     for i in range(6):
         _save(
@@ -76,6 +77,8 @@ def test_sources_load_from_folders_at_any_depth_and_path_only_manifests(tiny, tm
     assert found.images.shape[1:] == (cfg.image_size, cfg.image_size, 3) and found.images.dtype == np.uint8
     assert len(found) == 6 + 2 + 3 - broken_taken
     assert list(found.source_of).count(1) == 2 and found.ids[6].startswith("list.jsonl:")
+    with pytest.raises(InputError, match=r"1 of 7 images cannot be decoded .* max_bad_fraction 0\.1"):
+        load_transfer([TransferSource(str(tmp_path / "art"))], dataclasses.replace(cfg, max_bad_fraction=0.1), ())
     with pytest.raises(InputError, match="neither a registry set"):
         load_transfer([TransferSource(str(tmp_path / "missing"))], cfg, ())
     with pytest.raises(InputError, match="no images at any depth"):

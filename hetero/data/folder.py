@@ -222,7 +222,7 @@ def load_images(
     images, kept, skipped = decode_records(
         records, size, Path(source).name, cache_dir=cache_dir, workers=workers, progress=progress, batch=batch
     )
-    _require_few_bad(source, skipped, len(records), max_bad_fraction)
+    require_few_bad(source, skipped, len(records), max_bad_fraction)
     if not kept:
         raise InputError(f"{source}: none of the {len(records)} images could be decoded")
     class_names = tuple(sorted({r.label for r in kept}))
@@ -294,7 +294,7 @@ def decode_records(
     return images, kept, tuple((p, why) for p, why in meta["skipped"])
 
 
-def _require_few_bad(source: Path, skipped: list, total: int, limit: float) -> None:
+def require_few_bad(source: Path, skipped: list, total: int, limit: float) -> None:
     if skipped and len(skipped) > limit * total:
         first = "; ".join(f"{Path(p).name} ({why})" for p, why in skipped[:3])
         raise InputError(

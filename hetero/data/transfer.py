@@ -83,12 +83,13 @@ def load_source(
             f"transfer source {src.source!r} is neither a registry set ({', '.join(sorted(TRANSFER_SETS))}) "
             "nor an existing folder or .csv / .jsonl manifest"
         )
-    from hetero.data.folder import decode_records, scan
+    from hetero.data.folder import decode_records, require_few_bad, scan
 
     records = scan(path, labelled=False)
     take = capped([r.id for r in records], src.cap)
     chosen = [records[i] for i in take]
     images, kept, skipped = decode_records(chosen, cfg.image_size, path.name, progress=progress)
+    require_few_bad(path, list(skipped), len(chosen), cfg.max_bad_fraction)  # the rule a training folder follows
     record = {
         "source": str(path),
         "kind": "folder" if path.is_dir() else "manifest",
