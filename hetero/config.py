@@ -356,7 +356,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = Non
 def load_config(path: Path | None = None) -> RunConfig:
     """Load a run config; `None` means the packaged default (digits)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    data = _read_toml(path, "config file")
+    data = read_toml(path, "config file")
     try:
         return from_dict(RunConfig, data)
     except ConfigError as e:
@@ -378,7 +378,7 @@ def override(cfg: RunConfig, **tables: dict[str, Any]) -> RunConfig:
     return from_dict(RunConfig, tables, base=cfg)
 
 
-def _read_toml(path: Path, what: str) -> dict[str, Any]:
+def read_toml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
@@ -389,43 +389,3 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def digest(cfg: RunConfig) -> str:
-    """sha256 of the whole run config as canonical JSON: names the config a report was verified under, so a check
-    with another config can say so (anyone can recompute it from the TOML with `load_config`)."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
-
-
-def verified_under(cfg: RunConfig, thresholds: CheckConfig | None = None) -> dict[str, Any]:
-    """What a report records about the rules it was measured for: the thresholds and the config's digest."""
-    return {"thresholds": to_dict(thresholds or cfg.check), "config_sha256": digest(cfg)}
-
-
-def read_policy(path: Path) -> tuple[dict[str, Any], tuple[Path, ...]]:
-    """A gate policy file: TOML with a [check] table and optionally `trust = ["key.pub", ...]` (public keys whose
-    signature fixtures and reports must carry; relative to the file). Returns the [check] keys it sets, validated
-    (unknown keys, wrong types and bad values refused), and the trusted key paths."""
-    path = Path(path)
-    data = _read_toml(path, "policy file")
-    if set(data) - {"check", "trust"}:
-        raise ConfigError(
-            f"{path}: a policy holds a [check] table and a trust list, found {sorted(set(data) - {'check', 'trust'})}"
-        )
-    trust = data.get("trust", [])
-    if not isinstance(trust, list) or not all(isinstance(t, str) and t for t in trust):
-        raise ConfigError(f"{path}: trust must be a list of public key paths")
-    table = data.get("check", {})
-    try:
-        from_dict(CheckConfig, table, prefix="check.")
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    return dict(table), tuple(path.parent / t for t in trust)
-
-
-def load_policy(path: Path) -> CheckConfig:
-    """A gate policy file's thresholds, every key it leaves out at its default."""
-    return from_dict(CheckConfig, read_policy(path)[0], prefix="check.")

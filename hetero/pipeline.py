@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hetero.export.artifact import Artifact
 
-from hetero.config import CheckConfig, RunConfig, from_dict, to_dict, verified_under
+from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
 from hetero.data.datasets import OpenSetSplit, load_split
 from hetero.devices.harness import (
     Producer,
@@ -29,6 +29,7 @@ from hetero.devices.harness import (
 from hetero.errors import InputError, NotExecutedError
 from hetero.io import ensure_writable_dir
 from hetero.manifest import Manifest
+from hetero.policy import verified_under
 from hetero.release.fixture import Fixture
 from hetero.release.gate import GateResult, evaluate
 from hetero.release.index import IndexSpec

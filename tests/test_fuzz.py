@@ -14,10 +14,11 @@ from conftest import make_fixture, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hetero.config import load_config, load_policy
+from hetero.config import load_config
 from hetero.errors import InputError
 from hetero.manifest import load_manifest
 from hetero.models.checkpoint import load_checkpoint
+from hetero.policy import load_policy
 from hetero.release.fixture import Fixture
 from hetero.release.report import Report
 

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 def _report_thresholds(args: argparse.Namespace, report, notes: list[str]):
     """A report is judged by the thresholds it was verified under; what changes them — --config, --policy, a flag —
     is applied and stated (text and JSON), never silent. A report too old to record them says so."""
-    from hetero.config import CheckConfig, digest, from_dict
+    from hetero.config import CheckConfig, from_dict
+    from hetero.policy import digest
 
     under = report.verified_under
     if under is None:

@@ -79,8 +79,9 @@ def check_thresholds(args: argparse.Namespace, fixture_thresholds: dict | None =
     an explicit --config's [check] over a report's, and flags override."""
     import dataclasses
 
-    from hetero.config import CheckConfig, from_dict, read_policy
+    from hetero.config import CheckConfig, from_dict
     from hetero.errors import ConfigError
+    from hetero.policy import read_policy
     from hetero.release.gate import tightened
 
     table = read_policy(args.policy)[0] if getattr(args, "policy", None) else {}
@@ -112,7 +113,7 @@ def signing_key(args: argparse.Namespace):
 
 def trusted_keys(args: argparse.Namespace) -> list:
     """Public keys from --trust and the --policy file's trust list: with any, fixtures and reports must be signed."""
-    from hetero.config import read_policy
+    from hetero.policy import read_policy
     from hetero.release.signing import load_public_key
 
     paths = list(getattr(args, "trust", None) or [])
