@@ -59,12 +59,22 @@ ARMS = {
 }
 
 
-def top1(cloud: Path, edge: Path, split) -> np.ndarray:
-    """Per held-out query: is the edge's top-1 answer in the cloud's gallery the right identity?"""
+def per_query(cloud: Path, edge: Path, split) -> tuple[np.ndarray, np.ndarray]:
+    """Per held-out query: is the edge's top-1 answer in the cloud's gallery the right identity, and the cosine
+    between the edge's and the cloud's embedding of the query (how closely the edge reproduces the cloud there)."""
     c, e = load(cloud), load(edge)
     g = c.embed(split.gallery.images)
     q = e.embed(split.query.images)
-    return retrieval_metrics(q, split.query.labels, g, split.gallery.labels, per_query=True)["top1_correct"]
+    ok = retrieval_metrics(q, split.query.labels, g, split.gallery.labels, per_query=True)["top1_correct"]
+    return ok, (q * c.embed(split.query.images)).sum(1)
+
+
+def paired_mean(diff: np.ndarray) -> tuple[float, float, float]:
+    """Mean of paired per-query differences with its Student-t 95% interval (not clipped: differences go both ways)."""
+    from scipy.special import stdtrit
+
+    half = float(stdtrit(len(diff) - 1, 0.975) * diff.std(ddof=1) / np.sqrt(len(diff)))
+    return float(diff.mean()), float(diff.mean()) - half, float(diff.mean()) + half
 
 
 def main() -> None:
@@ -96,7 +106,7 @@ def main() -> None:
                 "transfer": m.extra.get("transfer", {}),
                 "unlabeled_images": m.extra.get("unlabeled_images"),
                 "cloud_targets": m.extra.get("cloud_targets", {}),
-                "top1": top1(args.cloud, out, split).astype(int).tolist(),
+                **dict(zip(("top1", "cos_each"), (v.tolist() for v in per_query(args.cloud, out, split)), strict=True)),
                 **evaluate(args.cloud, out, split),
             }
             args.out.mkdir(parents=True, exist_ok=True)
@@ -111,28 +121,32 @@ def render(results: dict) -> str:
         "",
         "| run | what | seed | unlabeled images | dropped (exact / near) | edge MACs / cloud | cloud → cloud | "
         "edge → cloud | / cloud→cloud | edge → edge | cos train | cos held-out | Δ edge→cloud vs levers [95%] | "
-        "train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Δ cos held-out [95%] | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in sorted(results.items(), key=lambda kv: (kv[1]["seed"], list(ARMS).index(kv[1]["arm"]))):
         ref = results.get(f"levers-s{r['seed']}")
-        delta = "—"
+        delta = dcos = "—"
         if ref is not None and r["arm"] != "levers":
             # loss() is reference minus candidate; the table shows the gain (candidate minus reference)
             loss = PairedChange.from_outcomes(np.array(ref["top1"], bool), np.array(r["top1"], bool)).loss()
             delta = f"{-loss.value * 100:+.1f} pt [{-loss.high * 100:+.1f}, {-loss.low * 100:+.1f}]"
+            if "cos_each" in r and "cos_each" in ref:
+                m, lo, hi = paired_mean(np.array(r["cos_each"]) - np.array(ref["cos_each"]))
+                dcos = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         t = r.get("transfer") or {}
         dropped = f"{t.get('exact_duplicates', 0)} / {t.get('near_duplicates', 0)}" if t else "—"
         lines.append(
             f"| {key} | {r['what']} | {r['seed']} | {r['unlabeled_images']:,} | {dropped} | {r['macs_ratio']:.3f} | "
             f"{r['cloud_to_cloud']:.3f} | {r['edge_to_cloud']:.3f} | {r['edge_to_cloud'] / r['cloud_to_cloud']:.2f} "
-            f"| {r['edge_to_edge']:.3f} | {r['cos_train']:.3f} | {r['cos_query']:.3f} | {delta} | "
+            f"| {r['edge_to_edge']:.3f} | {r['cos_train']:.3f} | {r['cos_query']:.3f} | {delta} | {dcos} | "
             f"{r['train_seconds']:.0f} |"
         )
     lines += [
         "",
         "Δ: paired change of edge → cloud R@1 against `levers` of the same seed on the same 705 queries, with its",
         "exact 95% interval (a difference resolves when the interval excludes 0; 705 queries resolve ~0.6 points).",
+        "Δ cos held-out: paired mean change of cos(edge, cloud) over the same queries, Student-t 95% interval.",
         "Dropped: clip art removed by transfer hygiene as an exact (equal pixels) or near (cloud cosine above",
         "`transfer_max_cosine`) duplicate of a held-out image. Train seconds: training loop on 2 CPU cores, one run at",
         "a time (the cloud cache is not included).",
