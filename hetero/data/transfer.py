@@ -55,11 +55,11 @@ def hash_order(ids: Sequence[str]) -> np.ndarray:
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), np.int64)
 
 
-def capped(n_ids: Sequence[str], cap: int) -> np.ndarray:
+def capped(ids: Sequence[str], cap: int) -> np.ndarray:
     """Indices of the images a cap keeps (all when cap is 0), in their original order."""
-    if not cap or cap >= len(n_ids):
-        return np.arange(len(n_ids))
-    return np.sort(hash_order(n_ids)[:cap])
+    if not cap or cap >= len(ids):
+        return np.arange(len(ids))
+    return np.sort(hash_order(ids)[:cap])
 
 
 def load_source(
