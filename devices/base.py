@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +13,7 @@ import numpy as np
 from hetero.batching import embed_batches
 from hetero.errors import InputError
 from hetero.manifest import Manifest, load_manifest
+from hetero.timing import per_item_ms
 
 
 class Runtime(Protocol):
@@ -57,3 +59,11 @@ class ArtifactRuntime:
             "format": self.manifest.format,
             "precision": self.manifest.precision,
         }
+
+
+def timed_embed(rt: Runtime, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Embed one image per call, as a device does; returns embeddings and the median latency in ms."""
+    if hasattr(rt, "embed_timed"):
+        return rt.embed_timed(images)
+    rows, times = per_item_ms(lambda img: rt.embed(img[None])[0], images)
+    return np.stack(rows), statistics.median(times)

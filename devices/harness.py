@@ -10,7 +10,6 @@ cannot execute here (Core ML off macOS) is a row with status "not executed": ski
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import hetero.devices.base as base
 from hetero import __version__
 from hetero.data.datasets import ImageSet
+from hetero.devices.base import timed_embed
 from hetero.devices.loader import load
 from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
 from hetero.manifest import Manifest, load_manifest
@@ -28,7 +28,6 @@ from hetero.release.index import DENSE, GallerySearch, IndexSpec
 from hetero.release.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.release.report import Report, Row
 from hetero.release.stats import PairedChange, mean_interval
-from hetero.timing import per_item_ms
 from hetero.training.table import EmbeddingTable, is_embedding_cloud
 
 
@@ -117,14 +116,6 @@ def fixture_from_cloud(
         gallery_images=gallery.images if keep_gallery_images else None,
         **extra,
     )
-
-
-def timed_embed(rt: base.Runtime, images: np.ndarray) -> tuple[np.ndarray, float]:
-    """Embed one image per call, as a device does; returns embeddings and the median latency in ms."""
-    if hasattr(rt, "embed_timed"):
-        return rt.embed_timed(images)
-    rows, times = per_item_ms(lambda img: rt.embed(img[None])[0], images)
-    return np.stack(rows), statistics.median(times)
 
 
 def _check_producers(fx: Fixture, producers: list[Producer]) -> None:

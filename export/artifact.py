@@ -24,6 +24,7 @@ from hetero.export import coreml, onnx, tflite
 from hetero.export.formats import BuildRequest, FormatModule, Target, plan, target
 from hetero.export.metadata import camera_rule
 from hetero.export.prepare import prepare
+from hetero.export.requires import requirements
 from hetero.export.sensitivity import sweep
 from hetero.export.validate import Embeddings, require_resolvable, validate_parity
 from hetero.io import atomic_dir, path_size
@@ -287,6 +288,7 @@ def _build_unit(
             extra={
                 **facts,
                 "camera_to_input": camera_rule(ckpt.input),
+                "runtime_requirements": requirements(tmp / mod.FILE, str(t.format)),
                 "build_seconds": round(build_seconds, 2),
                 "size_bytes": path_size(tmp / mod.FILE),
             },

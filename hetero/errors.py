@@ -38,6 +38,13 @@ class NotExecutedError(HeteroError):
     """The runtime an artifact needs does not exist on this machine (Core ML off macOS). Never a pass."""
 
 
+class RuntimeFailure(HeteroError):
+    """A runtime could not load or run an artifact (an opset too new for it, an op it lacks): in a report, a failed
+    row carrying the runtime's message — the app shipping that runtime would fail the same way."""
+
+    exit_code = 1
+
+
 class GateFailure(HeteroError):
     """Measured and not good enough: exit 1. `failures` lists every failed rule."""
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
-import sys
 from importlib import metadata
-from pathlib import Path
 
 from hetero import __version__
 from hetero.cli.common import emit
+from hetero.cpu import CPU_FLAGS, cpu_info
 
 # What decides a number or a verdict: the runtimes that execute artifacts, the converters that write them, and the
 # libraries under the metrics. Listed whether or not installed (a missing runtime explains a "not executed").
@@ -24,29 +22,6 @@ DISTRIBUTIONS = (
     "onnxruntime", "ai-edge-litert", "coremltools", "torch", "onnx", "onnxscript", "onnxconverter-common",
     "litert-torch", "ai-edge-quantizer", "faiss-cpu", "numpy", "scipy", "safetensors", "cryptography",
 )  # fmt: skip
-# The instruction-set extensions that change which kernels run (and so the last digits of embeddings).
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp")
-
-
-def cpu_info() -> dict[str, object]:
-    """Model name, logical cores and the kernel-relevant feature flags of this machine."""
-    info: dict[str, object] = {"machine": platform.machine(), "cores": os.cpu_count() or 0}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        fields: dict[str, str] = {}
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-        info["model"] = fields.get("model name") or fields.get("Hardware") or fields.get("CPU part", "")
-        flags = set((fields.get("flags") or fields.get("Features") or "").split())
-        info["features"] = [f for f in CPU_FLAGS if f in flags]
-    elif sys.platform == "darwin":
-        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
-        info["model"] = out.stdout.strip()
-        info["features"] = []
-    return info
-
-
 def versions() -> dict[str, str | None]:
     """Installed version of each distribution that decides a number, None when it is not installed."""
     found: dict[str, str | None] = {}
