@@ -30,7 +30,7 @@ import torch
 from hetero.batching import embed_batches
 from hetero.config import DEFAULT_CONFIG, load_config, override
 from hetero.data.datasets import load_split
-from hetero.devices.harness import timed_embed
+from hetero.devices.base import timed_embed
 from hetero.devices.loader import load
 from hetero.errors import ParityError
 from hetero.export.artifact import FORMAT_MODULES, ExportData, deployable, weight_bits

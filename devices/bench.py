@@ -252,9 +252,7 @@ def bench(
 
 def _bench_remote(remote: Any, opened: list, threads: Sequence[int], timing: tuple, progress) -> list[BenchRow]:
     """Each unit uploaded once, then one worker per thread count; the remote temp directory is always removed."""
-    remote_dir = remote.run("mktemp", "-d").strip()
-    if not remote_dir.startswith("/"):
-        raise InputError(f"remote {remote.label}: mktemp returned {remote_dir!r}")
+    remote_dir = remote.mkdtemp()
     rows = []
     try:
         for i, (name, path, m, model_file) in enumerate(opened):
@@ -268,7 +266,7 @@ def _bench_remote(remote: Any, opened: list, threads: Sequence[int], timing: tup
                 out = json.loads(text.strip().splitlines()[-1])
                 rows.append(_row(name, path, m, model_file, remote.label, t, timing[3], out))
     finally:
-        remote.run("rm", "-rf", "--", remote_dir)
+        remote.remove(remote_dir)
     return rows
 
 

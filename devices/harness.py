@@ -18,10 +18,11 @@ import numpy as np
 
 import hetero.devices.base as base
 from hetero import __version__
+from hetero.cpu import cpu_tag
 from hetero.data.datasets import ImageSet
 from hetero.devices.base import timed_embed
 from hetero.devices.loader import load
-from hetero.errors import InputError, NotExecutedError, SpaceMismatchError
+from hetero.errors import InputError, NotExecutedError, RuntimeFailure, SpaceMismatchError
 from hetero.manifest import Manifest, load_manifest
 from hetero.release.fixture import Fixture
 from hetero.release.index import DENSE, GallerySearch, IndexSpec
@@ -36,12 +37,14 @@ class Producer:
     name: str
     kind: str  # "candidate" (gated, must share the cloud's space) | "control" (ungated) | "previous" (older release)
     manifest: Manifest
-    runtime: base.Runtime | None  # None: cannot execute here
+    runtime: base.Runtime | None  # None: cannot execute here, or refused before running (`failure`)
     skip_reason: str = ""
+    failure: str = ""  # the runtime could not load or run it (its message), or its version is below the minimum
 
 
 def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | None = None) -> Producer:
-    """`NAME=PATH` or `PATH` (the name is then the unit's directory name). `remote`: a hetero.devices.remote.SSHHost."""
+    """`NAME=PATH` or `PATH` (the name is then the unit's directory name). `remote`: a worker host —
+    hetero.devices.remote.SSHHost, or a runtime target's hetero.devices.targets.LocalHost."""
     name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
     p = Path(path)
     manifest, _ = load_manifest(p)  # sha256 verified before anything else
@@ -202,8 +205,11 @@ def compatibility_report(
     queries: dict[str, np.ndarray] = {}
     latency: dict[str, float] = {}
     for p in producers:
-        if p.runtime is not None:
-            queries[p.name], latency[p.name] = timed_embed(p.runtime, fx.probe_images)
+        if p.runtime is not None and not p.failure:
+            try:
+                queries[p.name], latency[p.name] = timed_embed(p.runtime, fx.probe_images)
+            except RuntimeFailure as e:  # the runtime version or CPU an app ships refused it: a failed row
+                p.failure = f"{p.runtime.name}: {e}"
     rows += _producer_rows(fx, producers, queries, latency, metrics, ref_ok)
     own: dict[str, np.ndarray] = {}  # producers' own embeddings of the gallery (when the gallery images are here)
     if fx.has_upgrade:
@@ -247,9 +253,10 @@ def _producer_rows(
     rows = []
     for p in producers:
         head = {"name": f"{p.name} → cloud", "query": p.name, "gallery": "cloud", "kind": p.kind}
-        if p.runtime is None:
+        if p.runtime is None or p.failure:
             rows.append(
-                Row(**head, runtime=p.manifest.format, status="not executed", note=p.skip_reason,
+                Row(**head, runtime=p.runtime.name if p.runtime is not None else p.manifest.format,
+                    status="failed" if p.failure else "not executed", note=p.failure or p.skip_reason,
                     n_query=len(labels), n_gallery=len(fx.gallery_labels))
             )  # fmt: skip
             continue
@@ -266,10 +273,11 @@ def _producer_rows(
             Row(
                 **head,
                 runtime=p.runtime.name,
+                cpu=p.runtime.info().get("cpu") or cpu_tag(),
                 **fields,
                 same_space=p.manifest.space.id == fx.space.id,
                 parity_min_cosine=_parity(p, producers, queries),
-                latency_ms=latency[p.name],
+                latency_ms=None if getattr(getattr(p.runtime, "host", None), "emulated", "") else latency[p.name],
                 **_flips(ref_ok, ok, labels),
                 **extra,
             )
@@ -377,6 +385,8 @@ def _parity(p: Producer, producers: list[Producer], queries: dict[str, np.ndarra
 def _describe(p: Producer) -> dict[str, Any]:
     m = p.manifest
     info = p.runtime.info() if p.runtime is not None else {"runtime": m.format, "status": "not executed"}
+    if p.failure:
+        info = {**info, "status": "failed", "failure": p.failure}
     return {
         **info,
         "kind": p.kind,

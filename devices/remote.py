@@ -166,7 +166,7 @@ class RemoteRuntime:
                 self._info = {
                     "remote_runtime": str(out["runtime"]),
                     "remote_version": str(out["version"]),
-                    "cpu": cpu_tag(cpu) + (f" (emulated: {self.host.emulated})" if self.host.emulated else "")
+                    "cpu": cpu_tag(cpu) + (f", emulated by {self.host.emulated}" if self.host.emulated else "")
                     if cpu
                     else "",
                 }

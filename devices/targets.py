@@ -84,7 +84,7 @@ class RuntimeTarget:
 
     @property
     def emulated(self) -> str:
-        return f"qemu-{self.machine} -cpu {self.cpu}" if self.arch else ""
+        return f"QEMU {self.cpu}" if self.arch else ""
 
 
 def runtimes_root() -> Path:
@@ -228,3 +228,29 @@ class LocalHost:
 
     def get(self, remote: str, local: Path) -> None:
         shutil.copy2(remote, local)
+
+
+def target_producers(specs: list[str], targets: list[RuntimeTarget], log: Callable[[str], None]) -> list:
+    """Each candidate artifact on each target of its format (`NAME@TARGET`). A target below the minimum the file
+    needs (hetero.export.requires) is a failed producer that names the minimum, and never runs; a target that no
+    artifact's format matches is refused — a runtime the user asked for never vanishes from the report."""
+    from hetero.devices.harness import open_producer
+    from hetero.export.requires import minimum_version, requirements, version_tuple
+    from hetero.manifest import load_manifest
+
+    out, hosts = [], {}
+    units = [(spec, *load_manifest(Path(spec.rpartition("=")[2]))) for spec in specs]
+    for t in targets:
+        matching = [(spec, m, f) for spec, m, f in units if m.format == t.format]
+        if not matching:
+            have = sorted({m.format for _, m, _ in units}) or ["none"]
+            raise InputError(f"--runtime {t.label} runs {t.format} artifacts; the artifacts given: {', '.join(have)}")
+        for spec, manifest, model_file in matching:
+            if t not in hosts:
+                hosts[t] = LocalHost(t, log)
+            producer = open_producer(spec, "candidate", remote=hosts[t])
+            least, why = minimum_version(t.package, requirements(model_file, manifest.format))
+            if least and version_tuple(t.version) < version_tuple(least):
+                producer.failure = f"{t.label}: not run — the artifact needs {t.package} >= {least} ({why})"
+            out.append(producer)
+    return out

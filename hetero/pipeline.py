@@ -89,13 +89,22 @@ def open_producers(
     *,
     remote: Any = None,
     threads: int | None = None,
+    runtimes: list[str] = (),
+    log: Callable[[str], None] = lambda s: None,
 ) -> list[Producer]:
-    """`[NAME=]PATH` specs -> producers on their runtimes; with `remote`, each candidate also runs over SSH. A PATH
-    that is a directory of units (an export directory) stands for each unit in it."""
+    """`[NAME=]PATH` specs -> producers on their runtimes; with `remote`, each candidate also runs over SSH; with
+    `runtimes` (`onnxruntime==1.17.3`, `ai-edge-litert==1.4.0@arm64`, hetero.devices.targets), each candidate also
+    runs on every named runtime of its format. A PATH that is a directory of units (an export directory) stands for
+    each unit in it."""
     candidates, controls = expand_units(candidates), expand_units(controls)
     producers = [open_producer(s, "candidate", threads=threads) for s in candidates]
     if remote is not None:
         producers += [open_producer(s, "candidate", remote=remote) for s in candidates]
+    if runtimes:
+        from hetero.devices.targets import RuntimeTarget, target_producers
+
+        targets = list(dict.fromkeys(RuntimeTarget.parse(r) for r in runtimes))
+        producers += target_producers(candidates, targets, log)
     producers += [open_producer(s, "control", threads=threads) for s in controls]
     if previous:
         spec = previous if "=" in previous else f"previous={previous}"
@@ -232,9 +241,12 @@ def check(
     rows: list[str] | None = None,
     remote: Any = None,
     index: IndexSpec | None = None,
+    runtimes: list[str] = (),
+    log: Callable[[str], None] = lambda s: None,
 ) -> CheckResult:
     """The release gate on a saved report, or on artifacts run against a fixture (its gallery searched densely, or
-    through a faiss `index` built over it). `thresholds=None`: the fixture's."""
+    through a faiss `index` built over it). `thresholds=None`: the fixture's. `runtimes`: also run each artifact on
+    these runtime targets (open_producers); `log` hears about environments being created on first use."""
     upgrade_only = fixture is not None and fixture.has_upgrade
     if (
         (report is None) == (fixture is None)
@@ -245,15 +257,16 @@ def check(
     if fixture is not None:
         if thresholds is None:
             thresholds = from_dict(CheckConfig, fixture.thresholds, prefix="fixture thresholds.")
-        producers = open_producers(list(artifacts), previous=previous, remote=remote)
+        producers = open_producers(list(artifacts), previous=previous, remote=remote, runtimes=runtimes, log=log)
         try:
             report = compatibility_report(fixture, producers, index=index)
             report.verified_under = {"thresholds": to_dict(thresholds)}
         finally:  # remote runtimes keep their uploaded unit for the whole report; remove it now
             for p in producers:
                 getattr(p.runtime, "close", lambda: None)()
-    elif index is not None:
-        raise InputError("a saved report was searched when it was made; --index applies to a fixture or a cloud")
+    elif index is not None or runtimes:
+        what = "--index" if index is not None else "--runtime"
+        raise InputError(f"a saved report was measured when it was made; {what} applies to a fixture or a cloud")
     if thresholds is None:
         raise InputError("check of a saved report needs thresholds")
     try:

@@ -12,24 +12,36 @@ from hetero.errors import ConfigError
 
 
 def read_policy(path: Path) -> tuple[dict[str, Any], tuple[Path, ...]]:
-    """A gate policy file: TOML with a [check] table and optionally `trust = ["key.pub", ...]` (public keys whose
-    signature fixtures and reports must carry; relative to the file). Returns the [check] keys it sets, validated
-    (unknown keys, wrong types and bad values refused), and the trusted key paths."""
+    """A gate policy file: TOML with a [check] table, optionally `trust = ["key.pub", ...]` (public keys whose
+    signature fixtures and reports must carry; relative to the file) and `runtimes = [...]` (policy_runtimes).
+    Returns the [check] keys it sets, validated (unknown keys, wrong types and bad values refused), and the trusted
+    key paths."""
     path = Path(path)
     data = read_toml(path, "policy file")
-    if set(data) - {"check", "trust"}:
+    if set(data) - {"check", "trust", "runtimes"}:
         raise ConfigError(
-            f"{path}: a policy holds a [check] table and a trust list, found {sorted(set(data) - {'check', 'trust'})}"
+            f"{path}: a policy holds a [check] table, a trust list and a runtimes list, found "
+            f"{sorted(set(data) - {'check', 'trust', 'runtimes'})}"
         )
     trust = data.get("trust", [])
     if not isinstance(trust, list) or not all(isinstance(t, str) and t for t in trust):
         raise ConfigError(f"{path}: trust must be a list of public key paths")
+    policy_runtimes(path)
     table = data.get("check", {})
     try:
         from_dict(CheckConfig, table, prefix="check.")
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return dict(table), tuple(path.parent / t for t in trust)
+
+
+def policy_runtimes(path: Path) -> list[str]:
+    """A policy's `runtimes = ["onnxruntime==1.17.3", "ai-edge-litert==1.4.0@arm64"]`: the runtime versions (and CPU
+    targets) the app ships, on each of which every artifact of that runtime's format must pass the gate."""
+    runtimes = read_toml(Path(path), "policy file").get("runtimes", [])
+    if not isinstance(runtimes, list) or not all(isinstance(r, str) and r for r in runtimes):
+        raise ConfigError(f"{path}: runtimes must be a list of PACKAGE==VERSION[@arm64] strings")
+    return list(runtimes)
 
 
 def load_policy(path: Path) -> CheckConfig:

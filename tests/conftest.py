@@ -81,6 +81,10 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Derived-data caches (cloud embeddings, built datasets) go to a per-session directory, never ~/.cache."""
     import os
 
+    from hetero.io import cache_root
+
+    # Runtime target environments (pinned, immutable installs of a runtime version) are kept across sessions.
+    os.environ.setdefault("HETERO_RUNTIMES", str(cache_root() / "runtimes"))
     os.environ["HETERO_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 

@@ -10,6 +10,7 @@ import torch
 from conftest import ONNX_FP32, run_cli
 
 from hetero.config import load_config
+from hetero.cpu import cpu_tag
 from hetero.data.datasets import load_split
 from hetero.devices.loader import load
 from hetero.errors import ParityError
@@ -46,7 +47,7 @@ def test_end_to_end_bct_is_compatible_and_independent_is_not(tiny, tmp_path):
     # The exported graph computes what torch computes.
     assert onnx_.runtime == "onnxruntime" and onnx_.parity_min_cosine > 0.99999
     assert onnx_.recall_at_1 == pytest.approx(bct, abs=1 / onnx_.n_query + 1e-9)
-    assert "| edge.onnx → cloud | onnxruntime | candidate |" in (out / "report.md").read_text()
+    assert f"| edge.onnx → cloud | onnxruntime | {cpu_tag()} | candidate |" in (out / "report.md").read_text()
 
     assert check(thresholds=cfg.check, report=report).passed
     # The same report fails when the bar is raised above what was measured: the threshold can fail.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from hetero import __version__
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         report = Report.load(args.report, trust=trust)
         result = check(
-            thresholds=_report_thresholds(args, report, notes), report=report, rows=args.row, index=index_spec(args)
+            thresholds=_report_thresholds(args, report, notes),
+            report=report,
+            rows=args.row,
+            index=index_spec(args),
+            runtimes=_runtimes(args),
         )
     else:
         if args.fixture:
@@ -72,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             rows=args.row,
             remote=remote,
             index=index_spec(args),
+            runtimes=_runtimes(args),
+            log=lambda line: print(line, file=sys.stderr),
         )
     _write_check_outputs(args, result.report, result.gate, atomic_write_text, error=result.not_executed)
     if result.not_executed:
@@ -94,6 +101,13 @@ def run(args: argparse.Namespace) -> int:
     if not result.passed:
         raise GateFailure(result.gate.failures)
     return 0
+
+
+def _runtimes(args: argparse.Namespace) -> list[str]:
+    """--runtime flags and the policy's runtimes list: a policy's runtime can be added to, never dropped by a flag."""
+    from hetero.policy import policy_runtimes
+
+    return list(dict.fromkeys([*(policy_runtimes(args.policy) if args.policy else []), *args.runtime]))
 
 
 def _report_thresholds(args: argparse.Namespace, report, notes: list[str]):
@@ -171,6 +185,8 @@ def register(add) -> None:
         "  hetero check --fixture fixture.safetensors --artifact new/tflite-int8 --previous old/tflite-int8 \\\n"
         "      --policy policy.toml --markdown report.md --json\n"
         "  hetero check --cloud runs/demo/cloud --artifact runs/demo/export/onnx-fp32\n"
+        "  hetero check --fixture fixture.safetensors --artifact export/onnx-int8 --artifact export/tflite-int8 \\\n"
+        "      --runtime onnxruntime==1.17.3 --runtime ai-edge-litert==1.4.0@arm64   # the versions the app ships\n"
         "  hetero check --fixture upgrade.safetensors      # a fixture made with --upgrade: v2 in v1's gallery\n"
         "  hetero check --report runs/demo/report.json",
     )
@@ -204,6 +220,16 @@ def register(add) -> None:
         "--require-executed",
         action="store_true",
         help="a candidate whose runtime cannot execute here fails instead of being skipped ([check].require_executed)",
+    )
+    c.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        metavar="PACKAGE==VERSION[@arm64]",
+        help="also run each artifact of this runtime's format on this exact runtime version — the one your app ships "
+        "— in its own environment, made on first use and cached: onnxruntime==1.17.3, ai-edge-litert==1.4.0; "
+        "@arm64 runs the aarch64 build under QEMU emulation (@arm64:CPU picks the core), @x86_64:CPU an x86 CPU "
+        "without some ISA extensions (repeatable; a policy's runtimes list adds to these)",
     )
     add_threshold_flags(c, hidden=False)
     add_remote_flags(c)

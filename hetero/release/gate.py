@@ -30,6 +30,8 @@ from hetero.errors import InputError, NotExecutedError
 from hetero.release.report import Report, Row
 from hetero.release.stats import PairedChange, count_queries_needed, paired_queries_needed, proportion
 
+RUNS = "runs"  # the rule every row of a runtime that refused its artifact fails
+
 
 @dataclass(frozen=True)
 class RuleResult:
@@ -53,6 +55,8 @@ class RuleResult:
     def describe(self) -> str:
         if not self.evaluated:
             return f"{self.row}: {self.rule} not evaluated ({self.reason})"
+        if self.reason:  # decided without a number: the runtime refused the artifact
+            return f"{self.row}: {self.rule} failed — {self.reason}"
         op = ("<=" if self.passed else ">") if self.upper_bound else (">=" if self.passed else "<")
         worse = self.high if self.upper_bound else self.low
         resolves = "" if math.isnan(self.resolution) else f"; resolves {self.resolution:.4f}"
@@ -316,6 +320,9 @@ def evaluate(
     results: list[RuleResult] = []
     for r in rows:
         names = requested(r, cfg, previous is not None and r.kind == "candidate")
+        if r.status == "failed":  # the runtime (version, CPU) an app ships refused it: no rule can pass
+            results.append(RuleResult(r.name, RUNS, math.nan, 1.0, False, reason=r.note or "the runtime failed"))
+            continue
         if not r.executed:
             results += _not_evaluated(r, names or ["executed"], f"{r.runtime} not executed here: {r.note}", cfg)
             continue

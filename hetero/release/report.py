@@ -30,8 +30,9 @@ class Row:
     map: float | None = None
     n_query: int = 0
     n_gallery: int = 0
-    status: str = "ok"  # "ok" | "not executed"
+    status: str = "ok"  # "ok" | "not executed" (skipped: no runtime here) | "failed" (the runtime refused the artifact)
     note: str = ""
+    cpu: str = ""  # the CPU the row's producer ran on: architecture and the ISA extensions that pick its kernels
     same_space: bool = True
     parity_min_cosine: float | None = None  # vs the same model on another runtime (or its torch checkpoint)
     latency_ms: float | None = None  # median per probe at batch 1, as on a device
@@ -175,6 +176,7 @@ class Report:
         head = [
             "query → gallery",
             "runtime",
+            "CPU",
             "kind",
             "R@1 [95% CI]",
             "R@5",
@@ -191,7 +193,7 @@ class Report:
         for r in self.rows:
             kind = r.kind if r.same_space else f"{r.kind} (foreign space)"
             if not r.executed:
-                body.append([r.name, r.runtime, kind, "not executed", "", "", "", "", ""])
+                body.append([r.name, r.runtime, r.cpu, kind, r.status, "", "", "", "", ""])
                 continue
             flips = f(r.negative_flip_rate, ".3f")
             if r.relative_flip_rate is not None and r.kind != "reference":
@@ -202,6 +204,7 @@ class Report:
                 [
                     r.name,
                     r.runtime,
+                    r.cpu,
                     kind,
                     _with_interval(r),
                     f(r.recall_at_5, ".3f"),
@@ -239,7 +242,8 @@ class Report:
             f"chance R@1 = {self.chance['recall_at_1']:.3f}   space = {self.space['id']} (dim {self.space['dim']})"
         )
         lines.append(search_line(self.dataset.get("gallery_search")))
-        lines += [f"SKIP  {r.name}: not executed — {r.note}" for r in self.rows if not r.executed]
+        lines += [f"{'FAIL' if r.status == 'failed' else 'SKIP'}  {r.name}: {r.status} — {r.note}"
+                  for r in self.rows if not r.executed]  # fmt: skip
         return "\n".join(lines)
 
     def _flips_markdown(self) -> list[str]:
@@ -267,7 +271,7 @@ class Report:
             "|" + "|".join("---" for _ in head) + "|",
         ]
         lines += ["| " + " | ".join(b) + " |" for b in body]
-        lines += ["", *(f"- not executed: {r.name}: {r.note}" for r in self.rows if not r.executed)]
+        lines += ["", *(f"- {r.status}: {r.name}: {r.note}" for r in self.rows if not r.executed)]
         lines += [
             "",
             "Negative flips: probes the cloud model retrieves correctly at top-1 and this producer does not "
