@@ -268,6 +268,7 @@ def _build_unit(
             calibration_method=cfg.calibration_method,
             keep_float=keep,
             weight_bits=bits,
+            int8_scheme=t.int8_scheme,
         )
         facts = mod.build(request)
         if prepared is not None:

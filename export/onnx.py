@@ -60,6 +60,7 @@ def build(req: BuildRequest) -> dict[str, Any]:
             "calibration_method": req.calibration_method,
             "keep_float": [],  # MIXED_PRECISION is False: see there
             "weight_bits": req.weight_bits,
+            "scheme": req.int8_scheme,  # activation x weight types
         }
     return facts
 
@@ -129,8 +130,8 @@ def _to_int8(src: Path, dst: Path, workdir: Path, req: BuildRequest) -> None:
         str(dst),
         Reader(),
         quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,  # S8S8: u8 activations x s8 weights saturate on x86 without VNNI
-        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8 if req.int8_scheme == "u8u8" else QuantType.QInt8,
+        weight_type=QuantType.QUInt8 if req.int8_scheme == "u8u8" else QuantType.QInt8,
         per_channel=True,
         reduce_range=req.weight_bits == 7,
         nodes_to_exclude=excluded,

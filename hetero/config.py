@@ -167,6 +167,9 @@ class ExportConfig:
     equalise: bool = False  # cross-layer equalisation; same fp32 function, but measured worse with per-channel int8
     # ONNX int8 weights in 7 bits: only for x86 CPUs without VNNI, where full-range u8s8 can saturate.
     onnx_reduce_range: bool = False
+    # ONNX int8 activation x weight types: "s8s8" (signed both) or "u8u8" (unsigned both, asymmetric weights), which
+    # x86 without VNNI computes without the u8s8 saturation (benchmarks/results/int8_cpu_targets.md).
+    onnx_int8_scheme: str = "s8s8"
     # Network layers (module paths such as "stages.0.0.dw", "stem") kept float in TFLite int8 artifacts, beside the
     # pixel scaling, resize, embedding head and L2 normalisation that always are (ONNX: not offered, see onnx.py).
     keep_float: tuple[str, ...] = ()
@@ -193,6 +196,8 @@ class ExportConfig:
         _require_shares(self, exclude=("opset", "calibration_images", "auto_keep_float"))
         if self.auto_keep_float < 0:
             raise ConfigError(f"auto_keep_float must be >= 0; got {self.auto_keep_float}")
+        if self.onnx_int8_scheme not in ("s8s8", "u8u8"):
+            raise ConfigError(f"onnx_int8_scheme must be s8s8 or u8u8; got {self.onnx_int8_scheme!r}")
         if self.calibration_method not in ("minmax", "percentile", "entropy"):
             raise ConfigError(
                 f"calibration_method must be minmax, percentile or entropy; got {self.calibration_method!r}"

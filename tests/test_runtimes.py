@@ -126,7 +126,7 @@ def test_too_new_artifact_is_refused_naming_the_minimum_and_the_old_runtime_agre
     # row with its message when it reaches a report), not a crash.
     runtime = RemoteRuntime(LocalHost(RuntimeTarget.parse(OLD_ORT)), too_new)
     try:
-        with pytest.raises(RuntimeFailure, match="(?i)opset"):
+        with pytest.raises(RuntimeFailure, match=r"(?i)opset"):
             runtime.embed_timed(np.zeros((1, *load_manifest(too_new)[0].input.shape(1)[1:]), np.uint8))
     finally:
         runtime.close()
