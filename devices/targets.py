@@ -254,3 +254,23 @@ def target_producers(specs: list[str], targets: list[RuntimeTarget], log: Callab
                 producer.failure = f"{t.label}: not run — the artifact needs {t.package} >= {least} ({why})"
             out.append(producer)
     return out
+
+
+def export_runners(specs: list[str], log: Callable[[str], None] = lambda s: None) -> tuple:
+    """`[export] validate_on` as runners export can call (hetero.export.validate.ElsewhereRunner): each runs a
+    written unit on its target through the worker and returns the embeddings and the CPU it ran on."""
+    from hetero.devices.remote import RemoteRuntime
+    from hetero.export.validate import ElsewhereRunner
+
+    def runner(target: RuntimeTarget):
+        def run(unit: Path, images):
+            rt = RemoteRuntime(LocalHost(target, log), unit)
+            try:
+                return rt.embed(images), rt.info()["cpu"]
+            finally:
+                rt.close()
+
+        return run
+
+    targets = [(spec, RuntimeTarget.parse(spec)) for spec in specs]
+    return tuple(ElsewhereRunner(spec, t.label, str(t.format), runner(t)) for spec, t in targets)

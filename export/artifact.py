@@ -18,6 +18,7 @@ import torch
 
 from hetero.batching import embed_batches
 from hetero.config import ExportConfig
+from hetero.cpu import cpu_tag
 from hetero.data.datasets import ImageSet, OpenSetSplit
 from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
 from hetero.export import coreml, onnx, tflite
@@ -26,7 +27,13 @@ from hetero.export.metadata import camera_rule
 from hetero.export.prepare import prepare
 from hetero.export.requires import requirements
 from hetero.export.sensitivity import sweep
-from hetero.export.validate import Embeddings, require_resolvable, validate_parity
+from hetero.export.validate import (
+    ElsewhereRunner,
+    Embeddings,
+    require_resolvable,
+    validate_elsewhere,
+    validate_parity,
+)
 from hetero.io import atomic_dir, path_size
 from hetero.kinds import Format, Precision
 from hetero.manifest import Manifest, load_manifest, write_manifest
@@ -163,6 +170,7 @@ def _validate(
     return {
         "status": "passed",
         "runtime": mod.runtime_version(),
+        "cpu": cpu_tag(),
         "tolerance": tol.to_dict(),
         "static": static,
         **measured,
@@ -208,13 +216,16 @@ def export_artifact(
     cfg: ExportConfig,
     *,
     log: Callable[[str], None] = lambda s: None,
+    elsewhere: tuple[ElsewhereRunner, ...] = (),
     _loaded: tuple | None = None,
 ) -> Manifest:
     """Build, validate and write one artifact unit at `out_dir`; raise ParityError (nothing written) on failure.
 
     int8 with `cfg.auto_keep_float`: a failed validation is retried with the next most sensitive layer kept float,
-    up to that many; the manifest's `quantisation.keep_float` says which were.
+    up to that many; the manifest's `quantisation.keep_float` says which were. `elsewhere`: also validate the unit
+    on these runtime targets (hetero.devices.targets.export_runners for `cfg.validate_on`).
     """
+    _require_elsewhere(cfg, elsewhere)
     t = target(fmt, precision, cfg)  # unknown or unsupported: InputError listing the matrix
     require_resolvable(t.tolerance, data.n_heldout)
     model, ckpt = _loaded[:2] if _loaded else load_checkpoint(checkpoint)
@@ -223,7 +234,7 @@ def export_artifact(
     memo = _loaded[3] if _loaded else {}
     mixed = FORMAT_MODULES[t.format].MIXED_PRECISION  # can the format keep layers float inside an int8 graph
     keep = tuple(cfg.keep_float) if mixed else ()
-    build = lambda kept: _build_unit(checkpoint, out_dir, t, data, cfg, ckpt, graph, ref, kept, memo)  # noqa: E731
+    build = lambda kept: _build_unit(checkpoint, out_dir, t, data, cfg, ckpt, graph, ref, kept, memo, elsewhere)  # noqa: E731
     try:
         return build(keep)
     except ParityError as e:
@@ -252,6 +263,7 @@ def _build_unit(
     ref: Embeddings,
     keep: tuple[str, ...],
     memo: dict,
+    elsewhere: tuple[ElsewhereRunner, ...] = (),
 ) -> Manifest:
     mod = FORMAT_MODULES[t.format]
     t0 = time.perf_counter()
@@ -295,8 +307,24 @@ def _build_unit(
             },
         )
         manifest.validation = _validate(t, tmp / mod.FILE, manifest, built, ref, data)
+        mine = [r for r in elsewhere if r.format == t.format]
+        if mine:  # the worker opens the unit as any runtime does: from its manifest
+            write_manifest(tmp, manifest)
+            manifest.validation["targets"] = validate_elsewhere(
+                mine, tmp, ref, data.query, data.gallery, dim=manifest.space.dim, tolerance=t.tolerance
+            )
         write_manifest(tmp, manifest)
     return manifest
+
+
+def _require_elsewhere(cfg: ExportConfig, elsewhere: tuple[ElsewhereRunner, ...]) -> None:
+    """`[export] validate_on` names targets the caller must provide runners for: a requested target never vanishes."""
+    missing = [spec for spec in cfg.validate_on if spec not in {r.spec for r in elsewhere}]
+    if missing:
+        raise InputError(
+            f"[export] validate_on names {', '.join(missing)}: pass elsewhere=hetero.devices.targets.export_runners("
+            "cfg.export.validate_on) (the CLI does)"
+        )
 
 
 def validate_artifact(artifact: Path, checkpoint: Path, data: ExportData, cfg: ExportConfig) -> dict[str, Any]:
@@ -326,6 +354,7 @@ def export_matrix(
     cfg: ExportConfig,
     *,
     log: Callable[[str], None] = lambda s: None,
+    elsewhere: tuple[ElsewhereRunner, ...] = (),
 ) -> ExportResult:
     """Export every supported (format, precision) into `out_root/<format>-<precision>/`.
 
@@ -333,6 +362,7 @@ def export_matrix(
     and every failed rule (a failed artifact is not written). `ExportResult.raise_for_failures()` turns failures into
     one `ParityError` for callers that stop there.
     """
+    _require_elsewhere(cfg, elsewhere)
     todo, unsupported = plan(formats, precisions)
     targets = [target(f, p, cfg) for f, p in todo]
     for t in targets:  # a tolerance the held-out set cannot resolve is refused before any work
@@ -346,7 +376,9 @@ def export_matrix(
         log(f"[{i}/{len(targets)}] {t.format} {t.precision} …")
         t0 = time.perf_counter()
         try:
-            m = export_artifact(checkpoint, out, t.format, t.precision, data, cfg, log=log, _loaded=loaded)
+            m = export_artifact(
+                checkpoint, out, t.format, t.precision, data, cfg, log=log, elsewhere=elsewhere, _loaded=loaded
+            )
         except GateFailure as e:
             failures += [f"{t.name}: {f}" for f in e.failures]
             results.append(Artifact(str(t.format), str(t.precision), "FAILED", failures=list(e.failures)))

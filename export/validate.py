@@ -13,7 +13,9 @@ Unlike exporters that only warn, every failed rule is collected and raised toget
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,3 +110,43 @@ def validate_parity(
     if failures:
         raise ParityError(failures)
     return {"embedding": emb, "retrieval": ret}
+
+
+@dataclass(frozen=True)
+class ElsewhereRunner:
+    """Runs a written unit somewhere other than this process — another runtime version or CPU target, provided by
+    hetero.devices.targets.export_runners — so export can validate the file where the app runs it."""
+
+    spec: str  # as requested, e.g. onnxruntime==1.32.0@arm64
+    label: str  # canonical, e.g. onnxruntime==1.32.0@arm64:cortex-a76
+    format: str
+    run: Callable[[Path, np.ndarray], tuple[np.ndarray, str]]  # (unit, uint8 images) -> (embeddings, its CPU)
+
+
+def validate_elsewhere(
+    runners: list[ElsewhereRunner],
+    unit: Path,
+    reference: Embeddings,
+    query: Any,
+    gallery: Any,
+    *,
+    dim: int,
+    tolerance: Tolerance,
+) -> dict[str, Any]:
+    """The same parity rules on every other target, per target; any failure fails the artifact (ParityError naming
+    the target and its CPU): one file must compute the same function wherever it is declared to run."""
+    results: dict[str, Any] = {}
+    failures: list[str] = []
+    images = np.concatenate([query.images, gallery.images])
+    for r in runners:
+        emb, cpu = r.run(unit, images)
+        cand = Embeddings(emb[: len(query.images)], emb[len(query.images) :])
+        try:
+            measured = validate_parity(reference, cand, query.labels, gallery.labels, dim=dim, tolerance=tolerance)
+        except ParityError as e:
+            failures += [f"on {r.label} ({cpu}): {f}" for f in e.failures]
+            continue
+        results[r.label] = {"status": "passed", "cpu": cpu, **measured}
+    if failures:
+        raise ParityError(failures)
+    return results

@@ -170,6 +170,8 @@ class ExportConfig:
     # ONNX int8 activation x weight types: "s8s8" (signed both) or "u8u8" (unsigned both, asymmetric weights), which
     # x86 without VNNI computes without the u8s8 saturation (benchmarks/results/int8_cpu_targets.md).
     onnx_int8_scheme: str = "s8s8"
+    # Runtime targets every artifact of their format is also validated on (same rules): ["onnxruntime==1.32.0@arm64"]
+    validate_on: tuple[str, ...] = ()
     # Network layers (module paths such as "stages.0.0.dw", "stem") kept float in TFLite int8 artifacts, beside the
     # pixel scaling, resize, embedding head and L2 normalisation that always are (ONNX: not offered, see onnx.py).
     keep_float: tuple[str, ...] = ()

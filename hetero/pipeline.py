@@ -286,6 +286,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole chain into `out`; export failures are collected (those artifacts are not written), the rest
     is still verified and gated, so the result shows the full picture."""
+    from hetero.devices.targets import export_runners
     from hetero.export.artifact import ExportData, export_matrix
     from hetero.training.train import train
 
@@ -331,6 +332,7 @@ def run_demo(
             list(cfg.export.precisions),
             ExportData.from_split(split, cfg.export.calibration_images),
             cfg.export,
+            elsewhere=export_runners(list(cfg.export.validate_on), log),
         )
         export_failures = result.failures  # keep going with the artifacts that passed
         if result.failures:

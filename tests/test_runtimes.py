@@ -172,3 +172,45 @@ def test_arm64_kernels_under_emulation_run_fp32_and_int8_with_parity(fixture_fil
         assert row["status"] == "ok" and row["cpu"].startswith("aarch64 asimd") and "QEMU cortex-a76" in row["cpu"]
         assert row["latency_ms"] is None  # emulated time is not a phone's
         assert row["parity_min_cosine"] > (0.9999 if unit.endswith("fp32") else 0.999)
+
+
+def _export_int8(tiny, out, **overrides):
+    import dataclasses
+
+    from hetero.config import load_config
+    from hetero.data.datasets import load_split
+    from hetero.export.artifact import ExportData, export_matrix
+
+    cfg = load_config(tiny.config)
+    data = ExportData.from_split(load_split(cfg.data), cfg.export.calibration_images)
+    export_cfg = dataclasses.replace(cfg.export, **overrides)
+    return lambda elsewhere: export_matrix(tiny.edge, out, ["onnx"], ["int8"], data, export_cfg, elsewhere=elsewhere)
+
+
+def test_export_validates_on_every_declared_target_and_fails_closed(tiny, tmp_path):
+    from hetero.devices.targets import export_runners
+    from hetero.export.validate import ElsewhereRunner
+
+    export = _export_int8(tiny, tmp_path / "ok", validate_on=(OLD_ORT,), onnx_int8_scheme="u8u8")
+    with pytest.raises(InputError, match=r"validate_on names onnxruntime==1\.17\.3"):
+        export(())  # a declared target without a runner is refused, never skipped
+    result = export(export_runners([OLD_ORT]))
+    assert result.passed
+    validation = load_manifest(tmp_path / "ok" / "onnx-int8")[0].validation
+    assert validation["cpu"].startswith(os.uname().machine)
+    on_old = validation["targets"][OLD_ORT]
+    assert on_old["status"] == "passed" and on_old["cpu"].startswith(os.uname().machine)
+    assert on_old["embedding"]["mean_cosine"] > 0.99
+    assert load_manifest(tmp_path / "ok" / "onnx-int8")[0].extra["quantisation"]["scheme"] == "u8u8"
+
+    def wrong(unit, images):  # a target whose kernels compute another function: every embedding moved one row
+        real = RemoteRuntime(LocalHost(RuntimeTarget.parse(NEW_ORT)), unit)
+        try:
+            return np.roll(real.embed(images), 1, axis=0), "test CPU"
+        finally:
+            real.close()
+
+    broken = _export_int8(tiny, tmp_path / "bad", validate_on=("elsewhere",))
+    result = broken((ElsewhereRunner("elsewhere", "elsewhere", "onnx", wrong),))
+    assert not result.passed and not (tmp_path / "bad" / "onnx-int8").exists()  # nothing half-written
+    assert any("on elsewhere (test CPU)" in f for f in result.failures)

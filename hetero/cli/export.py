@@ -32,7 +32,21 @@ def run(args: argparse.Namespace) -> int:
     precisions = (
         csv_names(args.precisions, "--precisions") if args.precisions is not None else list(cfg.export.precisions)
     )
-    result = export_matrix(args.checkpoint, args.out, formats, precisions, data, cfg.export, log=lambda s: log(args, s))
+    elsewhere = ()
+    if cfg.export.validate_on:  # the runtime targets every artifact of their format is validated on too
+        from hetero.devices.targets import export_runners
+
+        elsewhere = export_runners(list(cfg.export.validate_on), lambda s: log(args, s))
+    result = export_matrix(
+        args.checkpoint,
+        args.out,
+        formats,
+        precisions,
+        data,
+        cfg.export,
+        log=lambda s: log(args, s),
+        elsewhere=elsewhere,
+    )
     text = result.to_text() + ("\n" + _next_step(args) if result.passed else "")
     emit(args, result.to_dict(), text)
     result.raise_for_failures()  # exit 1, every failed rule listed; the table above shows the rest
