@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hetero.cpu import cpu_tag
 from hetero.errors import InputError
 from hetero.kinds import Format
 from hetero.manifest import Manifest, load_manifest
@@ -74,13 +75,33 @@ class BenchRow:
     gemm_gflops: float | None = None
     samples_ms: list[float] | None = None  # every timed call (JSON only: `hetero report` plots their distribution)
     bare_latency: LatencyStats | None = None  # ONNX, TFLite: the network alone, without pixel scaling, resize and L2
+    # Per round of the interleaved timing: [artifact median, bare network median] (ms), timed in alternating blocks
+    extras_rounds: list[list[float]] | None = None
+    cpu: str = ""  # the CPU the row ran on (architecture and the ISA extensions that pick the kernels)
 
     @property
     def extras_share(self) -> float | None:
-        """What the in-graph extras (uint8 -> float, resize, L2) add, as a share of the bare network's p50."""
-        if self.latency is None or self.bare_latency is None or self.bare_latency.p50 <= 0:
+        """What the in-graph extras (uint8 -> float, resize, L2) add, as a share of the bare network's time: the mean
+        over interleaved rounds of artifact / bare − 1 (one machine state per round)."""
+        ratios = self._extras_ratios()
+        return None if ratios is None else float(ratios.mean())
+
+    @property
+    def extras_interval(self) -> list[float] | None:
+        """95% t-interval of the extras share over the interleaved rounds."""
+        from hetero.release.stats import mean_interval
+
+        ratios = self._extras_ratios()
+        if ratios is None or len(ratios) < 2:
             return None
-        return (self.latency.p50 - self.bare_latency.p50) / self.bare_latency.p50
+        ci = mean_interval(ratios, bounds=(-np.inf, np.inf))
+        return [ci.low, ci.high]
+
+    def _extras_ratios(self) -> np.ndarray | None:
+        rounds = np.asarray(self.extras_rounds or [], dtype=np.float64)
+        if rounds.ndim != 2 or rounds.shape[1] != 2 or not len(rounds) or (rounds[:, 1] <= 0).any():
+            return None
+        return rounds[:, 0] / rounds[:, 1] - 1.0
 
     @property
     def achieved_gflops(self) -> float | None:
@@ -97,7 +118,7 @@ class BenchRow:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["achieved_gflops"], d["limit_ratio"] = self.achieved_gflops, self.limit_ratio
-        d["extras_share"] = self.extras_share
+        d["extras_share"], d["extras_interval"] = self.extras_share, self.extras_interval
         return d
 
 
@@ -125,8 +146,13 @@ class BenchResult:
             body.append([r.name, r.host, r.runtime, str(r.threads), f(lat.p50, ".3f"), f(lat.p90, ".3f"),
                          f(lat.p99, ".3f"), f(r.load_ms, ".0f"), f(r.peak_rss_mb, ".0f"), f(r.file_bytes / 1e6, ".2f"),
                          f(r.macs / 1e6 if r.macs else None, ".1f"), f(r.achieved_gflops, ".2f"),
-                         f(r.limit_ratio, ".2f"), f(r.extras_share, "+.1%")])  # fmt: skip
+                         f(r.limit_ratio, ".2f"), _extras(r)])  # fmt: skip
         return head, body
+
+    def cpus(self) -> str:
+        """Which CPU the numbers hold for: every row names its own; one line per distinct host."""
+        seen = dict.fromkeys(f"{r.host}: {r.cpu}" for r in self.rows if r.cpu)
+        return "; ".join(seen) if seen else "not recorded"
 
     def to_text(self) -> str:
         head, body = self.table()
@@ -134,6 +160,7 @@ class BenchResult:
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*b) for b in body)]
         lines += [f"SKIP  {r.name}: not executed — {r.note}" for r in self.rows if r.status != "ok"]
+        lines.append(f"CPU: {self.cpus()}")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -145,7 +172,10 @@ class BenchResult:
             f"Batch {s.get('batch')}, {s.get('warmup')} warm-up calls, at least {s.get('runs')} timed calls and "
             f"{s.get('seconds')} s per row, each row in a fresh process. x limit: p50 over the time the model's MACs "
             "take at the same process's 256³ float32 GEMM rate. extras: what pixel scaling, resize and L2 add to the "
-            "bare network's p50 (ONNX and TFLite: the network cut out of the same graph, timed by the same loop).",
+            "bare network's time (ONNX and TFLite: the network cut out of the same graph), timed interleaved with the "
+            "artifact in alternating blocks of one process: the mean over rounds and its 95% interval.",
+            "",
+            f"CPU: {self.cpus()}.",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "|".join("---" for _ in head) + "|",
@@ -160,6 +190,9 @@ class BenchResult:
             d = r.to_dict()
             lat, bare = d.pop("latency") or {}, d.pop("bare_latency") or {}
             d.pop("samples_ms")
+            d.pop("extras_rounds")
+            ci = d.pop("extras_interval") or [None, None]
+            d["extras_low"], d["extras_high"] = ci
             flat.append({**d, **{f"latency_{k}": v for k, v in lat.items()},
                          **{f"bare_latency_{k}": v for k, v in bare.items()}})  # fmt: skip
         keys = sorted({k for d in flat for k in d})
@@ -203,7 +236,16 @@ def _row(
     row.gemm_gflops = float(out["gemm_gflops"])
     if out.get("bare_samples_ms"):
         row.bare_latency = LatencyStats.from_ms(out["bare_samples_ms"])
+        row.extras_rounds = [[round(float(a), 6), round(float(b), 6)] for a, b in out.get("rounds_ms", [])]
+    row.cpu = cpu_tag(out["cpu"]) if out.get("cpu") else ""
     return row
+
+
+def _extras(r: BenchRow) -> str:
+    if r.extras_share is None:
+        return ""
+    ci = r.extras_interval
+    return f"{r.extras_share:+.1%}" + (f" [{ci[0]:+.1%}, {ci[1]:+.1%}]" if ci else "")
 
 
 MAX_THREADS = 256  # more than any phone or server CPU this runs on: 100,000 threads only stall the machine

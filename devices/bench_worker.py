@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hetero.cpu import cpu_info
 from hetero.export.scopes import cut, onnx_ops, tflite_ops
 from hetero.kinds import Format
-from hetero.timing import repeated_ms
+from hetero.timing import interleaved_ms
 
 GEMM_N = 256
 
@@ -152,12 +153,15 @@ def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, ba
     load_ms = (time.perf_counter() - t0) * 1e3
     shape = manifest.input.shape(batch)
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    samples = repeated_ms(lambda: rt.embed(x), runs, seconds, warmup)
+    artifact = lambda: rt.embed(x)  # noqa: E731
+    artifact()
     peak = peak_rss_bytes()  # before the bare network is loaded beside it
     res = manifest.model.get("resolution") or None
     size = (res, res) if res else (manifest.input.height, manifest.input.width)
     call = bare_call(model_file, manifest.format, (batch, 3, *size), threads)
-    bare = repeated_ms(call, runs, seconds, warmup) if call is not None else []
+    # The artifact and its bare network in alternating blocks of one process: their ratio (the in-graph extras)
+    # is measured under the same machine state, and per-round pairs give it an interval.
+    (samples, *bare), rounds = interleaved_ms([artifact, *([call] if call else [])], runs, seconds, warmup)
     return {
         "status": "ok",
         "runtime": rt.name,
@@ -165,8 +169,10 @@ def measure(unit: Path, threads: int, runs: int, seconds: float, warmup: int, ba
         "samples_ms": samples,
         "rss_before_load_bytes": rss_before,
         "peak_rss_bytes": peak,
-        "bare_samples_ms": bare,
+        "bare_samples_ms": bare[0] if bare else [],
+        "rounds_ms": rounds if bare else [],
         "gemm_gflops": gemm_gflops(),
+        "cpu": cpu_info(),
     }
 
 

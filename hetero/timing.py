@@ -26,15 +26,39 @@ def median_ms(fn: Callable[[Any], Any], items: Iterable[Any], warmup: int = 1) -
     return statistics.median(per_item_ms(fn, items, warmup)[1])
 
 
-def repeated_ms(call: Callable[[], Any], runs: int, seconds: float, warmup: int) -> list[float]:
-    """`warmup` untimed calls, then at least `runs` and at least `seconds` of timed ones; milliseconds each. Nothing
-    else happens inside the timed loop."""
-    for _ in range(warmup):
-        call()
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < max(runs, 1) or time.perf_counter() - start < seconds:
+def _timed(call: Callable[[], Any], n: int) -> list[float]:
+    """`n` calls, milliseconds each; nothing else happens inside the timed loop."""
+    samples = []
+    for _ in range(n):
         t = time.perf_counter()
         call()
         samples.append((time.perf_counter() - t) * 1e3)
     return samples
+
+
+def repeated_ms(call: Callable[[], Any], runs: int, seconds: float, warmup: int) -> list[float]:
+    """`warmup` untimed calls, then at least `runs` and at least `seconds` of timed ones; milliseconds each."""
+    return interleaved_ms([call], runs, seconds, warmup, block=1)[0]
+
+
+def interleaved_ms(
+    calls: list[Callable[[], Any]], runs: int, seconds: float, warmup: int, block: int = 5
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Several calls timed in alternating blocks — `block` calls of the first, then of the second, ... — for at least
+    `runs` calls each and `seconds` in all, after `warmup` untimed calls of each. A machine whose speed drifts (other
+    jobs, frequency changes) slows every call alike, so their ratio holds where separate runs of each do not.
+    Returns each call's samples, and per round each call's median (the pairs a ratio's interval is computed over)."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    samples: list[list[float]] = [[] for _ in calls]
+    rounds: list[list[float]] = []
+    start = time.perf_counter()
+    while len(samples[0]) < max(runs, 1) or time.perf_counter() - start < seconds:
+        medians = []
+        for call, into in zip(calls, samples, strict=True):
+            got = _timed(call, block)
+            into += got
+            medians.append(statistics.median(got))
+        rounds.append(medians)
+    return samples, rounds

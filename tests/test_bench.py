@@ -61,6 +61,21 @@ def test_limit_ratio_is_gemm_rate_over_achieved_rate() -> None:
     assert row.limit_ratio == pytest.approx(10.0)
 
 
+def test_extras_are_timed_interleaved_and_carry_an_interval() -> None:
+    from hetero.timing import interleaved_ms
+
+    order: list[str] = []
+    samples, rounds = interleaved_ms([lambda: order.append("a"), lambda: order.append("b")], 6, 0.0, 2, block=3)
+    assert order[:4] == ["a", "a", "b", "b"]  # warm-up of each, then alternating blocks of 3
+    assert order[4:16] == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert len(samples[0]) == len(samples[1]) == 6 and len(rounds) == 2 and all(len(r) == 2 for r in rounds)
+    row = BenchRow("m", "p", "local", "onnx", "fp32", 1, 1, extras_rounds=[[1.1, 1.0], [1.3, 1.0], [1.2, 1.0]])
+    assert row.extras_share == pytest.approx(0.2)
+    low, high = row.extras_interval
+    assert low < 0.2 < high and high - low == pytest.approx(2 * 4.303 * 0.1 / 3**0.5, rel=1e-3)  # t(0.975, 2)
+    assert BenchRow("m", "p", "local", "onnx", "fp32", 1, 1).extras_share is None
+
+
 def test_bench_runs_units_in_fresh_processes_and_renders(tiny, tmp_path: Path) -> None:
     result = bench([f"edge={tiny.onnx}", str(tiny.edge)], (1,), runs=5, warmup=1)
     onnx, torch_row = result.rows
@@ -72,6 +87,7 @@ def test_bench_runs_units_in_fresh_processes_and_renders(tiny, tmp_path: Path) -
         assert r.load_ms > 0 and r.peak_rss_mb >= r.rss_before_load_mb > 10 and r.gemm_gflops > 0.1
     assert torch_row.peak_rss_mb > onnx.peak_rss_mb  # torch itself is loaded only in the checkpoint's process
     assert onnx.bare_latency.n >= 5 and onnx.extras_share is not None and torch_row.bare_latency is None
+    assert len(onnx.extras_rounds) >= 1 and onnx.cpu == torch_row.cpu != "" and "CPU: local: " in result.to_text()
     rows = list(csv.DictReader(io.StringIO(result.to_csv())))
     assert len(rows) == 2 and float(rows[0]["latency_p99"]) == pytest.approx(onnx.latency.p99)
     md = result.to_markdown()

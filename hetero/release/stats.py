@@ -147,8 +147,9 @@ def proportion(k: int, n: int, alpha: float = ALPHA) -> Interval:
     return Interval(k / max(n, 1), lo, hi, (hi - lo) / 2, n)
 
 
-def mean_interval(values: np.ndarray, alpha: float = ALPHA) -> Interval:
-    """Mean of per-query scores in [0, 1] (e.g. average precision) with a Student-t interval, clipped to [0, 1]."""
+def mean_interval(values: np.ndarray, alpha: float = ALPHA, bounds: tuple[float, float] = (0.0, 1.0)) -> Interval:
+    """Mean of per-query scores in [0, 1] (e.g. average precision) with a Student-t interval, clipped to `bounds`
+    (a ratio that can be negative, such as an overhead share: (-inf, inf))."""
     v = np.asarray(values, dtype=np.float64)
     n = int(v.size)
     if n == 0:
@@ -157,4 +158,4 @@ def mean_interval(values: np.ndarray, alpha: float = ALPHA) -> Interval:
     if n == 1:
         return Interval(mean, 0.0, 1.0, 0.5, 1)
     half = float(_sp.stdtrit(n - 1, 1 - alpha / 2) * v.std(ddof=1) / math.sqrt(n))
-    return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), half, n)
+    return Interval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), half, n)
