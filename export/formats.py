@@ -57,7 +57,7 @@ class BuildRequest:
     calibration_method: str = "minmax"  # how int8 activation ranges are set (ExportConfig)
     keep_float: tuple[str, ...] = ()  # module paths of the network kept float in int8, beyond the graph's ends
     weight_bits: int = 8  # ONNX int8: 7 = reduce_range (x86 without VNNI)
-    int8_scheme: str = "s8s8"  # ONNX int8 activation x weight types (ExportConfig.onnx_int8_scheme)
+    int8_scheme: str = "u8u8"  # ONNX int8 activation x weight types (ExportConfig.onnx_int8_scheme)
 
 
 class FormatModule(Protocol):
@@ -110,7 +110,7 @@ class Target:
     precision: Precision
     tolerance: Tolerance
     weight_bits: int = 8  # ONNX int8 with onnx_reduce_range: 7
-    int8_scheme: str = "s8s8"  # ONNX int8: "s8s8" | "u8u8"
+    int8_scheme: str = "u8u8"  # ONNX int8: "u8u8" | "s8s8"
 
     @property
     def name(self) -> str:
@@ -122,7 +122,7 @@ def target(fmt: str, precision: str, cfg: ExportConfig) -> Target:
     plan([fmt], [precision])
     f, p = Format(fmt), Precision(precision)
     bits = 7 if f == Format.ONNX and cfg.onnx_reduce_range else 8
-    return Target(f, p, tolerance(p, cfg), bits, cfg.onnx_int8_scheme if f == Format.ONNX else "s8s8")
+    return Target(f, p, tolerance(p, cfg), bits, cfg.onnx_int8_scheme if f == Format.ONNX else "")
 
 
 def plan(formats: list[str], precisions: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

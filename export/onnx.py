@@ -1,11 +1,12 @@
 """ONNX: fp32 (legacy TorchScript exporter, dynamic batch), fp16 (onnxconverter-common), int8 (static QDQ).
 
-Preprocessing (uint8 NHWC pixels) and L2 normalisation are inside the graph. int8 is QDQ with signed 8-bit
-activations and per-channel signed 8-bit weights (S8S8, onnxruntime's recommended QDQ default). Unsigned activations
-with full-range weights (U8S8) saturate on x86 CPUs without VNNI — the digits edge fell to cosine 0.977 on such a
-machine, which is why hetero used 7-bit weights (`reduce_range`) before; `[export] onnx_reduce_range = true` still
-gives them. 7-bit weights cost the real edge family dearly: per-channel int7 alone is mean cosine 0.93 on the emoji
-edge (0.99 with bias correction simulating 7 bits) against 0.985 for int8 (0.997 corrected).
+Preprocessing (uint8 NHWC pixels) and L2 normalisation are inside the graph. int8 is QDQ with per-channel weights in
+one of two schemes (`[export] onnx_int8_scheme`). U8U8 (the default: unsigned activations, asymmetric unsigned
+weights) computed the same function on an AVX2 x86 CPU and on ARM64: the emoji edge's one file gives mean cosine
+0.9948 to torch on both, identical to four digits (no VNNI machine was at hand; its u8u8 path has no saturating
+step). S8S8 (signed both, onnxruntime's recommended QDQ default) is better where it holds (0.9975 on ARM64), but x86
+without VNNI runs it as u8 x s8 with a saturating 16-bit add: the same file gives 0.705 there
+(benchmarks/results/int8_cpu_targets.md). 7-bit weights (`onnx_reduce_range`) avoid the saturation too, at 0.976.
 """
 
 from __future__ import annotations

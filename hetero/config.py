@@ -167,9 +167,9 @@ class ExportConfig:
     equalise: bool = False  # cross-layer equalisation; same fp32 function, but measured worse with per-channel int8
     # ONNX int8 weights in 7 bits: only for x86 CPUs without VNNI, where full-range u8s8 can saturate.
     onnx_reduce_range: bool = False
-    # ONNX int8 activation x weight types: "s8s8" (signed both) or "u8u8" (unsigned both, asymmetric weights), which
-    # x86 without VNNI computes without the u8s8 saturation (benchmarks/results/int8_cpu_targets.md).
-    onnx_int8_scheme: str = "s8s8"
+    # ONNX int8 types: "u8u8" (unsigned both, asymmetric weights) computed the same function on AVX2 x86 and ARM64;
+    # "s8s8" saturates on x86 without VNNI (benchmarks/results/int8_cpu_targets.md).
+    onnx_int8_scheme: str = "u8u8"
     # Runtime targets every artifact of their format is also validated on (same rules): ["onnxruntime==1.32.0@arm64"]
     validate_on: tuple[str, ...] = ()
     # Network layers (module paths such as "stages.0.0.dw", "stem") kept float in TFLite int8 artifacts, beside the
