@@ -166,9 +166,7 @@ class RemoteRuntime:
                 self._info = {
                     "remote_runtime": str(out["runtime"]),
                     "remote_version": str(out["version"]),
-                    "cpu": cpu_tag(cpu) + (f", emulated by {self.host.emulated}" if self.host.emulated else "")
-                    if cpu
-                    else "",
+                    "cpu": _cpu_line(cpu, self.host.emulated),
                 }
         return emb, latency
 
@@ -183,3 +181,12 @@ class RemoteRuntime:
             "precision": self.manifest.precision,
             **self._info,
         }
+
+
+def _cpu_line(cpu: dict[str, Any], emulated: str) -> str:
+    """The worker's CPU for a row. Under QEMU user mode /proc/cpuinfo is the host's (or the one the arm64 root
+    carries), not the emulated model's, so an emulated row names the architecture and the model only."""
+    if not cpu:
+        return ""
+    return f"{cpu.get('machine', '?')}, emulated by {emulated}" if emulated else cpu_tag(cpu)
+
