@@ -214,3 +214,14 @@ def test_export_validates_on_every_declared_target_and_fails_closed(tiny, tmp_pa
     result = broken((ElsewhereRunner("elsewhere", "elsewhere", "onnx", wrong),))
     assert not result.passed and not (tmp_path / "bad" / "onnx-int8").exists()  # nothing half-written
     assert any("on elsewhere (test CPU)" in f for f in result.failures)
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64-static") is None, reason="qemu-user-static is not installed")
+def test_an_x86_cpu_model_under_emulation_is_a_target_too(fixture_file, units, capsys):
+    """`@x86_64:MODEL`: this machine's wheels run as another x86 CPU (QEMU has no AVX-512, so Haswell stands in for
+    an AVX2-only CI runner); the row says it was emulated."""
+    spec = "onnxruntime==1.32.0@x86_64:Haswell"
+    code, out = _check_json(fixture_file, "--artifact", units / "onnx-int8", "--runtime", spec, capsys=capsys)
+    assert code == 0
+    row = {r["name"]: r for r in out["report"]["rows"]}[f"onnx-int8@{spec} → cloud"]
+    assert row["cpu"] == "x86_64, emulated by QEMU Haswell" and row["parity_min_cosine"] > 0.9999
