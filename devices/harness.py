@@ -277,7 +277,7 @@ def _producer_rows(
                 **fields,
                 same_space=p.manifest.space.id == fx.space.id,
                 parity_min_cosine=_parity(p, producers, queries),
-                latency_ms=None if getattr(getattr(p.runtime, "host", None), "emulated", "") else latency[p.name],
+                latency_ms=None if getattr(p.runtime, "emulated", "") else latency[p.name],
                 **_flips(ref_ok, ok, labels),
                 **extra,
             )

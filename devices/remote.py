@@ -170,6 +170,11 @@ class RemoteRuntime:
                 }
         return emb, latency
 
+    @property
+    def emulated(self) -> str:
+        """The emulator running it ("" on real hardware): its timings are not the device's."""
+        return self.host.emulated
+
     def embed(self, images: np.ndarray) -> np.ndarray:
         return self.embed_timed(images)[0]
 
