@@ -10,8 +10,6 @@ cannot execute here (Core ML off macOS) is a row with status "not executed": ski
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,71 +19,21 @@ from hetero import __version__
 from hetero.cpu import cpu_tag
 from hetero.data.datasets import ImageSet
 from hetero.devices.base import timed_embed
-from hetero.devices.loader import load
+from hetero.devices.producers import (  # noqa: F401  (re-exported: the harness is where callers find them)
+    Producer,
+    cloud_embeddings,
+    open_cloud,
+    open_producer,
+    open_upgrade,
+    resize_variants,
+)
 from hetero.errors import InputError, NotExecutedError, RuntimeFailure, SpaceMismatchError
-from hetero.manifest import Manifest, load_manifest
 from hetero.release.fixture import Fixture
 from hetero.release.index import DENSE, GallerySearch, IndexSpec
 from hetero.release.metrics import chance_levels, cosine_parity, retrieval_metrics
 from hetero.release.report import Report, Row
 from hetero.release.stats import PairedChange, mean_interval
-from hetero.training.table import EmbeddingTable, is_embedding_cloud
-
-
-@dataclass
-class Producer:
-    name: str
-    kind: str  # "candidate" (gated, must share the cloud's space) | "control" (ungated) | "previous" (older release)
-    manifest: Manifest
-    runtime: base.Runtime | None  # None: cannot execute here, or refused before running (`failure`)
-    skip_reason: str = ""
-    failure: str = ""  # the runtime could not load or run it (its message), or its version is below the minimum
-
-
-def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | None = None) -> Producer:
-    """`NAME=PATH` or `PATH` (the name is then the unit's directory name). `remote`: a worker host —
-    hetero.devices.remote.SSHHost, or a runtime target's hetero.devices.targets.LocalHost."""
-    name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-    p = Path(path)
-    manifest, _ = load_manifest(p)  # sha256 verified before anything else
-    unit = p if p.is_dir() else p.parent
-    name = name or unit.name
-    if remote is not None:
-        from hetero.devices.remote import RemoteRuntime
-
-        return Producer(f"{name}@{remote.label}", kind, manifest, RemoteRuntime(remote, p))
-    try:
-        return Producer(name, kind, manifest, load(p, threads))
-    except NotExecutedError as e:
-        return Producer(name, kind, manifest, None, str(e))
-
-
-def open_cloud(path: Path) -> base.Runtime | EmbeddingTable:
-    """The cloud a `--cloud` path names: a model on its runtime, or an imported embedding file (looked up by id)."""
-    manifest, _ = load_manifest(path)
-    if is_embedding_cloud(manifest):
-        return EmbeddingTable(path)  # verifies that the space names the imported file
-    from hetero.training.lineage import (
-        require_cloud,  # lazily: it reads checkpoint stamps (torch), which `check` never needs
-    )
-
-    require_cloud(manifest, path)
-    return load(path)
-
-
-def cloud_embeddings(cloud: base.Runtime | EmbeddingTable, images: ImageSet, what: str) -> np.ndarray:
-    """The cloud's embeddings of `images`: computed by its model, or its stored rows for their ids."""
-    if isinstance(cloud, EmbeddingTable):
-        return cloud.lookup(images.ids, what)
-    return cloud.embed(images.images)
-
-
-def open_upgrade(path: Path, cloud: base.Runtime | EmbeddingTable) -> base.Runtime:
-    """A cloud v2 on its runtime, after its lineage was checked against the v1 `cloud` (hetero.training.lineage)."""
-    from hetero.training.lineage import require_upgrade
-
-    require_upgrade(path, cloud.manifest)
-    return load(path)
+from hetero.training.table import EmbeddingTable
 
 
 def fixture_from_cloud(
@@ -98,22 +46,23 @@ def fixture_from_cloud(
     upgrade: base.Runtime | None = None,
 ) -> Fixture:
     """`cloud` from `open_cloud`, which refused anything that does not define its space; `upgrade` from
-    `open_upgrade`: the v2 cloud's gallery of the same images and its probe embeddings travel with the fixture."""
+    `open_upgrade`: the v2 cloud's gallery of the same images and its probe embeddings travel with the fixture.
+    `query` holds the probes as frames (above every input size); `gallery`, the catalogue at the space's size."""
     extra: dict[str, Any] = {}
     if upgrade is not None:
         m = upgrade.manifest
         extra = {
             "upgrade_gallery_embeddings": upgrade.embed(gallery.images),
-            "upgrade_queries": upgrade.embed(query.images),
+            "upgrade_queries": cloud_embeddings(upgrade, query, "query images", frames=True),
             "upgrade": {"cloud_sha256": m.sha256, "cloud_model": m.model.get("name"), **m.extra["lineage"]},
         }
     return Fixture(
         space=cloud.manifest.space,
-        probe_images=query.images,
+        probe_frames=query.images,
         probe_labels=query.labels,
         gallery_embeddings=cloud_embeddings(cloud, gallery, "gallery images"),
         gallery_labels=gallery.labels,
-        reference_queries=cloud_embeddings(cloud, query, "query images"),
+        reference_queries=cloud_embeddings(cloud, query, "query images", frames=True),
         thresholds=thresholds,
         source={"cloud_sha256": cloud.manifest.sha256, "cloud_model": cloud.manifest.model.get("name"), **source},
         gallery_images=gallery.images if keep_gallery_images else None,
@@ -134,9 +83,9 @@ def _check_producers(fx: Fixture, producers: list[Producer]) -> None:
             raise SpaceMismatchError(
                 f"control {p.name!r}: dim {other.dim} cannot be compared with space dim {fx.space.dim}"
             )
-        want = p.manifest.input.shape(1)[1:]
-        if tuple(fx.probe_images.shape[1:]) != tuple(want):
-            raise InputError(f"{p.name} expects input {list(want)}, the probes are {list(fx.probe_images.shape[1:])}")
+        want, have = p.manifest.input.shape(1)[1:3], fx.probe_frames.shape[1:3]
+        if have[0] < want[0] or have[1] < want[1]:
+            raise InputError(f"{p.name} takes {list(want)} px, larger than the fixture's probe frames {list(have)}")
 
 
 class _Scorer:
@@ -207,9 +156,11 @@ def compatibility_report(
     for p in producers:
         if p.runtime is not None and not p.failure:
             try:
-                queries[p.name], latency[p.name] = timed_embed(p.runtime, fx.probe_images)
+                queries[p.name], latency[p.name] = timed_embed(p.runtime, p.probes(fx))
             except RuntimeFailure as e:  # the runtime version or CPU an app ships refused it: a failed row
                 p.failure = f"{p.runtime.name}: {e}"
+            except NotExecutedError as e:  # a resize filter whose library is not installed here
+                p.runtime, p.skip_reason = None, str(e)
     rows += _producer_rows(fx, producers, queries, latency, metrics, ref_ok)
     own: dict[str, np.ndarray] = {}  # producers' own embeddings of the gallery (when the gallery images are here)
     if fx.has_upgrade:
@@ -295,8 +246,8 @@ def _self_rows(
     """X → X: each producer's queries in a gallery it embedded itself (filling `own` for the matrix)."""
     rows = []
     for p in producers:
-        if p.name in queries and p.kind != "previous":
-            own[p.name] = p.runtime.embed(fx.gallery_images)
+        if p.name in queries and p.kind not in ("previous", "resize"):
+            own[p.name] = p.runtime.embed(p.manifest.frame.apply(fx.gallery_images))
             fields = metrics(queries[p.name], own[p.name], fx.gallery_labels)[0]
             rows.append(
                 Row(name=f"{p.name} → {p.name}", query=p.name, gallery=p.name, runtime=p.runtime.name, kind="self",
@@ -377,7 +328,7 @@ def _parity(p: Producer, producers: list[Producer], queries: dict[str, np.ndarra
         lambda o: src is not None and o.manifest.kind == "checkpoint" and o.manifest.sha256 == src,
     ):
         for other in producers:
-            if other is not p and other.name in queries and match(other):
+            if other is not p and other.kind != "resize" and other.name in queries and match(other):
                 return cosine_parity(queries[other.name], queries[p.name])["min_cosine"]
     return None
 
@@ -397,4 +348,5 @@ def _describe(p: Producer) -> dict[str, Any]:
         "precision": m.precision,
         "params": m.model.get("params"),
         "macs": m.model.get("macs"),
+        "frame": {**m.frame.to_dict(), "filter": p.filter or m.frame.filter},
     }

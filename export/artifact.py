@@ -19,9 +19,9 @@ import torch
 from hetero.batching import embed_batches
 from hetero.config import ExportConfig
 from hetero.cpu import cpu_tag
-from hetero.data.datasets import ImageSet, OpenSetSplit
 from hetero.errors import GateFailure, InputError, NotExecutedError, ParityError
 from hetero.export import coreml, onnx, tflite
+from hetero.export.data import ExportData
 from hetero.export.formats import BuildRequest, FormatModule, Target, plan, target
 from hetero.export.metadata import camera_rule
 from hetero.export.prepare import prepare
@@ -34,6 +34,7 @@ from hetero.export.validate import (
     validate_elsewhere,
     validate_parity,
 )
+from hetero.frames import FrameRule, artifact_input
 from hetero.io import atomic_dir, path_size
 from hetero.kinds import Format, Precision
 from hetero.manifest import Manifest, load_manifest, write_manifest
@@ -132,22 +133,9 @@ class ExportResult:
         return artifacts_table(self.artifacts)
 
 
-@dataclass(frozen=True)
-class ExportData:
-    calibration: np.ndarray  # training images (never the held-out ones used for validation)
-    query: ImageSet  # held-out
-    gallery: ImageSet
-
-    @property
-    def n_heldout(self) -> int:
-        """Validation queries: every held-out image, each against all the others (leave-one-out)."""
-        return len(self.query) + len(self.gallery)
-
-    @classmethod
-    def from_split(cls, split: OpenSetSplit, calibration_images: int) -> ExportData:
-        rng = np.random.default_rng(0)
-        idx = rng.permutation(len(split.train))[:calibration_images]
-        return cls(split.train.images[np.sort(idx)], split.query, split.gallery)
+def _graph(model: torch.nn.Module, ckpt: Manifest, cfg: ExportConfig) -> EmbeddingGraph:
+    """The deployable graph at the artifact's input ([export] input_size; hetero.frames.artifact_input)."""
+    return EmbeddingGraph(model, artifact_input(ckpt.input, getattr(model, "resolution", None), cfg.input_size)).eval()
 
 
 def _reference(graph: EmbeddingGraph, data: ExportData) -> Embeddings:
@@ -229,7 +217,8 @@ def export_artifact(
     t = target(fmt, precision, cfg)  # unknown or unsupported: InputError listing the matrix
     require_resolvable(t.tolerance, data.n_heldout)
     model, ckpt = _loaded[:2] if _loaded else load_checkpoint(checkpoint)
-    graph = EmbeddingGraph(model, ckpt.input).eval()
+    graph = _graph(model, ckpt, cfg)
+    data = data.at(graph.input_spec)
     ref = _loaded[2] if _loaded else _reference(graph, data)
     memo = _loaded[3] if _loaded else {}
     mixed = FORMAT_MODULES[t.format].MIXED_PRECISION  # can the format keep layers float inside an int8 graph
@@ -294,13 +283,14 @@ def _build_unit(
             format=str(t.format),
             precision=str(t.precision),
             space=ckpt.space,
-            input=ckpt.input,
+            input=built.input_spec,
             model=ckpt.model,
             seed=ckpt.seed,
             source={"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256},
             extra={
                 **facts,
-                "camera_to_input": camera_rule(ckpt.input),
+                "camera_to_input": camera_rule(built.input_spec),
+                "frame": FrameRule(built.input_spec.height, built.input_spec.width).to_dict(),
                 "runtime_requirements": requirements(tmp / mod.FILE, str(t.format)),
                 "build_seconds": round(build_seconds, 2),
                 "size_bytes": path_size(tmp / mod.FILE),
@@ -335,8 +325,8 @@ def validate_artifact(artifact: Path, checkpoint: Path, data: ExportData, cfg: E
     model, ckpt = load_checkpoint(checkpoint)
     if m.source.get("checkpoint_sha256") != ckpt.sha256:
         raise InputError(f"{artifact} was not exported from {checkpoint} (source checkpoint sha256 differs)")
-    graph = EmbeddingGraph(model, ckpt.input).eval()
-    built = graph
+    graph = _graph(model, ckpt, dataclasses.replace(cfg, input_size="compute" if m.input != ckpt.input else "space"))
+    data, built = data.at(graph.input_spec), graph
     if "prepared" in m.extra:  # rebuild the prepared graph as it was built, not as cfg says now (structure check)
         p, q = m.extra["prepared"], m.extra.get("quantisation", {})
         as_built = dataclasses.replace(cfg, equalise=p["equalise"], bias_correction=p["bias_correction"])
@@ -368,7 +358,8 @@ def export_matrix(
     for t in targets:  # a tolerance the held-out set cannot resolve is refused before any work
         require_resolvable(t.tolerance, data.n_heldout)
     model, ckpt = load_checkpoint(checkpoint)
-    loaded = (model, ckpt, _reference(EmbeddingGraph(model, ckpt.input).eval(), data), {})  # last: deployable memo
+    graph = _graph(model, ckpt, cfg)
+    loaded = (model, ckpt, _reference(graph, data.at(graph.input_spec)), {})  # last: deployable memo
     results = [Artifact(str(f), str(p), "unsupported") for f, p in unsupported]
     failures: list[str] = []
     for i, t in enumerate(targets, 1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from hetero.frames import FrameRule
 from hetero.spaces import INPUT_NAME, OUTPUT_NAME, InputSpec
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "camera_rule", "describe"]
@@ -20,7 +21,8 @@ def camera_rule(spec: InputSpec, image_input: bool = False) -> str:
         else f"{spec.channel_order} uint8 {spec.layout}"
     )
     return (
-        f"scale the frame so its shorter side is {min(spec.height, spec.width)} px (bilinear, antialiased), "
+        f"scale the frame so its shorter side is {min(spec.height, spec.width)} px (bilinear, antialiased: "
+        f"{FrameRule(spec.height, spec.width).filter}), "
         f"centre-crop {spec.height}x{spec.width}, {given}; no normalisation (the model scales pixels itself)"
     )
 
@@ -41,6 +43,7 @@ def describe(space_id: str, dim: int, spec: InputSpec, precision: str, image_inp
         "hetero.input_name": INPUT_NAME,
         "hetero.output_name": OUTPUT_NAME,
         "hetero.camera_to_input": camera_rule(spec, image_input),
+        "hetero.frame": json.dumps(FrameRule(spec.height, spec.width).to_dict(), sort_keys=True),
         "hetero.precision": precision,
         "hetero.version": hv,
     }

@@ -16,21 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hetero.errors import ConfigError
+from hetero.objectives import OBJECTIVES  # noqa: F401  (re-exported: configs name them)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
-
-# Presets for `hetero train --objective` (loss term -> weight); the terms themselves live in hetero.training.losses.
-OBJECTIVES: dict[str, dict[str, float]] = {
-    "bct": {"classification": 1.0, "bct": 1.0},
-    "bct_regression": {"classification": 1.0, "bct": 1.0, "regression_cosine": 1.0},
-    "contrastive": {"classification": 1.0, "contrastive": 1.0},
-    "independent": {"classification": 1.0},
-    "l2": {"regression_l2": 1.0},
-    "distillation": {"classification": 1.0, "distillation": 1.0},
-    # upgrades (cloud v2 into v1's space, v1 as --cloud): BCT plus distillation from v1, focal or uniform
-    "bct_focal": {"classification": 1.0, "bct": 1.0, "focal_distillation": 1.0},
-    "bct_kd": {"classification": 1.0, "bct": 1.0, "plain_distillation": 1.0},
-}
 
 
 @dataclass(frozen=True)
@@ -50,8 +38,17 @@ class DataConfig:
     # Share of the training identities this run trains on (a seeded subset; the held-out identities never change):
     # e.g. a cloud v1 trained on half of them, and its v2 on all, with the identities v1 never saw new to it.
     train_class_share: float = 1.0
+    # Probe frames of a fixture (hetero.frames): rendered/loaded at this size, above every producer's input, and
+    # resized by each producer's frame rule; 0 = twice image_size.
+    frame_size: int = 0
+
+    @property
+    def frames(self) -> int:
+        return self.frame_size or 2 * self.image_size
 
     def __post_init__(self) -> None:
+        if self.frame_size and self.frame_size < self.image_size:
+            raise ConfigError(f"frame_size must be at least image_size ({self.image_size}); got {self.frame_size}")
         if not (math.isfinite(self.train_class_share) and 0.0 < self.train_class_share <= 1.0):
             raise ConfigError(f"train_class_share must be in (0, 1]; got {self.train_class_share}")
         if not (math.isfinite(self.max_bad_fraction) and 0.0 <= self.max_bad_fraction < 1.0):
@@ -144,8 +141,7 @@ class TrainConfig:
             raise ConfigError(f"mix is a share of views, between 0 and 1; got {self.mix}")
         if self.qat and not self.init:
             raise ConfigError("qat = true fine-tunes a trained checkpoint: set init (hetero train edge --qat CKPT)")
-        if self.prototypes not in ("classifier", "embeddings"):
-            raise ConfigError(f"prototypes must be classifier or embeddings; got {self.prototypes!r}")
+        _one_of(self, prototypes=("classifier", "embeddings"))
         if self.cloud_views < 1:
             raise ConfigError(f"cloud_views must be at least 1; got {self.cloud_views}")
         empty = [i for i, t in enumerate(self.transfer) if not t.source]
@@ -170,6 +166,9 @@ class ExportConfig:
     # ONNX int8 types: "u8u8" (unsigned both, asymmetric weights) computed the same function on AVX2 x86 and ARM64;
     # "s8s8" saturates on x86 without VNNI (benchmarks/results/int8_cpu_targets.md).
     onnx_int8_scheme: str = "u8u8"
+    # What an artifact takes: "compute" (the member's compute size: the app resizes the camera frame once, straight
+    # to it, and the graph has no resize) or "space" (the space's size, resized inside the graph).
+    input_size: str = "compute"
     # Runtime targets every artifact of their format is also validated on (same rules): ["onnxruntime==1.32.0@arm64"]
     validate_on: tuple[str, ...] = ()
     # Network layers (module paths such as "stages.0.0.dw", "stem") kept float in TFLite int8 artifacts, beside the
@@ -198,12 +197,12 @@ class ExportConfig:
         _require_shares(self, exclude=("opset", "calibration_images", "auto_keep_float"))
         if self.auto_keep_float < 0:
             raise ConfigError(f"auto_keep_float must be >= 0; got {self.auto_keep_float}")
-        if self.onnx_int8_scheme not in ("s8s8", "u8u8"):
-            raise ConfigError(f"onnx_int8_scheme must be s8s8 or u8u8; got {self.onnx_int8_scheme!r}")
-        if self.calibration_method not in ("minmax", "percentile", "entropy"):
-            raise ConfigError(
-                f"calibration_method must be minmax, percentile or entropy; got {self.calibration_method!r}"
-            )
+        _one_of(
+            self,
+            input_size=("compute", "space"),
+            onnx_int8_scheme=("s8s8", "u8u8"),
+            calibration_method=("minmax", "percentile", "entropy"),
+        )
         if self.calibration_images < 1:
             raise ConfigError(f"calibration_images must be at least 1; got {self.calibration_images}")
 
@@ -223,6 +222,7 @@ class CheckConfig:
     max_upgrade_flip_rate: float = 0.05
     max_upgrade_r1_loss: float = 0.02
     require_executed: bool = False  # true: a candidate whose runtime cannot execute here fails instead of skipping
+    require_resizers: bool = False  # true: each candidate must also pass with its probes resized by every filter
 
     def __post_init__(self) -> None:
         _require_shares(self)
@@ -263,10 +263,7 @@ class SearchConfig:
                 f"search budget_macs must be > 0 and min_budget_share in [0, 1]; got {self.budget_macs}, "
                 f"{self.min_budget_share}"
             )
-        if self.latency_format not in ("onnx", "tflite"):
-            raise ConfigError(f"search latency_format must be onnx or tflite; got {self.latency_format!r}")
-        if self.strategy not in ("evolution", "random"):
-            raise ConfigError(f"search strategy must be evolution or random; got {self.strategy!r}")
+        _one_of(self, latency_format=("onnx", "tflite"), strategy=("evolution", "random"))
         if self.population < 1 or self.tournament < 1:
             raise ConfigError(
                 f"search population and tournament must be >= 1; got {self.population}, {self.tournament}"
@@ -279,6 +276,12 @@ class SearchConfig:
                 f"top <= candidates and budget_ms >= 0; got {small}, latency_threads {self.latency_threads}, "
                 f"budget_ms {self.budget_ms}"
             )
+
+
+def _one_of(cfg: Any, **choices: tuple[str, ...]) -> None:
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
 
 
 def _require_shares(cfg: Any, exclude: tuple[str, ...] = ()) -> None:

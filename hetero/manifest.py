@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hetero.errors import InputError, ManifestError
+from hetero.frames import FrameRule
 from hetero.io import atomic_write_json, read_json, sha256_path
 from hetero.spaces import EmbeddingSpace, InputSpec
 
@@ -42,6 +43,18 @@ class Manifest:
     git_sha: str | None = field(default_factory=lambda: git_sha())
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     schema: str = SCHEMA
+
+    @property
+    def frame(self) -> FrameRule:
+        """How an app turns a camera frame into this model's input (hetero.frames): stated at export in
+        `extra.frame`; anything without one (a checkpoint, an older artifact) takes the default filter at its size."""
+        d = self.extra.get("frame")
+        rule = FrameRule.from_dict(d) if isinstance(d, dict) else FrameRule(self.input.height, self.input.width)
+        if (rule.height, rule.width) != (self.input.height, self.input.width):
+            raise ManifestError(
+                f"manifest frame rule is {rule.height}x{rule.width}, its input {self.input.height}x{self.input.width}"
+            )
+        return rule
 
     def to_dict(self) -> dict[str, Any]:
         return {

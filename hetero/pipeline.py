@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from hetero.export.artifact import Artifact
 
-from hetero.config import CheckConfig, RunConfig, from_dict, to_dict
-from hetero.data.datasets import OpenSetSplit, load_split
+from hetero.config import CheckConfig, DataConfig, RunConfig, from_dict, to_dict
+from hetero.data.datasets import ImageSet, OpenSetSplit, load_split
 from hetero.devices.harness import (
     Producer,
     compatibility_report,
@@ -25,8 +27,10 @@ from hetero.devices.harness import (
     open_cloud,
     open_producer,
     open_upgrade,
+    resize_variants,
 )
 from hetero.errors import InputError, NotExecutedError
+from hetero.frames import FILTERS, require_filter
 from hetero.io import ensure_writable_dir
 from hetero.manifest import Manifest
 from hetero.policy import verified_under
@@ -67,19 +71,28 @@ def cloud_fixture(
     source = {
         "dataset": cfg.data.dataset,
         "image_size": cfg.data.image_size,
+        "frame_size": cfg.data.frames,
         "heldout_classes": list(split.heldout_classes),
     }
     v1 = open_cloud(cloud)
     source["cloud_runtime"] = getattr(v1, "name", "") or "embedding file"  # what computed the cloud's rows
     return fixture_from_cloud(
         v1,
-        split.query,
+        probe_frames(cfg.data, split),
         split.gallery,
         to_dict(cfg.check),
         source,
         keep_gallery_images=keep_gallery,
         upgrade=open_upgrade(upgrade, v1) if upgrade is not None else None,
     )
+
+
+def probe_frames(data: DataConfig, split: OpenSetSplit) -> ImageSet:
+    """The split's queries loaded again at the frame size (hetero.frames): the same images, larger than any input."""
+    query = load_split(replace(data, image_size=data.frames)).query
+    if not (np.array_equal(query.labels, split.query.labels) and np.array_equal(query.ids, split.query.ids)):
+        raise InputError(f"{data.dataset} at {data.frames} px does not split like at {data.image_size} px")
+    return query
 
 
 def open_producers(
@@ -90,14 +103,17 @@ def open_producers(
     remote: Any = None,
     threads: int | None = None,
     runtimes: list[str] = (),
+    resizers: list[str] = (),
     log: Callable[[str], None] = lambda s: None,
 ) -> list[Producer]:
     """`[NAME=]PATH` specs -> producers on their runtimes; with `remote`, each candidate also runs over SSH; with
     `runtimes` (`onnxruntime==1.17.3`, `ai-edge-litert==1.4.0@arm64`, hetero.devices.targets), each candidate also
-    runs on every named runtime of its format. A PATH that is a directory of units (an export directory) stands for
-    each unit in it."""
+    runs on every named runtime of its format; with `resizers` (hetero.frames filters), each local candidate also
+    embeds the probes resized by each of them. A PATH that is a directory of units (an export directory) stands
+    for each unit in it."""
     candidates, controls = expand_units(candidates), expand_units(controls)
     producers = [open_producer(s, "candidate", threads=threads) for s in candidates]
+    producers += resize_variants(producers, [require_filter(f) for f in resizers])
     if remote is not None:
         producers += [open_producer(s, "candidate", remote=remote) for s in candidates]
     if runtimes:
@@ -175,15 +191,13 @@ def create_fixture(
     """Freeze what mobile CI needs into one checksummed file; with `upgrade`, the v2 cloud's gallery and probe
     embeddings too, so `check` gates the upgrade without backfill from the file alone; with `sign` (an Ed25519
     private key, hetero.release.signing), the cloud team's signature over all of it."""
-    import numpy as np
-
     ensure_writable_dir(Path(out).parent)
     fx = cloud_fixture(cfg, cloud, upgrade=upgrade)
     if max_probes < 0:
         raise InputError(f"max_probes must be >= 0, got {max_probes}")
     if max_probes and len(fx.probe_labels) > max_probes:
         keep = np.sort(np.random.default_rng(0).permutation(len(fx.probe_labels))[:max_probes])
-        fx.probe_images, fx.probe_labels = fx.probe_images[keep], fx.probe_labels[keep]
+        fx.probe_frames, fx.probe_labels = fx.probe_frames[keep], fx.probe_labels[keep]
         fx.reference_queries = fx.reference_queries[keep]
         if fx.has_upgrade:
             fx.upgrade_queries = fx.upgrade_queries[keep]
@@ -225,6 +239,7 @@ class CheckResult:
     gate: GateResult
     thresholds: CheckConfig
     not_executed: str = ""  # set when no rule could be evaluated here (each listed as skipped): that is no pass
+    resize_gate: GateResult | None = None  # the resize rows' verdicts, reported but not gated (require_resizers off)
 
     @property
     def passed(self) -> bool:
@@ -242,11 +257,14 @@ def check(
     remote: Any = None,
     index: IndexSpec | None = None,
     runtimes: list[str] = (),
+    resizers: list[str] = (),
     log: Callable[[str], None] = lambda s: None,
 ) -> CheckResult:
     """The release gate on a saved report, or on artifacts run against a fixture (its gallery searched densely, or
     through a faiss `index` built over it). `thresholds=None`: the fixture's. `runtimes`: also run each artifact on
-    these runtime targets (open_producers); `log` hears about environments being created on first use."""
+    these runtime targets (open_producers); `resizers`: also embed the probes resized by these filters
+    (hetero.frames; "all" for every one, which `require_resizers` implies), reported, and gated under
+    `require_resizers`; `log` hears about environments being created on first use."""
     upgrade_only = fixture is not None and fixture.has_upgrade
     if (
         (report is None) == (fixture is None)
@@ -257,15 +275,18 @@ def check(
     if fixture is not None:
         if thresholds is None:
             thresholds = from_dict(CheckConfig, fixture.thresholds, prefix="fixture thresholds.")
-        producers = open_producers(list(artifacts), previous=previous, remote=remote, runtimes=runtimes, log=log)
+        resizers = list(FILTERS) if "all" in resizers or thresholds.require_resizers else list(resizers)
+        producers = open_producers(
+            list(artifacts), previous=previous, remote=remote, runtimes=runtimes, resizers=resizers, log=log
+        )
         try:
             report = compatibility_report(fixture, producers, index=index)
             report.verified_under = {"thresholds": to_dict(thresholds)}
         finally:  # remote runtimes keep their uploaded unit for the whole report; remove it now
             for p in producers:
                 getattr(p.runtime, "close", lambda: None)()
-    elif index is not None or runtimes:
-        what = "--index" if index is not None else "--runtime"
+    elif index is not None or runtimes or resizers:
+        what = "--index" if index is not None else "--runtime" if runtimes else "--resize"
         raise InputError(f"a saved report was measured when it was made; {what} applies to a fixture or a cloud")
     if thresholds is None:
         raise InputError("check of a saved report needs thresholds")
@@ -273,7 +294,18 @@ def check(
         gate = evaluate(report, thresholds, rows or None, require_executed=thresholds.require_executed)
     except NotExecutedError as e:
         return CheckResult(report, getattr(e, "gate", GateResult([])), thresholds, str(e))
-    return CheckResult(report, gate, thresholds)
+    return CheckResult(report, gate, thresholds, resize_gate=_resize_verdicts(report, thresholds, rows))
+
+
+def _resize_verdicts(report: Report, thresholds: CheckConfig, rows: list[str] | None) -> GateResult | None:
+    """The resize rows judged by the same rules when they are not gated: what a stricter policy would decide."""
+    names = [r.name for r in report.rows if r.kind == "resize"]
+    if thresholds.require_resizers or rows or not names:
+        return None
+    try:
+        return evaluate(report, thresholds, names)
+    except NotExecutedError:
+        return None
 
 
 def run_demo(

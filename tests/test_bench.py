@@ -132,7 +132,7 @@ def test_the_bare_tflite_network_drops_scaling_resize_and_l2_only(lite_edge, tmp
 
     root, data = lite_edge
     unit = tmp_path / "tflite-fp32"
-    export_artifact(root / "edge", unit, "tflite", "fp32", data, ExportConfig())
+    export_artifact(root / "edge", unit, "tflite", "fp32", data, ExportConfig(input_size="space"))
     m, model_file = load_manifest(unit)
     interp = interpreter(bare_tflite(model_file))
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]

@@ -42,7 +42,7 @@ def test_fixture_is_small_versioned_and_self_contained(tiny, fixture_file, capsy
     assert fixture_file.stat().st_size < 20e6
     assert run_cli("fixture", "info", fixture_file, "--json") == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["schema"] == "hetero.fixture/1" and info["probe_shape"] == [16, 16, 3]
+    assert info["schema"] == "hetero.fixture/2" and info["probe_frame_shape"] == [32, 32, 3]  # twice the space's
     assert info["space"]["id"] == json.loads((tiny.cloud / "manifest.json").read_text())["space"]["id"]
     assert info["thresholds"]["min_relative_recall_at_1"] == 0.4  # frozen from the config's [check]
     fx = Fixture.load(fixture_file)

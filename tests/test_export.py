@@ -225,7 +225,7 @@ def test_legacy_tflite_runtime_is_accepted_with_a_warning(matrix, monkeypatch):
     _, _, root = matrix
     with pytest.warns(RuntimeWarning, match="legacy tflite_runtime"):
         run = tflite.runner(root / "tflite-fp32" / "model.tflite")
-    images = np.zeros((2, 16, 16, 3), np.uint8)
+    images = np.zeros((2, 12, 12, 3), np.uint8)  # the edge's compute size: the artifact's input
     np.testing.assert_allclose(np.linalg.norm(run(images), axis=1), 1.0, atol=1e-5)
 
 
@@ -237,7 +237,7 @@ def test_every_format_describes_itself_inside_the_file(tiny, matrix):
     space = json.loads((tiny.edge / "manifest.json").read_text())["space"]["id"]
     onnx_model = onnx.load(root / "onnx-int8" / "model.onnx")
     props = {p.key: p.value for p in onnx_model.metadata_props}
-    assert props["hetero.space_id"] == space and json.loads(props["hetero.input"])["height"] == 16
+    assert props["hetero.space_id"] == space and json.loads(props["hetero.input"])["height"] == 12
     assert [i.name for i in onnx_model.graph.input] == ["image"] and onnx_model.graph.output[0].name == "embedding"
     for prec in ("fp32", "int8"):
         meta = tflite.read_metadata(root / f"tflite-{prec}" / "model.tflite")
@@ -248,7 +248,7 @@ def test_every_format_describes_itself_inside_the_file(tiny, matrix):
         assert sig == {"inputs": ["image"], "outputs": ["embedding"]}
     spec = coreml._ct().models.MLModel(str(root / "coreml-fp32" / "model.mlpackage"), skip_model_load=True).get_spec()
     meta = dict(spec.description.metadata.userDefined)
-    assert meta["hetero.space_id"] == space and "centre-crop 16x16" in meta["hetero.camera_to_input"]
+    assert meta["hetero.space_id"] == space and "centre-crop 12x12" in meta["hetero.camera_to_input"]
     assert spec.description.metadata.author == "hetero" and spec.description.input[0].shortDescription
     m = json.loads((root / "tflite-int8" / "manifest.json").read_text())
     assert m["extra"]["camera_to_input"].startswith("scale the frame")

@@ -134,7 +134,7 @@ def test_harness_marks_nan_producers_and_the_gate_fails_them(tiny):
     ref = edge.embed(probes)
     fx = Fixture(
         space=edge.manifest.space,
-        probe_images=probes,
+        probe_frames=probes,
         probe_labels=labels,
         gallery_embeddings=ref,
         gallery_labels=labels,

@@ -17,8 +17,8 @@ from hetero.models.registry import EmbeddingGraph
 
 def test_resized_edge_exports_to_every_format_from_one_graph(lite_edge):
     root, data = lite_edge
-    results = export_matrix(
-        root / "edge", root / "export", ["onnx", "tflite", "coreml"], ["fp32"], data, ExportConfig()
+    results = export_matrix(  # input at the space's size: the resize is inside the graph, in every format
+        root / "edge", root / "export", ["onnx", "tflite", "coreml"], ["fp32"], data, ExportConfig(input_size="space")
     )
     assert results.passed
     by = {a.format: a.to_dict() for a in results.artifacts}

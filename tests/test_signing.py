@@ -198,7 +198,7 @@ def test_a_single_class_fixture_is_refused(signed):
     with pytest.raises(InputError, match="single class"):
         Fixture(
             space=fx.space,
-            probe_images=fx.probe_images,
+            probe_frames=fx.probe_frames,
             probe_labels=np.zeros_like(fx.probe_labels),
             gallery_embeddings=fx.gallery_embeddings,
             gallery_labels=np.zeros_like(fx.gallery_labels),

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             rows=args.row,
             index=index_spec(args),
             runtimes=_runtimes(args),
+            resizers=args.resize,
         )
     else:
         if args.fixture:
@@ -78,13 +79,25 @@ def run(args: argparse.Namespace) -> int:
             remote=remote,
             index=index_spec(args),
             runtimes=_runtimes(args),
+            resizers=args.resize,
             log=lambda line: print(line, file=sys.stderr),
         )
     _write_check_outputs(args, result.report, result.gate, atomic_write_text, error=result.not_executed)
     if result.not_executed:
         args.junit_written = True  # the skipped rows and the error case say more than a bare error
         raise NotExecutedError(result.not_executed)
-    text = "\n".join([result.report.to_text(), "", result.gate.to_text(), *(f"note: {n}" for n in notes)])
+    advisory = result.resize_gate
+    if advisory is not None:
+        notes.append("resize rows (--resize) are reported, not gated; [check] require_resizers = true gates them")
+    text = "\n".join(
+        [
+            result.report.to_text(),
+            "",
+            result.gate.to_text(),
+            *(["", "other resize filters (not gated):", advisory.to_text()] if advisory is not None else []),
+            *(f"note: {n}" for n in notes),
+        ]
+    )
     payload = {
         "schema": CHECK_SCHEMA,
         "hetero_version": __version__,
@@ -92,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "gate": result.gate.to_dict(),
         "thresholds": dataclasses.asdict(result.thresholds),
         **({"notes": notes} if notes else {}),
+        **({"resize_verdicts": advisory.to_dict()} if advisory is not None else {}),
     }
     signed = result.report.signed_by or (fx.signed_by if not args.report and args.fixture else "")
     if signed:
@@ -230,6 +244,20 @@ def register(add) -> None:
         "— in its own environment, made on first use and cached: onnxruntime==1.17.3, ai-edge-litert==1.4.0; "
         "@arm64 runs the aarch64 build under QEMU emulation (@arm64:CPU picks the core), @x86_64:CPU an x86 CPU "
         "without some ISA extensions (repeatable; a policy's runtimes list adds to these)",
+    )
+    c.add_argument(
+        "--resize",
+        action="append",
+        default=[],
+        metavar="FILTER",
+        help="also run each artifact on the probes resized by this implementation instead of its stated one: "
+        "pil-bilinear, pil-box, cv2-linear, cv2-area, torch-bilinear-aa, or all (repeatable); rows 'NAME [FILTER]', "
+        "reported with their verdicts but not gated unless --require-resizers",
+    )
+    c.add_argument(
+        "--require-resizers",
+        action="store_true",
+        help="every resize implementation must pass too ([check].require_resizers; implies --resize all)",
     )
     add_threshold_flags(c, hidden=False)
     add_remote_flags(c)

@@ -86,7 +86,8 @@ def check_thresholds(args: argparse.Namespace, fixture_thresholds: dict | None =
 
     table = read_policy(args.policy)[0] if getattr(args, "policy", None) else {}
     overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, key in THRESHOLD_FLAGS}
-    overrides["require_executed"] = True if getattr(args, "require_executed", False) else None
+    for flag in ("require_executed", "require_resizers"):
+        overrides[flag] = True if getattr(args, flag, False) else None
     flags = {k: v for k, v in overrides.items() if v is not None}
     try:
         if fixture_thresholds is not None:

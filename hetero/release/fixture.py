@@ -1,6 +1,7 @@
 """Compatibility fixture: everything mobile CI needs to gate an edge artifact, nothing else.
 
-Probe images (uint8, the on-device input), the cloud gallery's embeddings and labels, the cloud's own query
+Probe frames (uint8 camera-like frames larger than any producer's input, stored as PNG: lossless; each producer gets
+them through its own frame rule, hetero.frames), the cloud gallery's embeddings and labels, the cloud's own query
 embeddings (so the cloud → cloud reference needs no cloud model), the space, and the gate thresholds. One safetensors
 file: tensors plus a JSON header whose sha256 of the tensor bytes makes corruption detectable, and optionally the
 cloud team's Ed25519 signature over that hash (hetero.release.signing), which makes tampering detectable: with a trusted
@@ -19,12 +20,20 @@ from typing import Any
 import numpy as np
 
 from hetero.errors import InputError
+from hetero.frames import DEFAULT_FILTER, FrameRule, decode_png, encode_png
 from hetero.io import atomic_write_bytes
 from hetero.spaces import EmbeddingSpace
 
-FIXTURE_SCHEMA = "hetero.fixture/1"
+FIXTURE_SCHEMA = "hetero.fixture/2"  # /2: probes are frames above every input size, PNG-encoded
 _SIGNATURE_KEY = "hetero.signature"  # safetensors metadata beside "hetero.fixture": the signature record
-_ARRAYS = ("probe_images", "probe_labels", "gallery_embeddings", "gallery_labels", "reference_queries")
+_ARRAYS = (
+    "probe_frames_png",
+    "probe_frame_offsets",
+    "probe_labels",
+    "gallery_embeddings",
+    "gallery_labels",
+    "reference_queries",
+)
 # A fixture for a cloud upgrade also carries the v2 cloud's gallery and its embeddings of the probes
 # (hetero.training.lineage).
 _UPGRADE_ARRAYS = ("upgrade_gallery_embeddings", "upgrade_queries")
@@ -33,7 +42,7 @@ _UPGRADE_ARRAYS = ("upgrade_gallery_embeddings", "upgrade_queries")
 @dataclass
 class Fixture:
     space: EmbeddingSpace
-    probe_images: np.ndarray  # uint8 [N, H, W, 3]
+    probe_frames: np.ndarray  # uint8 [N, H, W, 3]: frames at least the space's input size; producers apply their rule
     probe_labels: np.ndarray  # int64 [N]
     gallery_embeddings: np.ndarray  # float32 [M, dim], embedded by the cloud model
     gallery_labels: np.ndarray  # int64 [M]
@@ -50,6 +59,7 @@ class Fixture:
     signature: dict[str, str] | None = None  # as loaded (hetero.release.signing); `save(sign=KEY)` writes a new one
     signed_by: str = ""  # the trusted key id that verified it at load
     stored: bool = False  # loaded from a file: its cloud rows are the stored embeddings, not computed here
+    _derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n, m, d = len(self.probe_labels), len(self.gallery_labels), self.space.dim
@@ -70,8 +80,9 @@ class Fixture:
                     f"fixture {name} has shape {arr.shape}; the v1 gallery of space {self.space.id} is ({rows}, {d}): "
                     "both galleries must hold the same images in the same space"
                 )
-        if self.probe_images.dtype != np.uint8 or self.probe_images.ndim != 4 or len(self.probe_images) != n:
-            raise InputError(f"fixture probes must be uint8 [N, H, W, 3] for {n} labels, got {self.probe_images.shape}")
+        frames = self.probe_frames
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or len(frames) != n:
+            raise InputError(f"fixture probe frames must be uint8 [N, H, W, 3] for {n} labels, got {frames.shape}")
         for name, arr, rows in (
             ("gallery_embeddings", self.gallery_embeddings, m),
             ("reference_queries", self.reference_queries, n),
@@ -80,15 +91,37 @@ class Fixture:
                 raise InputError(
                     f"fixture {name} has shape {arr.shape}, expected ({rows}, {d}) for space {self.space.id}"
                 )
-        want = (self.space.input.height, self.space.input.width, 3)
-        if tuple(self.probe_images.shape[1:]) != want:
+        spec = self.space.input
+        if frames.shape[1] < spec.height or frames.shape[2] < spec.width:
             raise InputError(
-                f"fixture probes are {list(self.probe_images.shape[1:])}, space {self.space.id} takes {list(want)}"
+                f"fixture probe frames are {list(frames.shape[1:3])}, smaller than space {self.space.id}'s input "
+                f"{[spec.height, spec.width]}: frames must be at least every producer's input"
             )
 
+    def _cached(self, key: Any, make: Any) -> Any:
+        """Derived from the frames (PNG encoding, resized probes), recomputed when the frames are replaced."""
+        if self._derived.get("frames") is not self.probe_frames:
+            self._derived.clear()
+            self._derived["frames"] = self.probe_frames
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
+
+    def probes(self, height: int, width: int, filter: str = DEFAULT_FILTER) -> np.ndarray:
+        """The probe frames through the frame rule at `height` x `width` with `filter` (what an app's resize
+        hands that producer)."""
+        return self._cached((height, width, filter), lambda: FrameRule(height, width, filter).apply(self.probe_frames))
+
+    @property
+    def probe_images(self) -> np.ndarray:
+        """The probes at the space's input size with the default filter (what the cloud embeds)."""
+        return self.probes(self.space.input.height, self.space.input.width)
+
     def _tensors(self) -> dict[str, np.ndarray]:
+        png, offsets = self._cached("png", lambda: encode_png(self.probe_frames))
         return {
-            "probe_images": np.ascontiguousarray(self.probe_images, np.uint8),
+            "probe_frames_png": png,
+            "probe_frame_offsets": offsets,
             "probe_labels": np.ascontiguousarray(self.probe_labels, np.int64),
             "gallery_embeddings": np.ascontiguousarray(self.gallery_embeddings, np.float32),
             "gallery_labels": np.ascontiguousarray(self.gallery_labels, np.int64),
@@ -105,7 +138,7 @@ class Fixture:
             "schema": FIXTURE_SCHEMA,
             "space": self.space.to_dict(),
             "probes": len(self.probe_labels),
-            "probe_shape": list(self.probe_images.shape[1:]),
+            "probe_frame_shape": list(self.probe_frames.shape[1:]),
             "gallery": len(self.gallery_labels),
             "classes": len(np.unique(self.gallery_labels)),
             "thresholds": self.thresholds,
@@ -163,7 +196,12 @@ class Fixture:
             ) from None
         if header.get("schema") != FIXTURE_SCHEMA:
             raise InputError(
-                f"{path}: unsupported fixture schema {header.get('schema')!r} (expected {FIXTURE_SCHEMA!r})"
+                f"{path}: unsupported fixture schema {header.get('schema')!r} (expected {FIXTURE_SCHEMA!r}"
+                + (
+                    "; fixtures before /2 store probes at the space's size: recreate it with hetero fixture create)"
+                    if header.get("schema") == "hetero.fixture/1"
+                    else ")"
+                )
             )
         missing = [a for a in _ARRAYS if a not in tensors]
         if missing:
@@ -199,11 +237,21 @@ class Fixture:
             signature=signature if isinstance(signature, dict) else None,
             signed_by=signed_by,
             stored=True,
-            **{a: tensors[a] for a in (*_ARRAYS, *(_UPGRADE_ARRAYS if upgrade else ()))},
+            probe_frames=_decode(tensors, path),
+            **{a: tensors[a] for a in (*_ARRAYS[2:], *(_UPGRADE_ARRAYS if upgrade else ()))},
         )
         if fx.info() != header:  # what the header says must be what the arrays are (probe count, shape, classes)
             raise InputError(f"{path}: fixture header does not describe its arrays")
         return fx
+
+
+def _decode(tensors: dict[str, np.ndarray], path: Path) -> np.ndarray:
+    try:
+        return decode_png(tensors["probe_frames_png"], tensors["probe_frame_offsets"])
+    except InputError:
+        raise
+    except Exception as e:  # checksummed, so only a writer's bug gets here
+        raise InputError(f"{path}: the fixture's probe frames do not decode ({e})") from None
 
 
 def _content_sha256(tensors: dict[str, np.ndarray], header: dict[str, Any]) -> str:

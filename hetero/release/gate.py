@@ -30,6 +30,7 @@ from hetero.errors import InputError, NotExecutedError
 from hetero.release.report import Report, Row
 from hetero.release.stats import PairedChange, count_queries_needed, paired_queries_needed, proportion
 
+RESIZERS = "resizers"  # require_resizers without the rows that would decide it
 RUNS = "runs"  # the rule every row of a runtime that refused its artifact fails
 
 
@@ -274,7 +275,7 @@ def tightened(floor: CheckConfig, changes: dict[str, Any], what: str) -> CheckCo
     looser = []
     for f in fields(CheckConfig):
         was, now = getattr(floor, f.name), getattr(cfg, f.name)
-        if f.name == "require_executed":
+        if isinstance(was, bool):  # require_executed, require_resizers: a requirement may be added, never dropped
             worse = was and not now
         elif f.name.startswith("min_"):
             worse = now < was  # 0 turns a minimum off: below any floor that is on
@@ -288,6 +289,19 @@ def tightened(floor: CheckConfig, changes: dict[str, Any], what: str) -> CheckCo
             "or have the cloud team sign a new fixture"
         )
     return cfg
+
+
+def _missing_resizes(report: Report, rows: list[Row], cfg: CheckConfig) -> list[RuleResult]:
+    """require_resizers on a report without resize rows for a candidate: a failed rule, never a silent pass."""
+    if not cfg.require_resizers:
+        return []
+    resized = {r.query.rpartition(" [")[0] for r in report.rows if r.kind == "resize"}
+    why = "require_resizers: no resize rows for this candidate (run check on a fixture, which embeds them)"
+    return [
+        RuleResult(r.name, RESIZERS, math.nan, 1.0, False, reason=why)
+        for r in rows
+        if r.kind == "candidate" and r.executed and r.query not in resized
+    ]
 
 
 def evaluate(
@@ -309,7 +323,8 @@ def evaluate(
             raise InputError(f"no row named {missing[0]!r} in the report (rows: {', '.join(sorted(names))})")
         rows = [report.row(c) for c in candidates]
     else:
-        rows = [r for r in report.rows if r.kind in ("candidate", "upgrade")]
+        gated = ("candidate", "upgrade", "resize") if cfg.require_resizers else ("candidate", "upgrade")
+        rows = [r for r in report.rows if r.kind in gated]
     if not rows:
         raise InputError("report has no candidate rows to check")
     previous = next((r for r in report.rows if r.kind == "previous"), None)
@@ -337,6 +352,7 @@ def evaluate(
                 f"not executed here: {previous.note}" if not previous.executed else "has no paired outcomes"
             )
             results += _not_evaluated(r, missing, why, cfg)
+    results += _missing_resizes(report, rows, cfg)
     if not results:
         raise InputError("every gate threshold is off for these rows: nothing would be checked")
     gate = GateResult(results, require_executed)

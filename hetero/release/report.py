@@ -13,7 +13,7 @@ from hetero.io import atomic_write_json, atomic_write_text, read_json
 
 REPORT_SCHEMA = "hetero.report/1"
 # upgrade: the v2 cloud's queries in v1's gallery (no backfill, gated); backfill: queries in the v2 cloud's gallery
-KINDS = ("reference", "candidate", "control", "previous", "self", "upgrade", "backfill")
+KINDS = ("reference", "candidate", "control", "previous", "self", "upgrade", "backfill", "resize")
 
 
 @dataclass
