@@ -13,7 +13,8 @@ import numpy as np
 import hetero.devices.base as base
 from hetero.data.datasets import ImageSet
 from hetero.devices.loader import load
-from hetero.errors import NotExecutedError
+from hetero.errors import ManifestError, NotExecutedError
+from hetero.frames import FrameRule
 from hetero.manifest import Manifest, load_manifest
 from hetero.release.fixture import Fixture
 from hetero.training.table import EmbeddingTable, is_embedding_cloud
@@ -40,7 +41,8 @@ def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | No
     hetero.devices.remote.SSHHost, or a runtime target's hetero.devices.targets.LocalHost."""
     name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
     p = Path(path)
-    manifest, _ = load_manifest(p)  # sha256 verified before anything else
+    manifest, model_file = load_manifest(p)  # sha256 verified before anything else
+    _require_stated_frame(manifest, model_file)
     unit = p if p.is_dir() else p.parent
     name = name or unit.name
     if remote is not None:
@@ -51,6 +53,19 @@ def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | No
         return Producer(name, kind, manifest, load(p, threads))
     except NotExecutedError as e:
         return Producer(name, kind, manifest, None, str(e))
+
+
+def _require_stated_frame(manifest: Manifest, model_file: Path) -> None:
+    """The frame rule decides which pixels the gate feeds; the manifest is not hashed, the model file is: they
+    must agree, or an edited manifest could choose the filter a verdict is decided with."""
+    from hetero.export.metadata import stated_frame
+
+    stated = stated_frame(model_file, manifest.format)
+    if stated is not None and FrameRule.from_dict(stated) != manifest.frame:
+        raise ManifestError(
+            f"{model_file}: the file states frame rule {stated}, its manifest {manifest.frame.to_dict()}: "
+            "the manifest was edited or belongs to another file"
+        )
 
 
 def resize_variants(producers: list[Producer], filters: list[str]) -> list[Producer]:

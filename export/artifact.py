@@ -270,6 +270,7 @@ def _build_unit(
             keep_float=keep,
             weight_bits=bits,
             int8_scheme=t.int8_scheme,
+            frame_filter=cfg.frame_filter,
         )
         facts = mod.build(request)
         if prepared is not None:
@@ -289,8 +290,8 @@ def _build_unit(
             source={"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256},
             extra={
                 **facts,
-                "camera_to_input": camera_rule(built.input_spec),
-                "frame": FrameRule(built.input_spec.height, built.input_spec.width).to_dict(),
+                "camera_to_input": camera_rule(built.input_spec, frame_filter=cfg.frame_filter),
+                "frame": FrameRule(built.input_spec.height, built.input_spec.width, cfg.frame_filter).to_dict(),
                 "runtime_requirements": requirements(tmp / mod.FILE, str(t.format)),
                 "build_seconds": round(build_seconds, 2),
                 "size_bytes": path_size(tmp / mod.FILE),

@@ -95,7 +95,14 @@ def build(req: BuildRequest) -> dict[str, Any]:
         if precision == "int8w":
             op = ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=0)
             ml = ct.optimize.coreml.linear_quantize_weights(ml, ct.optimize.coreml.OptimizationConfig(global_config=op))
-    meta = describe(req.space_id, req.graph.model.head.out_features, spec, precision, image_input=True)
+    meta = describe(
+        req.space_id,
+        req.graph.model.head.out_features,
+        spec,
+        precision,
+        image_input=True,
+        frame_filter=req.frame_filter,
+    )
     for k, v in meta.items():
         ml.user_defined_metadata[k] = v
     ml.short_description = f"hetero edge embedding in space {req.space_id}"

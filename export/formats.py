@@ -58,6 +58,7 @@ class BuildRequest:
     keep_float: tuple[str, ...] = ()  # module paths of the network kept float in int8, beyond the graph's ends
     weight_bits: int = 8  # ONNX int8: 7 = reduce_range (x86 without VNNI)
     int8_scheme: str = "u8u8"  # ONNX int8 activation x weight types (ExportConfig.onnx_int8_scheme)
+    frame_filter: str = "pil-bilinear"  # the resize the app calls, stated in the file (ExportConfig.frame_filter)
 
 
 class FormatModule(Protocol):

@@ -5,14 +5,15 @@ model embeds into, what pixels it takes and how a camera frame becomes those pix
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from hetero.frames import FrameRule
+from hetero.frames import DEFAULT_FILTER, FrameRule
 from hetero.spaces import INPUT_NAME, OUTPUT_NAME, InputSpec
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "camera_rule", "describe"]
 
 
-def camera_rule(spec: InputSpec, image_input: bool = False) -> str:
+def camera_rule(spec: InputSpec, image_input: bool = False, frame_filter: str = DEFAULT_FILTER) -> str:
     """How an app turns a camera frame into the model's input (the training and evaluation images are square).
     `image_input`: the format takes an image (Core ML's ImageType: a CVPixelBuffer), not a uint8 tensor."""
     given = (
@@ -21,13 +22,19 @@ def camera_rule(spec: InputSpec, image_input: bool = False) -> str:
         else f"{spec.channel_order} uint8 {spec.layout}"
     )
     return (
-        f"scale the frame so its shorter side is {min(spec.height, spec.width)} px (bilinear, antialiased: "
-        f"{FrameRule(spec.height, spec.width).filter}), "
+        f"scale the frame so its shorter side is {min(spec.height, spec.width)} px ({frame_filter}), "
         f"centre-crop {spec.height}x{spec.width}, {given}; no normalisation (the model scales pixels itself)"
     )
 
 
-def describe(space_id: str, dim: int, spec: InputSpec, precision: str, image_input: bool = False) -> dict[str, str]:
+def describe(
+    space_id: str,
+    dim: int,
+    spec: InputSpec,
+    precision: str,
+    image_input: bool = False,
+    frame_filter: str = DEFAULT_FILTER,
+) -> dict[str, str]:
     """String key/values (the common denominator of the three formats' metadata)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -42,8 +49,28 @@ def describe(space_id: str, dim: int, spec: InputSpec, precision: str, image_inp
         "hetero.input": json.dumps(spec.to_dict(), sort_keys=True),
         "hetero.input_name": INPUT_NAME,
         "hetero.output_name": OUTPUT_NAME,
-        "hetero.camera_to_input": camera_rule(spec, image_input),
-        "hetero.frame": json.dumps(FrameRule(spec.height, spec.width).to_dict(), sort_keys=True),
+        "hetero.camera_to_input": camera_rule(spec, image_input, frame_filter),
+        "hetero.frame": json.dumps(FrameRule(spec.height, spec.width, frame_filter).to_dict(), sort_keys=True),
         "hetero.precision": precision,
         "hetero.version": hv,
     }
+
+
+def stated_frame(model_file: Path, fmt: str) -> dict[str, object] | None:
+    """The frame rule the file itself states (`hetero.frame`; ONNX and TFLite, read without onnx or torch), or None
+    when it states none (an older artifact, Core ML, a checkpoint): what `check` holds the manifest to."""
+    if fmt == "onnx":
+        from hetero.export.requires import _fields
+
+        props = {}
+        for number, _, value in _fields(Path(model_file).read_bytes()):
+            if number == 14:  # ModelProto.metadata_props: StringStringEntryProto {1: key, 2: value}
+                entry = dict((n, v) for n, _, v in _fields(value))
+                props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+    elif fmt == "tflite":
+        from hetero.export.tflite import read_metadata
+
+        props = read_metadata(model_file)
+    else:
+        return None
+    return json.loads(props["hetero.frame"]) if "hetero.frame" in props else None

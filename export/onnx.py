@@ -54,7 +54,16 @@ def build(req: BuildRequest) -> dict[str, Any]:
         _to_int8(fp32, dest / FILE, dest, req)
     if fp32.name != FILE:
         fp32.unlink()
-    _stamp(dest / FILE, describe(req.space_id, req.graph.model.head.out_features, req.graph.input_spec, precision))
+    _stamp(
+        dest / FILE,
+        describe(
+            req.space_id,
+            req.graph.model.head.out_features,
+            req.graph.input_spec,
+            precision,
+            frame_filter=req.frame_filter,
+        ),
+    )
     facts = {"opset": req.opset, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "batch": "dynamic"}
     if precision == "int8":
         facts["quantisation"] = {

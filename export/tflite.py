@@ -57,7 +57,13 @@ def build(req: BuildRequest) -> dict[str, Any]:
         span = network_input_range(req.graph, req.calibration) if req.precision == "int8" else None
         _quantize(fp32, req.dest / FILE, req.precision, req.calibration, req.keep_float, span)
         fp32.unlink()
-    meta = describe(req.space_id, req.graph.model.head.out_features, req.graph.input_spec, req.precision)
+    meta = describe(
+        req.space_id,
+        req.graph.model.head.out_features,
+        req.graph.input_spec,
+        req.precision,
+        frame_filter=req.frame_filter,
+    )
     _stamp(req.dest / FILE, meta)
     facts = {"batch": 1, "converter": "litert-torch", "signature": {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]}}
     if req.precision == "int8":  # ai-edge-quantizer's static recipe calibrates min-max, whatever the config asks

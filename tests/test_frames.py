@@ -104,16 +104,26 @@ def test_edge_artifact_takes_its_compute_size_with_no_resize_inside(tiny):
     assert m.extra["frame"] == FrameRule(12, 12).to_dict()
 
 
-def test_space_input_keeps_the_resize_in_the_graph(tiny, tmp_path):
+def test_space_input_keeps_the_resize_and_the_stated_filter_is_what_the_gate_uses(tiny, tmp_path, frames_fixture):
+    """input_size = "space": the graph resizes inside. frame_filter = "cv2-area": the artifact states the app's
+    resize, the gate resizes its probes with it, and --resize all adds the others (the default among them)."""
     import onnx
 
     cfg = tmp_path / "space.toml"
-    cfg.write_text(Path(tiny.config).read_text().replace("[export]", '[export]\ninput_size = "space"'))
-    run = type(tiny)(tiny.root, cfg)
-    export_to(run, tiny.edge, tmp_path / "x", "onnx", "fp32")
+    export = '[export]\ninput_size = "space"\nframe_filter = "cv2-area"'
+    cfg.write_text(Path(tiny.config).read_text().replace("[export]", export))
+    export_to(type(tiny)(tiny.root, cfg), tiny.edge, tmp_path / "x", "onnx", "fp32")
     m, model_file = load_manifest(tmp_path / "x" / "onnx-fp32")
-    assert (m.input.height, m.frame.height) == (16, 16)
-    assert "Resize" in {n.op_type for n in onnx.load(model_file).graph.node}
+    assert (m.input.height, m.frame.height, m.frame.filter) == (16, 16, "cv2-area")
+    model = onnx.load(model_file)
+    assert "Resize" in {n.op_type for n in model.graph.node}
+    assert json.loads({p.key: p.value for p in model.metadata_props}["hetero.frame"])["filter"] == "cv2-area"
+    fx = Fixture.load(frames_fixture)
+    thresholds = CheckConfig(**load_config(tiny.config).check.__dict__)
+    report = check(thresholds=thresholds, fixture=fx, artifacts=[str(tmp_path / "x")], resizers=["all"]).report
+    assert report.producers["onnx-fp32"]["frame"]["filter"] == "cv2-area"
+    assert "onnx-fp32 [pil-bilinear]" in {r.query for r in report.rows if r.kind == "resize"}
+    assert "onnx-fp32 [cv2-area]" not in {r.query for r in report.rows}
 
 
 def test_resize_rows_are_reported_and_gated_only_when_required(tiny, frames_fixture, monkeypatch):
@@ -171,3 +181,20 @@ def test_an_older_fixture_is_refused_with_what_to_do(frames_fixture, tmp_path):
     old.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n :])
     with pytest.raises(InputError, match="recreate it with hetero fixture create"):
         Fixture.load(old)
+
+
+def test_an_edited_frame_rule_in_the_manifest_is_refused(tiny, frames_fixture, tmp_path, capsys):
+    """The manifest is not hashed, the model file is: a manifest whose frame rule differs from the file's (a filter
+    edited to one that passes) is exit 2, before anything runs."""
+    import shutil
+
+    from hetero.export.metadata import stated_frame
+
+    unit = tmp_path / "onnx-fp32"
+    shutil.copytree(tiny.onnx, unit)
+    assert stated_frame(unit / "model.onnx", "onnx") == FrameRule(12, 12).to_dict()
+    manifest = json.loads((unit / "manifest.json").read_text())
+    manifest["extra"]["frame"]["filter"] = "cv2-area"
+    (unit / "manifest.json").write_text(json.dumps(manifest))
+    assert run_cli("check", "--fixture", frames_fixture, "--artifact", unit) == 2
+    assert "the file states frame rule" in capsys.readouterr().err

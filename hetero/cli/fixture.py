@@ -48,7 +48,8 @@ def register(add) -> None:
         "fixture",
         "freeze what mobile CI needs into one file",
         "`create` embeds the config's held-out probes and gallery with the cloud model and writes one checksummed\n"
-        "safetensors file: probe images (uint8, the on-device input), gallery embeddings and labels, the cloud's own\n"
+        "safetensors file: probe frames (PNG, at [data] frame_size: each artifact gets them through its own frame\n"
+        "rule), gallery embeddings and labels, the cloud's own\n"
         "query embeddings, the space and the config's [check] thresholds. `--sign KEY` adds the cloud team's\n"
         "Ed25519 signature over all of it (`hetero key generate` makes a key pair); CI checks it with --trust\n"
         "KEY.pub, and the thresholds become a floor nobody downstream can loosen. `info` shows one (with --trust,\n"
