@@ -201,7 +201,8 @@ def _producer_rows(
     labels = fx.probe_labels
     scored = {name: metrics(q) for name, q in queries.items()}
     previous = next((p for p in producers if p.kind == "previous" and p.name in queries), None)
-    rows = []
+    rows: list[Row] = []
+    memo: dict[tuple, np.ndarray] = {}
     for p in producers:
         head = {"name": f"{p.name} → cloud", "query": p.name, "gallery": "cloud", "kind": p.kind}
         if p.runtime is None or p.failure:
@@ -227,7 +228,7 @@ def _producer_rows(
                 cpu=p.runtime.info().get("cpu") or cpu_tag(),
                 **fields,
                 same_space=p.manifest.space.id == fx.space.id,
-                parity_min_cosine=_parity(p, producers, queries),
+                parity_min_cosine=_parity(p, producers, queries, fx, memo),
                 latency_ms=None if getattr(p.runtime, "emulated", "") else latency[p.name],
                 **_flips(ref_ok, ok, labels),
                 **extra,
@@ -320,17 +321,36 @@ def _matrix(rows: list[Row], queries: dict, own: dict, gallery_labels: np.ndarra
     return {"queries": names, "galleries": galleries, "recall_at_1": [[r1[q, g] for g in galleries] for q in names]}
 
 
-def _parity(p: Producer, producers: list[Producer], queries: dict[str, np.ndarray]) -> float | None:
-    """Min cosine to the same artifact on another runtime, else to the torch checkpoint it was exported from."""
+def _parity(
+    p: Producer, producers: list[Producer], queries: dict[str, np.ndarray], fx: Fixture, memo: dict[tuple, np.ndarray]
+) -> float | None:
+    """Min cosine to the same artifact on another runtime, else to the torch checkpoint it was exported from — on
+    the same pixels: an artifact taking its compute size is compared with the checkpoint run at that size."""
     src = p.manifest.source.get("checkpoint_sha256")
-    for match in (
-        lambda o: o.manifest.sha256 == p.manifest.sha256,
-        lambda o: src is not None and o.manifest.kind == "checkpoint" and o.manifest.sha256 == src,
-    ):
-        for other in producers:
-            if other is not p and other.kind != "resize" and other.name in queries and match(other):
-                return cosine_parity(queries[other.name], queries[p.name])["min_cosine"]
+    for other in producers:
+        if (
+            other is not p
+            and other.kind != "resize"
+            and other.name in queries
+            and other.manifest.sha256 == p.manifest.sha256
+        ):
+            return cosine_parity(queries[other.name], queries[p.name])["min_cosine"]
+    for other in producers:
+        if other.name in queries and other.manifest.kind == "checkpoint" and src and other.manifest.sha256 == src:
+            return cosine_parity(_on_pixels_of(other, p, fx, queries, memo), queries[p.name])["min_cosine"]
     return None
+
+
+def _on_pixels_of(
+    other: Producer, p: Producer, fx: Fixture, queries: dict[str, np.ndarray], memo: dict[tuple, np.ndarray]
+) -> np.ndarray:
+    """`other`'s embeddings of the pixels `p` was fed: its own queries when those are the same pixels."""
+    key = (p.manifest.frame.height, p.manifest.frame.width, p.filter or p.manifest.frame.filter)
+    if key == (other.manifest.frame.height, other.manifest.frame.width, other.filter or other.manifest.frame.filter):
+        return queries[other.name]
+    if (other.name, *key) not in memo:
+        memo[(other.name, *key)] = other.runtime.embed(p.probes(fx))
+    return memo[(other.name, *key)]
 
 
 def _describe(p: Producer) -> dict[str, Any]:

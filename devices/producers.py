@@ -58,9 +58,12 @@ def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | No
 def _require_stated_frame(manifest: Manifest, model_file: Path) -> None:
     """The frame rule decides which pixels the gate feeds; the manifest is not hashed, the model file is: they
     must agree, or an edited manifest could choose the filter a verdict is decided with."""
-    from hetero.export.metadata import stated_frame
+    from hetero.export.requires import stated_frame
 
-    stated = stated_frame(model_file, manifest.format)
+    try:
+        stated = stated_frame(model_file, manifest.format)
+    except Exception:  # a malformed file: its runtime refuses it on load, with its own message
+        return
     if stated is not None and FrameRule.from_dict(stated) != manifest.frame:
         raise ManifestError(
             f"{model_file}: the file states frame rule {stated}, its manifest {manifest.frame.to_dict()}: "

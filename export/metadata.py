@@ -5,7 +5,6 @@ model embeds into, what pixels it takes and how a camera frame becomes those pix
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from hetero.frames import DEFAULT_FILTER, FrameRule
 from hetero.spaces import INPUT_NAME, OUTPUT_NAME, InputSpec
@@ -55,22 +54,3 @@ def describe(
         "hetero.version": hv,
     }
 
-
-def stated_frame(model_file: Path, fmt: str) -> dict[str, object] | None:
-    """The frame rule the file itself states (`hetero.frame`; ONNX and TFLite, read without onnx or torch), or None
-    when it states none (an older artifact, Core ML, a checkpoint): what `check` holds the manifest to."""
-    if fmt == "onnx":
-        from hetero.export.requires import _fields
-
-        props = {}
-        for number, _, value in _fields(Path(model_file).read_bytes()):
-            if number == 14:  # ModelProto.metadata_props: StringStringEntryProto {1: key, 2: value}
-                entry = dict((n, v) for n, _, v in _fields(value))
-                props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
-    elif fmt == "tflite":
-        from hetero.export.tflite import read_metadata
-
-        props = read_metadata(model_file)
-    else:
-        return None
-    return json.loads(props["hetero.frame"]) if "hetero.frame" in props else None

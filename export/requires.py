@@ -12,6 +12,7 @@ the runtime worker environments do not have it, and only three fields are needed
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,21 @@ def minimum_version(package: str, req: dict[str, Any]) -> tuple[str | None, str]
             f"{why}: newer than TF Lite {'.'.join(map(str, _LITERT_FIRST_TF))}, which ai-edge-litert 1.0 implements",
         )
     return None, ""
+
+
+def stated_frame(model_file: Path, fmt: str) -> dict[str, object] | None:
+    """The frame rule the file itself states (`hetero.frame`; ONNX and TFLite, read without onnx or torch), or None
+    when it states none (an older artifact, Core ML, a checkpoint): what `check` holds the manifest to."""
+    if fmt == "onnx":
+        props = {}
+        for number, _, value in _fields(Path(model_file).read_bytes()):
+            if number == 14:  # ModelProto.metadata_props: StringStringEntryProto {1: key, 2: value}
+                entry = dict((n, v) for n, _, v in _fields(value))
+                props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+    elif fmt == "tflite":
+        from hetero.export.tflite import read_metadata
+
+        props = read_metadata(model_file)
+    else:
+        return None
+    return json.loads(props["hetero.frame"]) if "hetero.frame" in props else None

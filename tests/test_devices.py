@@ -149,11 +149,12 @@ def test_wrong_space_artifact_is_an_input_error(tiny, fixture_file, tmp_path, ca
     assert "foreign embedding space" in capsys.readouterr().err
 
 
-def test_previous_release_flips(tiny, fixture_file, tmp_path, capsys):
-    same = _check(tiny, fixture_file, "--json", "--artifact", f"new={tiny.onnx}", "--previous", f"old={tiny.edge}")
+def test_previous_release_flips(tiny, fixture_file, artifacts, tmp_path, capsys):
+    old = artifacts / "tflite-fp32"
+    same = _check(tiny, fixture_file, "--json", "--artifact", f"new={tiny.onnx}", "--previous", f"old={old}")
     out = json.loads(capsys.readouterr().out)
     assert same == 0
-    assert out["report"]["rows"][1]["previous_flip_rate"] == 0.0  # same model, other runtime: nothing flips
+    assert out["report"]["rows"][1]["previous_flip_rate"] == 0.0  # same model and pixels, other runtime: no flips
     worse = _perturbed_onnx(tiny.onnx, tmp_path / "worse", scale=0.6)
     rc = _check(
         tiny,

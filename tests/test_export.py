@@ -16,6 +16,7 @@ from hetero.devices.loader import load
 from hetero.errors import ArtifactError, NotExecutedError
 from hetero.export import coreml
 from hetero.export.formats import SUPPORT
+from hetero.frames import FrameRule, artifact_input
 from hetero.io import sha256_path
 from hetero.models.checkpoint import load_checkpoint
 from hetero.models.registry import EmbeddingGraph
@@ -81,7 +82,8 @@ def test_every_supported_combination_exports_and_validates(matrix):
 def test_exported_artifacts_take_uint8_pixels_and_agree_with_torch(tiny, matrix):
     _, _, root = matrix
     # real held-out digits: int8 is calibrated for them (uniform noise pixels fall outside its ranges)
-    images = load_split(load_config(tiny.config).data).query.images[::20]
+    # at the artifacts' input, the edge's 12 px compute size: the checkpoint takes that size too
+    images = FrameRule(12, 12).apply(load_split(load_config(tiny.config).data).query.images[::20])
     ref = load(tiny.edge).embed(images)
     for unit in ("onnx-fp32", "tflite-fp32", "onnx-int8", "tflite-int8"):
         out = load(root / unit).embed(images)
@@ -101,7 +103,7 @@ def test_coreml_spec_check_refuses_a_foreign_space(tiny, matrix):
     _, _, root = matrix
     m = json.loads((root / "coreml-fp16" / "manifest.json").read_text())
     model, ckpt = load_checkpoint(tiny.edge)
-    graph = EmbeddingGraph(model, ckpt.input).eval()
+    graph = EmbeddingGraph(model, artifact_input(ckpt.input, model.resolution)).eval()  # 12 px in, no resize
     path = root / "coreml-fp16" / "model.mlpackage"
     assert coreml.inspect(path, graph, m["space"]["id"], 16, "fp16")["macs"] == ckpt.model["macs"]
     with pytest.raises(ArtifactError, match=r"metadata hetero\.space_id"):
@@ -202,7 +204,8 @@ def test_tflite_artifact_is_gated_like_any_other(tiny, matrix):
 @pytest.mark.skipif(not ON_MAC, reason="Core ML executes only on macOS: not executed here")
 def test_coreml_executes_and_matches_torch_on_macos(tiny, matrix):
     _, _, root = matrix
-    images = load_split(load_config(tiny.config).data).query.images[::20]
+    # at the artifacts' input, the edge's 12 px compute size: the checkpoint takes that size too
+    images = FrameRule(12, 12).apply(load_split(load_config(tiny.config).data).query.images[::20])
     ref = load(tiny.edge).embed(images)
     out = load(root / "coreml-fp32").embed(images)
     assert ((out * ref).sum(1)).min() > 0.9999

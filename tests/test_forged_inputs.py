@@ -66,9 +66,9 @@ def test_fixture_header_is_covered_by_its_hash(fixture_file, tmp_path, capsys):
     _err(capsys, "checksum mismatch")
 
 
-def test_fixture_probes_must_have_the_space_size(fixture_file, tmp_path):
+def test_fixture_probe_frames_must_cover_the_space_size(fixture_file, tmp_path):
     fx = Fixture.load(fixture_file)
-    with pytest.raises(InputError, match=r"space .* takes"):
+    with pytest.raises(InputError, match=r"frames are \[8, 8\], smaller than space .*'s input \[16, 16\]"):
         Fixture(
             fx.space,
             np.zeros((len(fx.probe_labels), 8, 8, 3), np.uint8),

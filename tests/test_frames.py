@@ -188,7 +188,7 @@ def test_an_edited_frame_rule_in_the_manifest_is_refused(tiny, frames_fixture, t
     edited to one that passes) is exit 2, before anything runs."""
     import shutil
 
-    from hetero.export.metadata import stated_frame
+    from hetero.export.requires import stated_frame
 
     unit = tmp_path / "onnx-fp32"
     shutil.copytree(tiny.onnx, unit)

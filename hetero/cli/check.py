@@ -86,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
     if result.not_executed:
         args.junit_written = True  # the skipped rows and the error case say more than a bare error
         raise NotExecutedError(result.not_executed)
+    signed = result.report.signed_by or (fx.signed_by if not args.report and args.fixture else "")
+    _render(args, result, notes, signed)
+    if not result.passed:
+        raise GateFailure(result.gate.failures)
+    return 0
+
+
+def _render(args: argparse.Namespace, result, notes: list[str], signed: str) -> None:
+    """Text and --json of a verdict; resize rows' verdicts beside the gate when they are reported, not gated."""
     advisory = result.resize_gate
     if advisory is not None:
         notes.append("resize rows (--resize) are reported, not gated; [check] require_resizers = true gates them")
@@ -107,14 +116,10 @@ def run(args: argparse.Namespace) -> int:
         **({"notes": notes} if notes else {}),
         **({"resize_verdicts": advisory.to_dict()} if advisory is not None else {}),
     }
-    signed = result.report.signed_by or (fx.signed_by if not args.report and args.fixture else "")
     if signed:
         payload["signed_by"] = signed
         text += f"\nsigned by trusted key {signed}"
     emit(args, {**payload, "report": result.report.to_dict()}, text)
-    if not result.passed:
-        raise GateFailure(result.gate.failures)
-    return 0
 
 
 def _runtimes(args: argparse.Namespace) -> list[str]:
