@@ -53,4 +53,3 @@ def describe(
         "hetero.precision": precision,
         "hetero.version": hv,
     }
-
