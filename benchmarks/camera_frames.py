@@ -10,7 +10,7 @@ Latency: `hetero bench` of the fp32 and int8 artifacts of both inputs, one threa
 (pixel scaling, resize, L2) timed interleaved with the bare network, each with its 95% interval over rounds — the
 issue-16 target is extras <= 5% at the interval's upper end.
 
-    .venv/bin/python benchmarks/camera_frames.py --cloud CLOUD --edge EDGE        # ~10 min on 2 cores
+    .venv/bin/python benchmarks/camera_frames.py --cloud CLOUD --edge EDGE        # ~12 min on 2 cores
 Writes benchmarks/results/camera_frames.{json,md}.
 """
 
