@@ -169,6 +169,18 @@ def test_check_resize_from_the_shell_path(tiny, frames_fixture, capsys):
     assert "unknown resize filter 'lanczos'" in capsys.readouterr().err
 
 
+def test_required_resizers_reach_junit_and_markdown(tiny, frames_fixture, tmp_path, capsys):
+    """--require-resizers (as a policy's require_resizers would): every filter's row is a gated rule, so each is a
+    JUnit test case and a Markdown row — what mobile CI shows."""
+    junit, md = tmp_path / "j.xml", tmp_path / "r.md"
+    argv = ("check", "--fixture", frames_fixture, "--artifact", tiny.onnx, "--require-resizers", "--quiet")
+    assert run_cli(*argv, "--junit", junit, "--markdown", md) == 0
+    xml, text = junit.read_text(), md.read_text()
+    for f in FILTERS:
+        if f != "pil-bilinear":
+            assert f"onnx-fp32 [{f}]" in xml and f"onnx-fp32 [{f}]" in text, f
+
+
 def test_an_older_fixture_is_refused_with_what_to_do(frames_fixture, tmp_path):
     raw = frames_fixture.read_bytes()
     n = int.from_bytes(raw[:8], "little")
