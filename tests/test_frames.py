@@ -87,7 +87,9 @@ def test_fixture_stores_frames_and_every_producer_gets_its_own_size(tiny, frames
     fx.probe_frames[0, 0, 0, 0] ^= 1
     assert fx.content_sha256() != digest  # the stored (encoded) frames are what the hash covers
     header = json.loads(frames_fixture.read_bytes()[8 : 8 + int.from_bytes(frames_fixture.read_bytes()[:8], "little")])
-    assert json.loads(header["__metadata__"]["hetero.fixture"])["source"]["frame_size"] == 32
+    stored = json.loads(header["__metadata__"]["hetero.fixture"])
+    assert stored["source"]["frame_size"] == 32
+    assert Fixture.load(frames_fixture).content_sha256() == stored["content_sha256"]  # re-saving keeps the bytes
 
 
 def test_edge_artifact_takes_its_compute_size_with_no_resize_inside(tiny):

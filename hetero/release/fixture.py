@@ -242,6 +242,8 @@ class Fixture:
         )
         if fx.info() != header:  # what the header says must be what the arrays are (probe count, shape, classes)
             raise InputError(f"{path}: fixture header does not describe its arrays")
+        # Saved again (signing), the frames keep the bytes that were hashed, whatever this Pillow would encode.
+        fx._derived.update(frames=fx.probe_frames, png=(tensors["probe_frames_png"], tensors["probe_frame_offsets"]))
         return fx
 
 
