@@ -183,7 +183,9 @@ def compatibility_report(
         chance=chance_levels(*labels),
         rows=rows,
         producers={p.name: _describe(p) for p in producers},
-        matrix=_matrix(rows, {"cloud": fx.reference_queries, **queries}, own, labels[1], metrics),
+        matrix=_matrix(
+            rows, {"cloud": fx.reference_queries, **_unresized(queries, producers)}, own, labels[1], metrics
+        ),
         hetero_version=__version__,
     )
 
@@ -255,6 +257,12 @@ def _self_rows(
                     **fields)
             )  # fmt: skip
     return rows
+
+
+def _unresized(queries: dict[str, np.ndarray], producers: list[Producer]) -> dict[str, np.ndarray]:
+    """The heatmap's query producers: resize variants are rows of the report, not models of their own."""
+    resized = {p.name for p in producers if p.kind == "resize"}
+    return {k: v for k, v in queries.items() if k not in resized}
 
 
 def _cloud_runtime(fx: Fixture) -> str:

@@ -140,6 +140,7 @@ def test_resize_rows_are_reported_and_gated_only_when_required(tiny, frames_fixt
     assert sorted(r.query for r in resized) == sorted(f"onnx-fp32 [{f}]" for f in FILTERS if f != "pil-bilinear")
     assert result.passed and result.resize_gate is not None and result.resize_gate.passed
     assert all(r.parity_min_cosine is not None for r in resized)  # against the same artifact's own-rule row
+    assert result.report.matrix["queries"] == ["cloud", "onnx-fp32"]  # variants are rows, not heatmap models
 
     monkeypatch.setitem(frames.FILTERS, "cv2-area", lambda frame, size: np.zeros((*size, 3), np.uint8))
     fx = Fixture.load(frames_fixture)  # its resized probes are cached per filter
