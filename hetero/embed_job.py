@@ -135,7 +135,7 @@ def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]
             return d["embeddings"], d["ids"], skipped
     except InputError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
         raise InputError(f"{path}: unreadable shard ({type(e).__name__}); delete it and run again") from None
 
 

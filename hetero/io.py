@@ -269,7 +269,7 @@ def open_npz(path: Path, what: str = "file") -> Iterator[Any]:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError) as e:  # NotImplemented: a version byte
         raise InputError(f"{path}: not a readable .npz ({e})") from None
     for info in infos:
         if info.file_size > MAX_NPZ_SMALL and info.file_size > MAX_NPZ_RATIO * max(info.compress_size, 1):
@@ -279,7 +279,7 @@ def open_npz(path: Path, what: str = "file") -> Iterator[Any]:
             )
     try:
         z = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError, EOFError) as e:
         raise InputError(f"{path}: not a readable .npz ({e})") from None
     with z:
         yield z

@@ -278,3 +278,18 @@ def test_runtimes_refuse_pixels_of_another_size_or_type(tiny, which):
     with pytest.raises(InputError, match="takes uint8 pixels"):
         rt.embed(np.zeros((2, n, n, 3), np.float32))
     assert rt.embed(np.zeros((2, n, n, 3), np.uint8)).shape == (2, 16)
+
+
+def test_an_npz_claiming_a_newer_zip_version_is_one_clear_error(tmp_path):
+    """A flipped byte in a shard's central directory made zipfile raise NotImplementedError ("zip file version
+    8.4"), which escaped as a traceback (found by the embed fuzz test): it is an unreadable file like any other."""
+    from hetero.io import open_npz
+
+    path = tmp_path / "x.npz"
+    np.savez(path, a=np.arange(4))
+    raw = bytearray(path.read_bytes())
+    cd = raw.rindex(b"PK\x01\x02")  # central directory entry: "version needed to extract" at offset 6
+    raw[cd + 6] = 84
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"not a readable \.npz"), open_npz(path, "shard"):
+        pass

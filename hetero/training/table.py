@@ -209,7 +209,7 @@ class EmbeddingTable:
         try:
             with open_npz(data_file, "embedding table") as z:
                 self.ids, self.embeddings = z["ids"].astype(str), z["embeddings"].astype(np.float32)
-        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
             raise InputError(f"{data_file}: unreadable embedding table ({type(e).__name__})") from None
         if self.embeddings.ndim != 2 or self.embeddings.shape != (len(self.ids), m.space.dim):
             shape = list(self.embeddings.shape)
