@@ -250,7 +250,7 @@ def _self_rows(
     rows = []
     for p in producers:
         if p.name in queries and p.kind not in ("previous", "resize"):
-            own[p.name] = p.runtime.embed(p.manifest.frame.apply(fx.gallery_images))
+            own[p.name] = p.runtime.embed(p.rule.apply(fx.gallery_images))
             fields = metrics(queries[p.name], own[p.name], fx.gallery_labels)[0]
             rows.append(
                 Row(name=f"{p.name} → {p.name}", query=p.name, gallery=p.name, runtime=p.runtime.name, kind="self",
@@ -353,12 +353,11 @@ def _on_pixels_of(
     other: Producer, p: Producer, fx: Fixture, queries: dict[str, np.ndarray], memo: dict[tuple, np.ndarray]
 ) -> np.ndarray:
     """`other`'s embeddings of the pixels `p` was fed: its own queries when those are the same pixels."""
-    key = (p.manifest.frame.height, p.manifest.frame.width, p.filter or p.manifest.frame.filter)
-    if key == (other.manifest.frame.height, other.manifest.frame.width, other.filter or other.manifest.frame.filter):
+    if p.rule == other.rule:
         return queries[other.name]
-    if (other.name, *key) not in memo:
-        memo[(other.name, *key)] = other.runtime.embed(p.probes(fx))
-    return memo[(other.name, *key)]
+    if (other.name, p.rule) not in memo:
+        memo[other.name, p.rule] = other.runtime.embed(p.probes(fx))
+    return memo[other.name, p.rule]
 
 
 def _describe(p: Producer) -> dict[str, Any]:
@@ -376,5 +375,5 @@ def _describe(p: Producer) -> dict[str, Any]:
         "precision": m.precision,
         "params": m.model.get("params"),
         "macs": m.model.get("macs"),
-        "frame": {**m.frame.to_dict(), "filter": p.filter or m.frame.filter},
+        "frame": p.rule.to_dict(),
     }

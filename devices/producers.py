@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,14 @@ class Producer:
     failure: str = ""  # the runtime could not load or run it (its message), or its version is below the minimum
     filter: str = ""  # the filter its probes are resized with ("": its frame rule's; kind "resize": another one)
 
+    @property
+    def rule(self) -> FrameRule:
+        """The frame rule its probes go through: its manifest's, with `filter` in place of the stated one if set."""
+        return replace(self.manifest.frame, filter=self.filter) if self.filter else self.manifest.frame
+
     def probes(self, fx: Fixture) -> np.ndarray:
         """The fixture's frames through this producer's frame rule, at its input size."""
-        rule = self.manifest.frame
-        return fx.probes(rule.height, rule.width, self.filter or rule.filter)
+        return fx.probes(self.rule.height, self.rule.width, self.rule.filter)
 
 
 def open_producer(spec: str, kind: str, *, remote: Any = None, threads: int | None = None) -> Producer:
