@@ -22,6 +22,7 @@ from hetero.errors import ArtifactError, InputError, NotExecutedError
 from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.export.quiet import native_quiet
+from hetero.models.registry import embed_dim
 from hetero.spaces import InputSpec
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def build(req: BuildRequest) -> dict[str, Any]:
             ml = ct.optimize.coreml.linear_quantize_weights(ml, ct.optimize.coreml.OptimizationConfig(global_config=op))
     meta = describe(
         req.space_id,
-        req.graph.model.head.out_features,
+        embed_dim(req.graph.model),
         spec,
         precision,
         image_input=True,

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetero.errors import InputError
+
 
 class ClampChannels(nn.Module):
     """min(relu(x), upper[c]) per channel: ReLU6 after its channels were rescaled by equalisation."""
@@ -225,6 +227,10 @@ def prepare(
     after changes its balance with the layer before.
     """
     model = copy.deepcopy(model).eval()
+    if hasattr(model, "fold_deltas"):  # a linearised member (LQF): its weight change folds with the batch norm
+        if equalise:
+            raise InputError("equalise rescales the member's channels, not its weight change: off for an LQF model")
+        model.fold_deltas()
     folded = fold_batchnorm(model)
     pairs = _pairs(model)
     before = _ratio([a.conv for a, _ in pairs])

@@ -7,6 +7,8 @@ OBJECTIVES: dict[str, dict[str, float]] = {
     "contrastive": {"classification": 1.0, "contrastive": 1.0},
     "independent": {"classification": 1.0},
     "l2": {"regression_l2": 1.0},
+    # least squares before normalisation: convex for a linearised member (train --lqf), the same loss for any other
+    "lqf": {"regression_linear": 1.0},
     "distillation": {"classification": 1.0, "distillation": 1.0},
     # upgrades (cloud v2 into v1's space, v1 as --cloud): BCT plus distillation from v1, focal or uniform
     "bct_focal": {"classification": 1.0, "bct": 1.0, "focal_distillation": 1.0},

@@ -16,13 +16,17 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = run_config(args)
     table = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr}.items() if v is not None}
+    if args.lqf:  # --lr is then LQF's step size ([lqf] lr), the role's lr is unused
+        table = {k: v for k, v in table.items() if k != "lr"} | {"lqf": True}
+        if args.lr is not None:
+            cfg = override(cfg, lqf={"lr": args.lr})
     if args.qat is not None:
         table |= {"init": str(args.qat), "qat": True}
     if args.previous is not None:
         table |= {"previous": str(args.previous)}
     if table:
         cfg = override(cfg, **{args.role: table})
-    weights = OBJECTIVES[args.objective] if args.objective else None
+    weights = OBJECTIVES[args.objective] if args.objective else (OBJECTIVES["lqf"] if args.lqf else None)
     distributed.setup()
     try:
         r = train(
@@ -74,6 +78,7 @@ def register(add) -> None:
         "  hetero train edge --cloud runs/x/cloud --out runs/x/edge_bct --resume    # after a kill\n"
         "  hetero train edge --cloud runs/x/cloud --qat runs/x/edge_bct --epochs 5 --lr 1e-4 --out runs/x/edge_qat\n"
         "  hetero train cloud --cloud runs/v1/cloud --objective bct_focal --out runs/v2/cloud  # v1 -> v2\n"
+        "  hetero train edge --config emoji.toml --cloud runs/e/cloud --lqf --out runs/e/edge_lqf\n"
         "  hetero train edge --cloud runs/x/cloud --previous runs/x/edge_bct --objective bct_focal --out runs/x/edge2\n"
         "  torchrun --nproc_per_node=2 -m hetero.cli train cloud --out runs/x/cloud",
     )
@@ -101,6 +106,13 @@ def register(add) -> None:
         metavar="CHECKPOINT",
         help="the release this model replaces (same space): focal_distillation / plain_distillation distil from it "
         "on every training view, so fewer of its right answers flip (e.g. --objective bct_focal)",
+    )
+    t.add_argument(
+        "--lqf",
+        action="store_true",
+        help="linear quadratic fine-tuning: the model is made linear in its weight change over [lqf] stages and "
+        "trained with a K-FAC step (default objective: lqf, least squares onto the cloud's embeddings; --lr is then "
+        "the K-FAC step size, [lqf] lr). The checkpoint exports like any model; its MACs include the tangent pass",
     )
     t.add_argument("--epochs", type=int, help="override the role's epochs")
     t.add_argument("--lr", type=float, help="override the role's learning rate")

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from hetero.errors import ArtifactError, InputError, ManifestError
 from hetero.io import atomic_dir, sha256_file
 from hetero.manifest import Manifest, load_manifest, write_manifest
-from hetero.models.registry import MODELS, create_model, model_cost
+from hetero.models.linearised import Linearised
+from hetero.models.registry import MODELS, create_model, embed_dim, model_cost
 from hetero.spaces import EmbeddingSpace, InputSpec
 
 WEIGHTS_NAME = "model.safetensors"
@@ -57,7 +58,7 @@ def save_checkpoint(
             (tmp / name).write_text(text, encoding="utf-8")
         digest = sha256_file(tmp / WEIGHTS_NAME)
         if space is None:
-            dim = model.head.out_features
+            dim = embed_dim(model)
             space = EmbeddingSpace(id=f"{space_name}-{model_name}@{digest[:12]}", dim=dim, input=input_spec)
         entry = MODELS[model_name]
         manifest = Manifest(
@@ -72,11 +73,12 @@ def save_checkpoint(
                 "name": model_name,
                 "family": entry.family,
                 "role": entry.role,
-                "embed_dim": int(model.head.out_features),
+                "embed_dim": embed_dim(model),
                 "num_classes": int(model.classifier.weight.shape[0]),
                 "scale": float(model.classifier.scale),
                 "resolution": getattr(model, "resolution", None),
                 **({"arch": model.arch} if getattr(model, "arch", None) else {}),
+                **({"lqf": model.lqf_record()} if hasattr(model, "lqf_record") else {}),
                 **model_cost(model, input_spec),
             },
             seed=seed,
@@ -103,7 +105,9 @@ def load_checkpoint(path: Path, loaded: tuple[Manifest, Path] | None = None) -> 
             resolution=None if m.get("resolution") is None else int(m["resolution"]),
             arch=m.get("arch"),
         )
-    except (KeyError, TypeError, ValueError) as e:
+        if m.get("lqf"):  # trained linearised: the member around its starting weights, plus the weight change
+            model = Linearised(model, tuple(m["lqf"]["stages"]), float(m["lqf"]["leak"]))
+    except (KeyError, TypeError, ValueError, InputError) as e:
         raise ManifestError(f"{path}: manifest 'model' is not a model this hetero can build ({e})") from None
     try:
         state = load_file(str(weights))

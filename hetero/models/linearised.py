@@ -5,15 +5,23 @@ A pretrained member made linear in its weight change over chosen trailing module
     out(x) = f(x; w0) + J(x; w0) · Δw
 
 where f is the member's pre-normalisation embedding (head output), w0 its starting weights (ImageNet, or the
-previous release for an upgrade) and Δw the only trainable tensors. Everything before the linearised modules is
-frozen and runs once; the Jacobian-vector product comes from forward-mode differentiation (`torch.func.jvp`), so
-no Jacobian is ever formed. Regressing `out` onto the cloud's embeddings is then a convex quadratic in Δw — the
-premise of LQF. The unit-length embedding is the normalised `out`, as for every member.
+previous release for an upgrade) and Δw the only trainable tensors. Regressing `out` onto the cloud's embeddings is
+then a convex quadratic in Δw — the premise of LQF. The unit-length embedding is the normalised `out`.
+
+The tangent J·Δw is computed by an explicit dual pass, not by autodiff: every module from the first linearised one
+on carries a pair (primal, tangent), and a linearised convolution adds `conv(primal_in, ΔW) + Δb` to the tangent of
+its input pushed through the same convolution with W0. So the training model *is* the deployable graph — ordinary
+convolutions, the trailing stages run with W0 on both streams and once with ΔW — and every exporter serialises it
+like any member (one graph, every format); its extra MACs are counted (`tangent_macs`). The test holds the dual pass
+to `torch.func.jvp` of the member and to finite differences.
+
+Batch norm runs in inference mode (the statistics of w0): the linear model is defined around one fixed function. A
+conv's Δb sits before its batch norm's per-channel scale, so ΔW and Δb span everything the batch norm's own Δγ and
+Δβ could add (Δγ's direction is ΔW ∝ W0): the parametrisation has no redundant tensors.
 
 ReLU6 has zero derivative wherever it saturates, which switches those units off in the linear model; LQF swaps in a
-leaky form. `LeakyReLU6(leak)` leaks with slope `leak` below 0 and above 6 and is ReLU6 exactly at leak 0, so the
-pretrained function is kept and only the linearisation gains directions. Batch norm runs in inference mode (the
-statistics of w0): the linear model is defined around one fixed function.
+leaky form. `LeakyReLU6(leak)` leaks with slope `leak` below 0 and above 6 and is ReLU6 exactly at leak 0 (so a zero
+change reproduces the member bit for bit); at leak > 0 the primal changes where units saturate, as in the paper.
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jvp
 
 from hetero.errors import InputError
 
@@ -55,23 +63,23 @@ def make_leaky(model: nn.Module, prefixes: Sequence[str], leak: float) -> int:
     return swapped
 
 
-class _PreNorm(nn.Module):
-    """The member's head output before L2 normalisation: what LQF makes linear."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.head(self.model.forward_features(x))
+Pair = tuple[torch.Tensor, torch.Tensor | None]  # (primal, tangent); no tangent before the first linearised module
 
 
 class Linearised(nn.Module):
-    """`model` linear in the change of every parameter under `stages` (module names, e.g. ["stages.6", "head_conv",
-    "head"]); the model's own parameters are frozen, `delta` holds Δw (zero: the pretrained model exactly)."""
+    """`model` (an MBNet member) linear in the change of every convolution and linear layer under `stages` (module
+    paths, e.g. ["stages.6", "head_conv", "head"]); the member's parameters are frozen, `delta` holds ΔW and Δb
+    (zero: the member exactly). `forward_features` is the linear output itself and `head` the identity, so training
+    and export treat it like any member: norm(head(features)) is its embedding."""
 
     def __init__(self, model: nn.Module, stages: Sequence[str], leak: float = 0.0):
+        from hetero.models.mbnet import MBNet
+
         super().__init__()
+        if not isinstance(model, MBNet):
+            raise InputError(
+                f"LQF linearises the MBNet families (efficientnet_*, mobilenetv2_*), not {type(model).__name__}"
+            )
         modules = dict(model.named_modules())
         unknown = [s for s in stages if s not in modules or not s]
         if unknown or not stages:
@@ -80,39 +88,157 @@ class Linearised(nn.Module):
         if leak and not make_leaky(model, stages, leak):
             raise InputError(f"no ReLU / ReLU6 modules under {list(stages)} to make leaky (leak {leak})")
         self.stages, self.leak = tuple(stages), float(leak)
-        self.body = _PreNorm(model)
-        self.names = [n for n, _ in self.body.named_parameters() if _under(n.removeprefix("model."), stages)]
+        self.model = model
         for p in model.parameters():
             p.requires_grad_(False)
-        params = dict(self.body.named_parameters())
-        self.delta = nn.ParameterDict({_key(n): nn.Parameter(torch.zeros_like(params[n])) for n in self.names})
-        self.resolution = getattr(model, "resolution", None)  # the deployable graph resizes to it, as for the member
-        self.norm, self.classifier = model.norm, model.classifier
+        units = [(n, m) for n, m in model.named_modules() if _layer(m) is not None and n != "classifier"]
+        self.linear_units = [n for n, _ in units if _under(n, stages)]
+        if not self.linear_units:
+            raise InputError(f"no convolution or linear layer under {list(stages)} to linearise")
+        self.delta = nn.ParameterDict()
+        for n, m in units:
+            if n in self.linear_units:
+                layer = _layer(m)
+                self.delta[_key(n) + "__w"] = nn.Parameter(torch.zeros_like(layer.weight))
+                self.delta[_key(n) + "__b"] = nn.Parameter(layer.weight.new_zeros(layer.weight.shape[0]))
+        self.names = {m: n for n, m in units}
+        self.head = nn.Identity()  # norm and classifier: the member's own (properties, so saved once)
+        self.resolution = model.resolution
+        self.arch = getattr(model, "arch", None)
+        self.pretrained_info = getattr(model, "pretrained_info", None)
+        self.taps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # K-FAC reads layer inputs/outputs
+        self.tangent_macs = 0
         self.train(False)
 
     @property
-    def model(self) -> nn.Module:
-        return self.body.model
+    def norm(self) -> nn.Module:
+        return self.model.norm
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.model.classifier
+
+    def lqf_record(self) -> dict:
+        """What a manifest records to rebuild this model around its member."""
+        return {"stages": list(self.stages), "leak": self.leak}
+
+    @torch.no_grad()
+    def fold_deltas(self) -> None:
+        """Scale each linearised conv's ΔW and Δb by its batch norm's scale: what folding the batch norm into the
+        conv (export's prepare step, which then replaces it by the identity) needs, so the function is unchanged."""
+        modules = dict(self.model.named_modules())
+        for name in self.linear_units:
+            unit = modules[name]
+            if isinstance(getattr(unit, "bn", None), nn.BatchNorm2d):
+                scale, k = _bn_scale(unit.bn), _key(name)
+                self.delta[k + "__w"].mul_(scale.reshape(-1, 1, 1, 1))
+                self.delta[k + "__b"].mul_(scale)
 
     def train(self, mode: bool = True) -> Linearised:
         """Batch norm stays in inference mode: the linearisation point is one fixed function."""
         super().train(mode)
-        self.body.eval()
+        self.model.eval()
         return self
 
-    def forward_linear(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """f(x; w0) + J(x; w0)·Δw, before normalisation: linear in Δw."""
-        params = dict(self.body.named_parameters())
-        w0 = {n: params[n] for n in self.names}
-        dw = {n: self.delta[_key(n)] for n in self.names}
-        out, tangent = jvp(lambda w: functional_call(self.body, w, (x,), strict=False), (w0,), (dw,))
-        return out + tangent
+        primal, tangent = self.forward_pair(x)
+        return primal if tangent is None else primal + tangent
+
+    def forward_pair(self, x: torch.Tensor) -> Pair:
+        """f(x; w0) and J(x; w0)·Δw apart (K-FAC's step size reads J·d with `delta` set to a direction d)."""
+        self.tangent_macs = 0
+        m = self.model
+        pair: Pair = self._convbn(m.stem, (x, None))
+        for stage in m.stages:
+            for block in stage:
+                pair = self._mbconv(block, pair)
+        pair = self._convbn(m.head_conv, pair)
+        p, t = m.pool(pair[0]), None if pair[1] is None else m.pool(pair[1])
+        return self._unit(m.head, p, t, m.head(p), F.linear)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.forward_linear(x))
+        return self.norm(self.forward_features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_embedding(x)
+
+    def _mbconv(self, block: nn.Module, pair: Pair) -> Pair:
+        out = pair if isinstance(block.expand, nn.Identity) else self._convbn(block.expand, pair)
+        out = self._convbn(block.project, self._convbn(block.dw, out))
+        if not block.residual:
+            return out
+        tangents = [t for t in (pair[1], out[1]) if t is not None]
+        return pair[0] + out[0], sum(tangents[1:], tangents[0]) if tangents else None
+
+    def _convbn(self, unit: nn.Module, pair: Pair) -> Pair:
+        x, t = unit.pad(pair[0]), pair[1]
+        pre, tangent = self._unit(unit, x, None if t is None else unit.pad(t), unit.conv(x), self._conv(unit.conv))
+        pre_bn = unit.bn(pre)
+        if tangent is None:
+            return unit.act(pre_bn), None
+        if isinstance(unit.bn, nn.BatchNorm2d):  # folded (`fold_deltas`): the scale is in W0, ΔW and Δb already
+            tangent = tangent * _bn_scale(unit.bn).reshape(1, -1, 1, 1)
+        return unit.act(pre_bn), _through_activation(unit.act, pre_bn, tangent)
+
+    def _unit(self, unit: nn.Module, x: torch.Tensor, t: torch.Tensor | None, primal: torch.Tensor, op) -> Pair:
+        """A conv or linear layer on the pair: the tangent of the input through W0, plus the layer's ΔW on the
+        primal input when it is linearised (its input and output recorded for K-FAC when `taps` is set)."""
+        layer = _layer(unit)
+        tangent = None if t is None else op(t, layer.weight, None)
+        name = self.names[unit]
+        if name in self.linear_units:
+            k = _key(name)
+            own = op(x, self.delta[k + "__w"], self.delta[k + "__b"])
+            if self.taps is not None:
+                self.taps[name] = (x.detach(), own)
+            tangent = own if tangent is None else tangent + own
+        if t is not None or name in self.linear_units:
+            self.tangent_macs += _macs(layer, primal) * ((t is not None) + (name in self.linear_units))
+        return primal, tangent
+
+    @staticmethod
+    def _conv(conv: nn.Conv2d):
+        def op(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+            return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+        return op
+
+
+def _layer(unit: nn.Module) -> nn.Conv2d | nn.Linear | None:
+    """The weight layer of a linearisable unit: a ConvBN's convolution or a linear layer."""
+    from hetero.models.mbnet import ConvBN
+
+    if isinstance(unit, ConvBN):
+        return unit.conv
+    return unit if isinstance(unit, nn.Linear) else None
+
+
+def _bn_scale(bn: nn.BatchNorm2d) -> torch.Tensor:
+    return bn.weight / torch.sqrt(bn.running_var + bn.eps)
+
+
+def _through_activation(act: nn.Module, pre: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    """The tangent times the activation's derivative at `pre`: 1 inside (0, 6), `leak` outside (ReLU6: 0)."""
+    if isinstance(act, nn.Identity):
+        return tangent
+    leak = act.leak if isinstance(act, LeakyReLU6) else 0.0
+    if not isinstance(act, LeakyReLU6 | nn.ReLU6):
+        raise InputError(f"no derivative rule for {type(act).__name__} in a linearised member")
+    inside = ((pre > 0.0) & (pre < 6.0)).to(tangent.dtype)
+    return tangent * (inside + leak * (1.0 - inside)) if leak else tangent * inside
+
+
+def _macs(layer: nn.Module, out: torch.Tensor) -> int:
+    if isinstance(layer, nn.Conv2d):
+        return (
+            out.numel()
+            // out.shape[0]
+            * (layer.in_channels // layer.groups)
+            * layer.kernel_size[0]
+            * layer.kernel_size[1]
+        )
+    return out.numel() // out.shape[0] * layer.in_features
 
 
 def _key(name: str) -> str:

@@ -131,6 +131,12 @@ class HNet(nn.Module):
         return self.forward_embedding(x)
 
 
+def embed_dim(model: nn.Module) -> int:
+    """The embedding's width, read from the classifier every member carries (a linearised member's head is the
+    identity: its linear output is the embedding before normalisation)."""
+    return int(model.classifier.weight.shape[1])
+
+
 def features_and_embedding(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features and the unit embedding from one pass. Every member's `forward_embedding` is
     norm(head(forward_features)); terms that compare features need both, and this is the one place that says so."""
@@ -277,6 +283,7 @@ def model_cost(model: nn.Module, spec: InputSpec) -> dict[str, int]:
     try:
         with torch.no_grad():
             model.forward_embedding(torch.zeros(1, 3, h, w))
+        macs += getattr(model, "tangent_macs", 0)  # a linearised member's tangent pass (hetero.models.linearised)
     finally:
         for h in handles:
             h.remove()

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from hetero.config import TrainConfig
+from hetero.config import LqfConfig, TrainConfig
 from hetero.data.datasets import ImageSet
 from hetero.errors import DivergenceError, InputError
 from hetero.io import atomic_write, atomic_write_text, parse_json
@@ -27,6 +27,7 @@ from hetero.models.registry import Preprocess, features_and_embedding
 from hetero.spaces import InputSpec
 from hetero.training import distributed
 from hetero.training.losses import Batch, CompatibilityObjective
+from hetero.training.lqf import KFAC, fit_head
 from hetero.training.qat import freeze_batchnorm
 from hetero.training.targets import CloudTargets, OnlineTargets, render, sample_views
 
@@ -40,9 +41,11 @@ class TrainStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats, emb = features_and_embedding(self.model, x)
-        return feats, emb, self.model.classifier(emb)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.model.forward_features(x)
+        raw = self.model.head(feats)  # norm(head(features)) is every member's embedding (features_and_embedding)
+        emb = self.model.norm(raw)
+        return feats, raw, emb, self.model.classifier(emb)
 
 
 @dataclass
@@ -71,7 +74,13 @@ class _Run:
             views = sample_views(gidx, len(self.x), gen, augment=self.cfg.augment, mix=self.cfg.mix)
         mine = slice(n_rank, None, n_world)
         idx, mine_views = gidx[mine], views[mine]
-        feats, emb, logits = self.step(render(self.pre, self.x, idx, mine_views))
+        kfac = self.opt if isinstance(self.opt, KFAC) else None
+        pixels = render(self.pre, self.x, idx, mine_views)
+        if kfac is not None:
+            kfac.arm(pixels)
+        feats, raw, emb, logits = self.step(pixels)
+        if kfac is not None:
+            kfac.observe(raw)
         prev_emb = None
         if self.previous is not None:  # the released model on the same views, at its own compute size
             with torch.no_grad():
@@ -87,6 +96,7 @@ class _Run:
             features=feats,
             cloud_features=None if cloud_feats is None else cloud_feats[mine],
             previous_embedding=prev_emb,
+            raw_embedding=raw,
         )
         loss, parts = self.objective(batch)
         self.opt.zero_grad(set_to_none=True)
@@ -94,6 +104,14 @@ class _Run:
         self.opt.step()
         self.sched.step()
         return torch.tensor([float(loss.detach()), *parts.values(), 1.0], dtype=torch.float64) * len(idx)
+
+    def probe_batches(self, seed: int):
+        """Every training image once, one cached view each, with the cloud's embedding of it (own generator: the
+        training's draws are unchanged)."""
+        gen = torch.Generator().manual_seed(seed + 7919)
+        for gidx in torch.arange(len(self.x)).split(self.cfg.batch_size):
+            views, cloud_emb, _ = self.targets.for_batch(gidx, gen)
+            yield render(self.pre, self.x, gidx, views), cloud_emb
 
     def epoch(self, epoch: int, gen: torch.Generator) -> dict[str, Any]:
         """One pass over a seeded permutation; the epoch's mean loss terms, reduced over ranks."""
@@ -131,6 +149,7 @@ def fit(
     fingerprint: str = "",
     progress: bool = True,
     desc: str = "train",
+    lqf: LqfConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Minimise `objective` over `train`; returns one metrics dict per epoch.
 
@@ -142,11 +161,14 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     params = list({id(p): p for p in params}.values())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if lqf is not None:  # a linearised model: its quadratic, K-FAC preconditioned (hetero.training.lqf)
+        lr, opt = lqf.lr, KFAC(model, lqf, lqf.lr, cfg.weight_decay, cfg.seed)
+    else:
+        lr, opt = cfg.lr, torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.15
-    )
+        opt, max_lr=lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.15, cycle_momentum=lqf is None
+    )  # K-FAC keeps [lqf] momentum
     history: list[dict[str, Any]] = []
     state_path = state_dir / "state.pt" if state_dir is not None else None
     if resume and state_path is not None and state_path.is_file():
@@ -159,6 +181,9 @@ def fit(
         Preprocess(spec, getattr(model, "resolution", None)), cfg, targets, previous,
         Preprocess(spec, getattr(previous, "resolution", None)) if previous is not None else None, opt, sched,
     )  # fmt: skip
+    probe = {}
+    if lqf is not None and not history and targets is not None:  # the point LQF linearises around: the best head
+        probe["head_probe_mse"] = round(fit_head(model, run.probe_batches(cfg.seed)), 6)
     model.train()
     if cfg.qat:
         freeze_batchnorm(model)  # normalise as deployed: the rounded weights are learned against running statistics
@@ -166,7 +191,7 @@ def fit(
     bar = tqdm(range(len(history), cfg.epochs), desc=desc, disable=not show, leave=False, unit="epoch",
                initial=len(history), total=cfg.epochs)  # fmt: skip
     for epoch in bar:
-        row = run.epoch(epoch, gen)
+        row = run.epoch(epoch, gen) | (probe if epoch == 0 else {})
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if state_path is not None and distributed.is_main():

@@ -39,6 +39,7 @@ class Batch:
     # Pooled backbone features (before the embedding head) of the model and of the cloud, same view.
     features: torch.Tensor | None = None  # [B, F]
     cloud_features: torch.Tensor | None = None  # [B, F]
+    raw_embedding: torch.Tensor | None = None  # [B, D] the head's output before L2 normalisation
 
     def cross_entropy(self, logits: torch.Tensor) -> torch.Tensor:
         """Class cross-entropy over labelled images (label -1: unlabeled, skipped); for a blended view, the blend
@@ -127,6 +128,19 @@ class RegressionL2(_CloudTerm):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return (batch.embedding - batch.cloud_embedding).pow(2).sum(dim=1).mean()
+
+
+class RegressionLinear(_CloudTerm):
+    """Least squares of the head's output *before* normalisation onto the cloud embedding: for a linearised member
+    (LQF, `train --lqf`) a convex quadratic in the weight change; for any other member the same loss, so the two are
+    compared on one objective. Its Gauss-Newton curvature is what LQF's K-FAC step approximates."""
+
+    name = "regression_linear"
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        if batch.raw_embedding is None:
+            raise InputError("regression_linear needs the head's output before normalisation (raw_embedding)")
+        return (batch.raw_embedding - batch.cloud_embedding).pow(2).sum(dim=1).mean()
 
 
 class RegressionCosine(_CloudTerm):
@@ -254,6 +268,7 @@ LOSS_TERMS: dict[str, type[LossTerm]] = {
         Classification,
         BCTInfluence,
         RegressionL2,
+        RegressionLinear,
         RegressionCosine,
         RegressionFeatures,
         CrossModelContrastive,

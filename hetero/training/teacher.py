@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hetero.manifest import Manifest
+from hetero.models.registry import embed_dim
 from hetero.spaces import EmbeddingSpace, InputSpec
 
 
@@ -84,8 +85,8 @@ class CheckpointTeacher:
         self.path, self.weights = path, weights
         self.space, self.input, self.sha256 = manifest.space, manifest.input, manifest.sha256
         self.resolution = getattr(model, "resolution", None)
-        self.embed_dim = int(model.head.out_features)
-        self.feature_dim = int(model.head.in_features)
+        self.embed_dim = embed_dim(model)
+        self.feature_dim = int(getattr(model.head, "in_features", self.embed_dim))  # linearised: its embedding
 
     @classmethod
     def load(cls, path: Path, loaded: tuple[Manifest, Path] | None = None) -> CheckpointTeacher:

@@ -32,6 +32,7 @@ from hetero.training import distributed
 from hetero.training.cloud import load_teacher
 from hetero.training.loop import METRICS_NAME, fit, jsonl, resume_dir
 from hetero.training.losses import LOSS_TERMS, CompatibilityObjective, build_objective, check_weights
+from hetero.training.lqf import linearise
 from hetero.training.qat import FakeQuant
 from hetero.training.start import (
     aligned_prototypes,
@@ -156,7 +157,8 @@ def train(
         history = fit(
             model, prepared.objective, train_set, tcfg, spec, targets=targets, previous=previous_model,
             state_dir=state_dir, resume=resume, fingerprint=_fingerprint(role, cfg, tcfg, weights, cloud_manifest),
-            progress=progress, desc=f"{role} {tcfg.model}" + (" (QAT)" if tcfg.qat else ""),
+            progress=progress, desc=f"{role} {tcfg.model}" + (" (QAT)" if tcfg.qat else " (LQF)" if tcfg.lqf else ""),
+            lqf=cfg.lqf if tcfg.lqf else None,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
     if not distributed.is_main():
@@ -193,6 +195,10 @@ def _require_cloud_settings(
         raise ConfigError(
             "regression_features trains the backbone only: set share_cloud_head = true so the embedding is the "
             "cloud's head applied to those features"
+        )
+    if tcfg.lqf and (tcfg.share_cloud_head or tcfg.qat or "regression_features" in active):
+        raise ConfigError(
+            "lqf trains the linearised head's output: not with share_cloud_head, qat or regression_features"
         )
     if tcfg.share_cloud_head and role != "edge":
         raise ConfigError("share_cloud_head is for an edge model (the cloud defines the head)")
@@ -248,6 +254,8 @@ def _build_model(cfg: RunConfig, tcfg: TrainConfig, split: OpenSetSplit, teacher
         inherit_from_cloud(model, tcfg.model, teacher.model, cloud_manifest)
     if tcfg.share_cloud_head:
         share_cloud_head(model, tcfg.model, teacher.model)
+    if tcfg.lqf:  # linear in its weight change around the weights it starts from (ImageNet, init or the cloud's)
+        model = linearise(model, cfg.lqf)
     return model, init_record
 
 
@@ -268,6 +276,7 @@ def _save(out, role, cfg, tcfg, weights, split, model, spec, cloud, cloud_manife
             "role": role,
             "loss_weights": weights,
             "train": to_dict(tcfg),
+            **({"lqf": to_dict(cfg.lqf)} if tcfg.lqf else {}),
             "data": to_dict(cfg.data),
             "split": split.describe(),
             "final": history[-1] if history else {},
@@ -291,5 +300,6 @@ def _fingerprint(role: str, cfg: RunConfig, tcfg: TrainConfig, weights: dict, cl
         "weights": weights,
         "cloud": cloud.sha256 if cloud else None,
         "world": distributed.world(),
+        **({"lqf": to_dict(cfg.lqf)} if tcfg.lqf else {}),
     }
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
