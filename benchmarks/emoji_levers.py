@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hetero.config import DEFAULT_CONFIG, OBJECTIVES, RunConfig, TrainConfig, load_config, override, to_dict
+from hetero.config import DEFAULT_CONFIG, OBJECTIVES, DataConfig, RunConfig, TrainConfig, load_config, override, to_dict
 from hetero.data.datasets import load_split
 from hetero.devices.loader import load
 from hetero.manifest import load_manifest
@@ -136,7 +136,11 @@ def trained(out: Path, role: str, cfg: RunConfig, split, **kw) -> Path:
             return json.loads(json.dumps({**d, "loss_weights": {}}))
 
         same_train = plain({**to_dict(TrainConfig()), **done["train"]}) == plain(to_dict(tcfg))
-        if done.get("data") == to_dict(cfg.data) and same_train and done.get("loss_weights") == weights:
+        same_data = json.loads(json.dumps({**to_dict(DataConfig()), **done.get("data", {})})) == json.loads(
+            json.dumps(to_dict(cfg.data))
+        )
+        same_lqf = done.get("lqf") == (json.loads(json.dumps(to_dict(cfg.lqf))) if tcfg.lqf else None)
+        if same_data and same_train and same_lqf and json.loads(json.dumps(done.get("loss_weights"))) == weights:
             print(f"reusing {out}", file=sys.stderr)
             return out
     print(f"training {role} -> {out}", file=sys.stderr, flush=True)

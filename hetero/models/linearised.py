@@ -108,6 +108,12 @@ class Linearised(nn.Module):
         self.pretrained_info = getattr(model, "pretrained_info", None)
         self.taps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # K-FAC reads layer inputs/outputs
         self.tangent_macs = 0
+        names = {id(mod): n for n, mod in model.named_modules()}
+        owners = [names[id(b)] for b in self._blocks()]
+        self.first = next(
+            (i for i, b in enumerate(owners) if any(_under(u, [b]) for u in self.linear_units)), len(owners)
+        )
+        self.keep_trunk, self.trunk_out = False, None
         self.train(False)
 
     @property
@@ -146,16 +152,30 @@ class Linearised(nn.Module):
         return primal if tangent is None else primal + tangent
 
     def forward_pair(self, x: torch.Tensor) -> Pair:
-        """f(x; w0) and J(x; w0)·Δw apart (K-FAC's step size reads J·d with `delta` set to a direction d)."""
+        """f(x; w0) and J(x; w0)·Δw apart, before normalisation."""
+        return self.tail(self.trunk(x))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The member's own blocks before the first linearised one: no tangent, nothing trainable (kept in
+        `trunk_out` while `keep_trunk` is set, for K-FAC's extra pass)."""
+        for block in self._blocks()[: self.first]:
+            x = block(x)
+        if self.keep_trunk:
+            self.trunk_out = x.detach()
+        return x
+
+    def tail(self, h: torch.Tensor) -> Pair:
+        """The dual pass from the first linearised block on, the pooled pair through the head."""
         self.tangent_macs = 0
-        m = self.model
-        pair: Pair = self._convbn(m.stem, (x, None))
-        for stage in m.stages:
-            for block in stage:
-                pair = self._mbconv(block, pair)
-        pair = self._convbn(m.head_conv, pair)
+        m, pair = self.model, (h, None)
+        for block in self._blocks()[self.first :]:
+            pair = self._convbn(block, pair) if block in (m.stem, m.head_conv) else self._mbconv(block, pair)
         p, t = m.pool(pair[0]), None if pair[1] is None else m.pool(pair[1])
         return self._unit(m.head, p, t, m.head(p), F.linear)
+
+    def _blocks(self) -> list[nn.Module]:
+        m = self.model
+        return [m.stem, *(block for stage in m.stages for block in stage), m.head_conv]
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.forward_features(x))

@@ -77,7 +77,7 @@ class _Run:
         kfac = self.opt if isinstance(self.opt, KFAC) else None
         pixels = render(self.pre, self.x, idx, mine_views)
         if kfac is not None:
-            kfac.arm(pixels)
+            kfac.arm()
         feats, raw, emb, logits = self.step(pixels)
         if kfac is not None:
             kfac.observe(raw)
@@ -182,8 +182,8 @@ def fit(
         Preprocess(spec, getattr(previous, "resolution", None)) if previous is not None else None, opt, sched,
     )  # fmt: skip
     probe = {}
-    if lqf is not None and not history and targets is not None:  # the point LQF linearises around: the best head
-        probe["head_probe_mse"] = round(fit_head(model, run.probe_batches(cfg.seed)), 6)
+    if lqf is not None and lqf.fit_head and not history and targets is not None:  # the point LQF linearises around
+        probe["head_probe_mse"] = round(fit_head(model, run.probe_batches(cfg.seed), lqf.head_ridge), 6)
     model.train()
     if cfg.qat:
         freeze_batchnorm(model)  # normalise as deployed: the rounded weights are learned against running statistics
