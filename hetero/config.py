@@ -118,6 +118,11 @@ class TrainConfig:
     # the cloud's embeddings of the training images: what a cloud without a classifier, e.g. an imported one, gives)
     prototypes: str = "classifier"
     lqf: bool = False  # train linearised (LQF, settings in [lqf]): regression_linear is then the loss to use
+    # The embedding head before training: "probe" sets it to the ridge regression of the cloud's embeddings on the
+    # model's features (regression_linear's optimum over the head alone; ridge relative to the features' energy),
+    # "keep" leaves it; "auto" probes under lqf (the point to linearise around) and keeps otherwise.
+    head_init: str = "auto"
+    head_ridge: float = 0.03
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -140,7 +145,9 @@ class TrainConfig:
             raise ConfigError(f"mix is a share of views, between 0 and 1; got {self.mix}")
         if self.qat and not self.init:
             raise ConfigError("qat = true fine-tunes a trained checkpoint: set init (hetero train edge --qat CKPT)")
-        one_of(self, prototypes=("classifier", "embeddings"))
+        one_of(self, prototypes=("classifier", "embeddings"), head_init=("auto", "probe", "keep"))
+        if not (math.isfinite(self.head_ridge) and self.head_ridge > 0):
+            raise ConfigError(f"head_ridge must be a positive finite number; got {self.head_ridge}")
         if self.cloud_views < 1:
             raise ConfigError(f"cloud_views must be at least 1; got {self.cloud_views}")
         empty = [i for i, t in enumerate(self.transfer) if not t.source]

@@ -160,14 +160,10 @@ class LqfConfig:
     # Multiplies the step to the minimum of each batch's quadratic along the K-FAC direction (1: all the way; the
     # block-diagonal K-FAC direction alone overshoots by 30-100x, so the step size is computed, not guessed).
     lr: float = 1.0
-    # Before LQF starts, set the member's head to the ridge regression of the cloud's embeddings on its features (the
-    # point to linearise around); ridge relative to the features' mean energy. false: linearise around the head as is.
-    fit_head: bool = True
-    head_ridge: float = 0.03
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.head_ridge) and self.head_ridge > 0):
-            raise ConfigError(f"lqf lr and head_ridge must be positive and finite; got {self.lr}, {self.head_ridge}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lqf lr must be a positive finite number; got {self.lr}")
         if not self.stages or any(not s for s in self.stages):
             raise ConfigError('lqf stages must name at least one module (e.g. ["head_conv", "head"])')
         bad = {k: getattr(self, k) for k in ("leak", "factor_decay", "momentum") if not 0.0 <= getattr(self, k) < 1.0}

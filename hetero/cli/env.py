@@ -22,6 +22,8 @@ DISTRIBUTIONS = (
     "onnxruntime", "ai-edge-litert", "coremltools", "torch", "onnx", "onnxscript", "onnxconverter-common",
     "litert-torch", "ai-edge-quantizer", "faiss-cpu", "numpy", "scipy", "safetensors", "cryptography",
 )  # fmt: skip
+
+
 def versions() -> dict[str, str | None]:
     """Installed version of each distribution that decides a number, None when it is not installed."""
     found: dict[str, str | None] = {}

@@ -23,6 +23,7 @@ from hetero.config import LqfConfig, TrainConfig
 from hetero.data.datasets import ImageSet
 from hetero.errors import DivergenceError, InputError
 from hetero.io import atomic_write, atomic_write_text, parse_json
+from hetero.models.linearised import Linearised
 from hetero.models.registry import Preprocess, features_and_embedding
 from hetero.spaces import InputSpec
 from hetero.training import distributed
@@ -182,8 +183,9 @@ def fit(
         Preprocess(spec, getattr(previous, "resolution", None)) if previous is not None else None, opt, sched,
     )  # fmt: skip
     probe = {}
-    if lqf is not None and lqf.fit_head and not history and targets is not None:  # the point LQF linearises around
-        probe["head_probe_mse"] = round(fit_head(model, run.probe_batches(cfg.seed), lqf.head_ridge), 6)
+    if _probes_head(cfg, lqf) and not history and targets is not None:
+        net = model.model if isinstance(model, Linearised) else model
+        probe["head_probe_mse"] = round(fit_head(net, run.probe_batches(cfg.seed), cfg.head_ridge), 6)
     model.train()
     if cfg.qat:
         freeze_batchnorm(model)  # normalise as deployed: the rounded weights are learned against running statistics
@@ -199,6 +201,10 @@ def fit(
         distributed.barrier()
     model.eval()
     return history
+
+
+def _probes_head(cfg: TrainConfig, lqf: LqfConfig | None) -> bool:
+    return cfg.head_init == "probe" or (cfg.head_init == "auto" and lqf is not None)
 
 
 def _save_state(path: Path, fingerprint: str, model, opt, sched, gen, history: list[dict]) -> None:

@@ -143,6 +143,23 @@ class RegressionLinear(_CloudTerm):
         return (batch.raw_embedding - batch.cloud_embedding).pow(2).sum(dim=1).mean()
 
 
+class PreviousLinear(_CloudTerm):
+    """LQF's compatibility penalty for a release that replaces another: least squares of the head's output before
+    normalisation onto the previous release's embedding of the same view (TrainConfig.previous).
+
+    With `regression_linear` at weight 1 and this term at weight β, the objective is (1 + β)·‖z − t_β‖² plus a
+    constant, with t_β = (cloud + β·previous) / (1 + β): for a linearised model the whole trade between following
+    the cloud (error) and keeping the old answers (flips) is one convex quadratic per β, and β is the knob."""
+
+    name = "previous_linear"
+    reads_previous = True
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        if batch.raw_embedding is None or batch.previous_embedding is None:
+            raise InputError("previous_linear needs the head's raw output and the previous release's embedding")
+        return (batch.raw_embedding - batch.previous_embedding).pow(2).sum(dim=1).mean()
+
+
 class RegressionCosine(_CloudTerm):
     """Feature regression on direction only: 1 - cos(edge, cloud); what cosine retrieval actually compares."""
 
@@ -269,6 +286,7 @@ LOSS_TERMS: dict[str, type[LossTerm]] = {
         BCTInfluence,
         RegressionL2,
         RegressionLinear,
+        PreviousLinear,
         RegressionCosine,
         RegressionFeatures,
         CrossModelContrastive,

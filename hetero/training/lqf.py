@@ -33,19 +33,21 @@ def linearise(model: nn.Module, lqf: LqfConfig) -> Linearised:
 
 
 @torch.no_grad()
-def fit_head(model: Linearised, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], ridge: float) -> float:
-    """Set the member's embedding head W0 to the ridge regression of the cloud's embeddings on its pooled features
-    (one pass over `batches` of (pixels, cloud embeddings)); returns the fit's mean squared residual.
+def fit_head(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], ridge: float) -> float:
+    """Set a member's embedding head to the ridge regression of the cloud's embeddings on its pooled features (one
+    pass over `batches` of (pixels, cloud embeddings)); returns the fit's mean squared residual. For a linearised
+    model pass its member: the head is then W0, the point LQF linearises around.
 
     The point LQF linearises around should already be a good answer: around a randomly initialised head the
     primal output is noise and the tangent must cancel it, so the deployed sum p + t is a difference of two large
     numbers — which int8 cannot represent (measured: mean cosine 0.63 on digits, TFLite) — and the Jacobian through a
-    random head points nowhere in particular. The probe is the linear model's optimum over the head alone.
+    random head points nowhere in particular. For non-linear training with `regression_linear` from a head trained
+    under another loss it removes a scale mismatch that otherwise drives Adam through every weight at once.
     `ridge` is relative to the features' mean energy: with more features than images a weak ridge interpolates,
     and the head then amplifies what rounding does to the features (digits: ridge 1e-3 gave |W| 11 and fp16
     weights cost min cosine 0.97; 0.03 gave |W| 0.8).
     """
-    net, gram, cross, n, squares = model.model, None, None, 0, 0.0
+    gram, cross, n, squares = None, None, 0, 0.0
     for pixels, target in batches:
         squares += float(target.double().pow(2).sum())
         phi = torch.cat([net.forward_features(pixels), pixels.new_ones(len(pixels), 1)], dim=1).double()

@@ -156,7 +156,8 @@ def load_previous(tcfg: TrainConfig, weights: dict, cloud: Manifest | None) -> t
     """The released model a flip-aware term distils from: a checkpoint in the cloud's space (its embeddings are
     scored against the cloud's prototypes, so both must live there)."""
     if not any(LOSS_TERMS[k].reads_previous for k in check_weights(weights)):
-        raise ConfigError("previous is read only by focal_distillation or plain_distillation; add one of them")
+        readers = ", ".join(sorted(k for k, t in LOSS_TERMS.items() if t.reads_previous))
+        raise ConfigError(f"previous is read only by {readers}; add one of them")
     model, m = load_checkpoint(Path(tcfg.previous))
     if cloud is None or m.space.id != cloud.space.id:
         raise SpaceMismatchError(
