@@ -161,3 +161,26 @@ def test_train_edge_lqf_from_the_shell_exports_as_one_graph(tiny, tmp_path, caps
                           resolution=32)  # fmt: skip
     assert manifest["model"]["macs"] > model_cost(member, InputSpec(16, 16))["macs"]
     export_to(tiny, out, tmp_path / "export", "onnx,tflite", "fp32")  # any failed parity rule raises
+
+
+def test_the_compatibility_knob_regresses_onto_the_blend_of_cloud_and_previous():
+    """regression_linear + β·previous_linear is (1 + β)·‖z − (cloud + β·previous)/(1 + β)‖² plus a constant: its
+    gradient vanishes at the blend, so for a linear model β trades the cloud's answers against the old ones in
+    closed form."""
+    from hetero.training.losses import Batch, build_objective
+
+    g = torch.Generator().manual_seed(0)
+    cloud, previous = (
+        F.normalize(torch.randn(6, 8, generator=g), dim=1),
+        F.normalize(torch.randn(6, 8, generator=g), dim=1),
+    )
+    for beta in (0.5, 4.0):
+        objective = build_objective({"regression_linear": 1.0, "previous_linear": beta}, object())  # no prototypes
+        blend = ((cloud + beta * previous) / (1 + beta)).requires_grad_(True)
+        batch = Batch(F.normalize(blend, dim=1), torch.zeros(6, 3), torch.zeros(6, dtype=torch.long), cloud,
+                      previous_embedding=previous, raw_embedding=blend)  # fmt: skip
+        loss, parts = objective(batch)
+        (grad,) = torch.autograd.grad(loss, blend)
+        assert grad.abs().max() < 1e-6 and set(parts) == {"regression_linear", "previous_linear"}
+    with pytest.raises(ConfigError, match="head_init"):
+        from_dict(RunConfig, {"edge": {"head_init": "random"}})
