@@ -128,10 +128,14 @@ def test_lqf_refuses_what_it_cannot_linearise(tiny, tmp_path, capsys):
         LqfConfig(leak=1.5)
     with pytest.raises(ConfigError, match="head_ridge"):
         from_dict(RunConfig, {"lqf": {"head_ridge": 0.0}})
-    cfg = tmp_path / "shared.toml"
-    cfg.write_text(tiny.config.read_text().replace("[edge]", "[edge]\nshare_cloud_head = true\nlqf = true", 1))
+    cfg = tmp_path / "lqf_bct.toml"
+    cfg.write_text(tiny.config.read_text().replace("[edge]", "[edge]\nlqf = true", 1))  # the tiny edge's BCT loss
     assert run_cli("train", "edge", "--config", cfg, "--cloud", tiny.cloud, "--out", tmp_path / "x") == 2
-    assert "lqf trains the linearised head" in capsys.readouterr().err
+    assert "lqf minimises least squares on the linearised output" in capsys.readouterr().err
+    cfg = tmp_path / "shared.toml"
+    cfg.write_text(tiny.config.read_text().replace("[edge]", "[edge]\nshare_cloud_head = true", 1))
+    assert run_cli("train", "edge", "--config", cfg, "--cloud", tiny.cloud, "--lqf", "--out", tmp_path / "x") == 2
+    assert "lqf trains the linearised head's output: not with share_cloud_head" in capsys.readouterr().err
 
 
 def test_train_edge_lqf_from_the_shell_exports_as_one_graph(tiny, tmp_path, capsys):

@@ -28,7 +28,7 @@ from hetero.models.registry import Preprocess, features_and_embedding
 from hetero.spaces import InputSpec
 from hetero.training import distributed
 from hetero.training.losses import Batch, CompatibilityObjective
-from hetero.training.lqf import KFAC, fit_head
+from hetero.training.lqf import KFAC, LEAST_SQUARES, fit_head
 from hetero.training.qat import freeze_batchnorm
 from hetero.training.targets import CloudTargets, OnlineTargets, render, sample_views
 
@@ -163,7 +163,8 @@ def fit(
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     params = list({id(p): p for p in params}.values())
     if lqf is not None:  # a linearised model: its quadratic, K-FAC preconditioned (hetero.training.lqf)
-        lr, opt = lqf.lr, KFAC(model, lqf, lqf.lr, cfg.weight_decay, cfg.seed)
+        curvature = sum(w for k, w in objective.weights.items() if k in LEAST_SQUARES)
+        lr, opt = lqf.lr, KFAC(model, lqf, lqf.lr, cfg.weight_decay, cfg.seed, curvature=curvature)
     else:
         lr, opt = cfg.lr, torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)

@@ -26,6 +26,9 @@ from hetero.config import LqfConfig
 from hetero.models.linearised import Linearised
 from hetero.training import distributed
 
+# The loss terms LQF's step is exact for: least squares on the head's raw output (their Gauss-Newton is 2·weight·I).
+LEAST_SQUARES = ("regression_linear", "previous_linear")
+
 
 def linearise(model: nn.Module, lqf: LqfConfig) -> Linearised:
     """The member made linear in its weight change under `lqf.stages`, around its weights as they are now."""
@@ -74,10 +77,20 @@ class KFAC(torch.optim.Optimizer):
     input and output while `taps` is set).
     """
 
-    def __init__(self, model: Linearised, lqf: LqfConfig, lr: float, weight_decay: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        model: Linearised,
+        lqf: LqfConfig,
+        lr: float,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        curvature: float = 1.0,
+    ):
+        """`curvature`: the loss's Gauss-Newton in units of ‖z − t‖²'s (the summed weights of the least-squares
+        terms: regression_linear + previous_linear), which the exact step length divides by."""
         params = list(model.delta.values())
         super().__init__(params, {"lr": lr, "momentum": lqf.momentum, "weight_decay": weight_decay})
-        self.model, self.lqf, self.seed = model, lqf, seed
+        self.model, self.lqf, self.seed, self.curvature = model, lqf, seed, curvature
         self.layers = {name: _unit(model, name) for name in model.linear_units}
         self.state["kfac"] = {"step": 0}
 
@@ -141,7 +154,7 @@ class KFAC(torch.optim.Optimizer):
         return None
 
     def _alpha(self, grads: dict, dirs: dict, wd: float) -> float:
-        """The minimiser along d of the batch's quadratic: gᵀd / (2·mean‖J·d‖² + wd·‖d‖²)."""
+        """The minimiser along d of the batch's quadratic: gᵀd / (2·c·mean‖J·d‖² + wd·‖d‖²), c = `curvature`."""
         saved = {p: p.detach().clone() for p in dirs}
         for p, d in dirs.items():
             p.copy_(d)
@@ -151,7 +164,9 @@ class KFAC(torch.optim.Optimizer):
             self.model.keep_trunk, self.model.trunk_out = False, None
             for p, v in saved.items():
                 p.copy_(v)
-        curv = 2.0 * jd.double().pow(2).sum(dim=1).mean() + wd * sum(d.double().pow(2).sum() for d in dirs.values())
+        curv = 2.0 * self.curvature * jd.double().pow(2).sum(dim=1).mean() + wd * sum(
+            d.double().pow(2).sum() for d in dirs.values()
+        )
         gd = sum((grads[p].double() * d.double()).sum() for p, d in dirs.items())
         if distributed.world() > 1:  # each rank saw its slice: the global batch's curvature is their mean
             torch.distributed.all_reduce(curv)

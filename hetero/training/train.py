@@ -32,7 +32,7 @@ from hetero.training import distributed
 from hetero.training.cloud import load_teacher
 from hetero.training.loop import METRICS_NAME, fit, jsonl, resume_dir
 from hetero.training.losses import LOSS_TERMS, CompatibilityObjective, build_objective, check_weights
-from hetero.training.lqf import linearise
+from hetero.training.lqf import LEAST_SQUARES, linearise
 from hetero.training.qat import FakeQuant
 from hetero.training.start import (
     aligned_prototypes,
@@ -196,9 +196,14 @@ def _require_cloud_settings(
             "regression_features trains the backbone only: set share_cloud_head = true so the embedding is the "
             "cloud's head applied to those features"
         )
-    if tcfg.lqf and (tcfg.share_cloud_head or tcfg.qat or "regression_features" in active):
+    if tcfg.lqf and set(active) - set(LEAST_SQUARES):
         raise ConfigError(
-            "lqf trains the linearised head's output: not with share_cloud_head, qat or regression_features"
+            f"lqf minimises least squares on the linearised output ({', '.join(LEAST_SQUARES)}); not "
+            f"{', '.join(sorted(set(active) - set(LEAST_SQUARES)))} (one-hot least squares for a classifier: not built)"
+        )
+    if tcfg.lqf and (tcfg.share_cloud_head or tcfg.qat):
+        raise ConfigError(
+            "lqf trains the linearised head's output: not with share_cloud_head or qat"
         )
     if tcfg.share_cloud_head and role != "edge":
         raise ConfigError("share_cloud_head is for an edge model (the cloud defines the head)")
