@@ -51,12 +51,15 @@ def fit_head(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
     weights cost min cosine 0.97; 0.03 gave |W| 0.8).
     """
     gram, cross, n, squares = None, None, 0, 0.0
+    was_training = net.training
+    net.eval()  # the features the deployed model computes (batch norm at its running statistics)
     for pixels, target in batches:
         squares += float(target.double().pow(2).sum())
         phi = torch.cat([net.forward_features(pixels), pixels.new_ones(len(pixels), 1)], dim=1).double()
         gram = phi.T @ phi if gram is None else gram + phi.T @ phi
         cross = phi.T @ target.double() if cross is None else cross + phi.T @ target.double()
         n += len(pixels)
+    net.train(was_training)
     if gram is None:
         return float("nan")
     eye = torch.eye(gram.shape[0], dtype=gram.dtype)
