@@ -22,7 +22,6 @@ from hetero.errors import ArtifactError, InputError, NotExecutedError
 from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.export.quiet import native_quiet
-from hetero.models.registry import embed_dim
 from hetero.spaces import InputSpec
 
 if TYPE_CHECKING:
@@ -98,7 +97,7 @@ def build(req: BuildRequest) -> dict[str, Any]:
             ml = ct.optimize.coreml.linear_quantize_weights(ml, ct.optimize.coreml.OptimizationConfig(global_config=op))
     meta = describe(
         req.space_id,
-        embed_dim(req.graph.model),
+        req.embed_dim,
         spec,
         precision,
         image_input=True,

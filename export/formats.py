@@ -60,6 +60,12 @@ class BuildRequest:
     int8_scheme: str = "u8u8"  # ONNX int8 activation x weight types (ExportConfig.onnx_int8_scheme)
     frame_filter: str = "pil-bilinear"  # the resize the app calls, stated in the file (ExportConfig.frame_filter)
 
+    @property
+    def embed_dim(self) -> int:
+        """The embedding's width, from the classifier every member carries (hetero.models.registry.embed_dim; not
+        imported: a format module must load without torch for the runtimes that only run artifacts)."""
+        return int(self.graph.model.classifier.weight.shape[1])
+
 
 class FormatModule(Protocol):
     """What every exporter module provides (export/onnx.py, coreml.py, tflite.py): one graph in, one file out, and

@@ -20,7 +20,6 @@ import numpy as np
 
 from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
-from hetero.models.registry import embed_dim
 
 FILE = "model.onnx"
 # Layers kept float inside an int8 graph: not offered. Built either way (nodes excluded from the quantiser, or
@@ -59,7 +58,7 @@ def build(req: BuildRequest) -> dict[str, Any]:
         dest / FILE,
         describe(
             req.space_id,
-            embed_dim(req.graph.model),
+            req.embed_dim,
             req.graph.input_spec,
             precision,
             frame_filter=req.frame_filter,

@@ -21,7 +21,6 @@ from hetero.export.formats import BuildRequest
 from hetero.export.metadata import INPUT_NAME, OUTPUT_NAME, describe
 from hetero.export.quiet import native_quiet
 from hetero.export.scopes import cut, tflite_ops
-from hetero.models.registry import embed_dim
 
 FILE = "model.tflite"
 MIXED_PRECISION = True  # int8 with some layers float (`keep_float`): ai-edge-quantizer's no_quantize rules
@@ -60,7 +59,7 @@ def build(req: BuildRequest) -> dict[str, Any]:
         fp32.unlink()
     meta = describe(
         req.space_id,
-        embed_dim(req.graph.model),
+        req.embed_dim,
         req.graph.input_spec,
         req.precision,
         frame_filter=req.frame_filter,
