@@ -202,9 +202,7 @@ def _require_cloud_settings(
             f"{', '.join(sorted(set(active) - set(LEAST_SQUARES)))} (one-hot least squares for a classifier: not built)"
         )
     if tcfg.lqf and (tcfg.share_cloud_head or tcfg.qat):
-        raise ConfigError(
-            "lqf trains the linearised head's output: not with share_cloud_head or qat"
-        )
+        raise ConfigError("lqf trains the linearised head's output: not with share_cloud_head or qat")
     if tcfg.share_cloud_head and role != "edge":
         raise ConfigError("share_cloud_head is for an edge model (the cloud defines the head)")
     if (tcfg.share_cloud_head or tcfg.inherit_cloud) and (teacher is None or teacher.model is None):
