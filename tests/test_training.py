@@ -112,6 +112,7 @@ def test_objectives_declare_whether_they_join_the_cloud_space():
         "bct_regression": True,
         "contrastive": True,
         "l2": True,
+        "lqf": True,  # least squares onto the cloud's embeddings
         "independent": False,
         "distillation": False,  # baselines keep a space of their own
         "bct_focal": True,
