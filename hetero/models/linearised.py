@@ -128,6 +128,11 @@ class Linearised(nn.Module):
         """What a manifest records to rebuild this model around its member."""
         return {"stages": list(self.stages), "leak": self.leak}
 
+    def deltas(self, name: str) -> tuple[nn.Parameter, nn.Parameter]:
+        """ΔW and Δb of the linearised unit `name` (a module path of the member)."""
+        k = _key(name)
+        return self.delta[k + "__w"], self.delta[k + "__b"]
+
     @torch.no_grad()
     def fold_deltas(self) -> None:
         """Scale each linearised conv's ΔW and Δb by its batch norm's scale: what folding the batch norm into the
@@ -136,9 +141,9 @@ class Linearised(nn.Module):
         for name in self.linear_units:
             unit = modules[name]
             if isinstance(getattr(unit, "bn", None), nn.BatchNorm2d):
-                scale, k = _bn_scale(unit.bn), _key(name)
-                self.delta[k + "__w"].mul_(scale.reshape(-1, 1, 1, 1))
-                self.delta[k + "__b"].mul_(scale)
+                scale, (dw, db) = _bn_scale(unit.bn), self.deltas(name)
+                dw.mul_(scale.reshape(-1, 1, 1, 1))
+                db.mul_(scale)
 
     def train(self, mode: bool = True) -> Linearised:
         """Batch norm stays in inference mode: the linearisation point is one fixed function."""
@@ -208,8 +213,7 @@ class Linearised(nn.Module):
         tangent = None if t is None else op(t, layer.weight, None)
         name = self.names[unit]
         if name in self.linear_units:
-            k = _key(name)
-            own = op(x, self.delta[k + "__w"], self.delta[k + "__b"])
+            own = op(x, *self.deltas(name))
             if self.taps is not None:
                 self.taps[name] = (x.detach(), own)
             tangent = own if tangent is None else tangent + own

@@ -9,7 +9,8 @@ output, and the step is G⁻¹ ∇W A⁻¹. Gradients for G are *sampled* from t
 pass of z·ε, ε ~ N(0, 2I)), so the factors estimate the true curvature, not the shrinking residual's (the empirical
 Fisher); then lr = 1 is a Gauss-Newton step. Grouped (depthwise) convolutions get one factor pair per group.
 
-Each factor is damped by `damping` times its mean eigenvalue before inversion. Factors are running averages
+Each factor pair gets factored Tikhonov damping (`damping` relative to its mean eigenvalues, plus the weight decay)
+before inversion. Factors are running averages
 refreshed, and re-inverted, every `inverse_every` steps; everything lives in the optimiser state, so a resumed run
 continues bit for bit.
 """
@@ -63,9 +64,6 @@ def fit_head(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
     if gram is None:
         return float("nan")
     eye = torch.eye(gram.shape[0], dtype=gram.dtype)
-    import os
-
-    ridge = float(os.environ.get("RIDGE", ridge))
     solution = torch.linalg.solve(gram + ridge * torch.diagonal(gram).mean() * eye, cross)  # [features + 1, dim]
     net.head.weight.copy_(solution[:-1].T)
     net.head.bias.copy_(solution[-1])
@@ -127,7 +125,7 @@ class KFAC(torch.optim.Optimizer):
         self.model.keep_trunk = True
 
     def _w(self, name: str) -> torch.Tensor:
-        return self.model.delta[_key(name) + "__w"]
+        return self.model.deltas(name)[0]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -138,7 +136,7 @@ class KFAC(torch.optim.Optimizer):
         lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
         grads, dirs = {}, {}
         for name, layer in self.layers.items():
-            w, b = self._w(name), self.model.delta[_key(name) + "__b"]
+            w, b = self.model.deltas(name)
             if w.grad is None:
                 continue
             gw, gb = w.grad + wd * w, b.grad + wd * b
@@ -175,10 +173,6 @@ class KFAC(torch.optim.Optimizer):
             torch.distributed.all_reduce(curv)
             curv /= distributed.world()
         return float(gd / curv) if curv > 0 else 0.0
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "__")
 
 
 def _unit(model: Linearised, name: str) -> nn.Conv2d | nn.Linear:
